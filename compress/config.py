@@ -1,0 +1,295 @@
+"""Recipes: YAML validated into typed dataclasses, with `--set a.b=value` overrides.
+
+A typo'd key fails with its full path and the nearest valid name; a wrong type names the expected
+type. Every failure is a `UserError` (one line, exit 2 in the CLI).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from compress.errors import UserError
+
+
+@dataclass
+class DataConfig:
+    """Which data set, where it lives and how it is split, augmented and batched."""
+
+    name: Literal["digits", "cifar10", "cifar100", "imagefolder"] = "digits"
+    root: str | None = None  # directory for cifar10/cifar100/imagefolder; digits is embedded
+    image_size: int = 32  # digits and imagefolder are resized to this; CIFAR is always 32
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    workers: int = 0
+    val_fraction: float = 0.1  # held out of the training split (stratified) for model selection
+    train_fraction: float = 1.0  # keep this stratified share of the training split
+    augment: bool = True
+    split_seed: int = 0  # fixes the train/val/test split independently of the training seed
+
+
+@dataclass
+class TrainConfig:
+    """Optimizer, schedule and numerics of one training run."""
+
+    epochs: int = 30
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: Literal["multistep", "cosine", "constant"] = "multistep"
+    milestones: list[int] = field(default_factory=lambda: [150, 180, 210])
+    lr_decay: float = 0.1  # multiply the lr by this at each milestone
+    warmup_epochs: int = 0  # linear warm-up from lr/100, counted in epochs (fractional steps)
+    amp: Literal["off", "bf16", "fp16"] = "off"  # mixed precision on CUDA only
+    channels_last: bool = False
+    grad_clip: float | None = None  # max global L2 norm of the gradients
+    deterministic: bool = False  # deterministic kernels (bitwise repeatable on CPU)
+    checkpoint_every: int = 1  # epochs between `last` checkpoints
+
+
+@dataclass
+class NetworkConfig:
+    """A network to build from the model registry, optionally from an existing checkpoint."""
+
+    arch: str = "resnet8"
+    options: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for the builder
+    checkpoint: str | None = None  # a kdforge checkpoint (.safetensors) to start from / use as is
+
+
+@dataclass
+class MethodConfig:
+    """The distillation method and its options (validated by the method itself)."""
+
+    name: str = "kd"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunConfig:
+    """One recipe: data, teacher, student, method and how each network trains."""
+
+    name: str = "run"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: NetworkConfig = field(default_factory=lambda: NetworkConfig(arch="resnet32x4"))
+    teacher_train: TrainConfig = field(default_factory=TrainConfig)
+    student: NetworkConfig = field(default_factory=lambda: NetworkConfig(arch="resnet8x4"))
+    student_train: TrainConfig = field(default_factory=TrainConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation: dict -> dataclass, with errors that name the path and the nearest valid key.
+# --------------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        return f"a list of {_type_name(inner)}"
+    if origin is dict:
+        return "a mapping"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check `value` against the annotation `tp` and return it in that type."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"{path}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, path)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, path)
+            except UserError:
+                continue
+        raise UserError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if any(value == a and type(value) is type(a) for a in allowed):
+            return value
+        near = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise UserError(f"{path}: {value!r} is not {_type_name(tp)}{hint}")
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise UserError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        return [_coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise UserError(f"{path}: expected a mapping with string keys, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(float(value)):
+                raise UserError(f"{path}: expected a finite number, got {value!r}")
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `5e-4` (no dot) as a string
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+            else:
+                if math.isfinite(number):
+                    return number
+    elif tp is str and isinstance(value, str):
+        return value
+    raise UserError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+
+
+def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
+    """Build dataclass `cls` from `data`, refusing unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            near = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; valid keys: {', '.join(names)}"
+            raise UserError(f"unknown key {where!r}{hint}")
+        kwargs[key] = _coerce(value, hints[key], where)
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A plain, YAML/JSON-ready dict of a config dataclass."""
+    return dataclasses.asdict(config)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set student_train.epochs=5")
+    key, raw = item.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise UserError(f"--set {item!r}: the key must be dotted names, e.g. data.batch_size")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b=value` overrides (values parsed as YAML) to a raw recipe tree."""
+    for item in overrides:
+        parts, value = _parse_override(item)
+        node = tree
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise UserError(f"--set {item!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return tree
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning every failure into one line that names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"recipe {str(path)!r} not found; pass the path of a YAML file, e.g. recipes/digits.yaml"
+        )
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"recipe {str(path)!r} is not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise UserError(f"recipe {str(path)!r}: {problem}{where}") from None
+    if tree is None:
+        tree = {}
+    if not isinstance(tree, dict):
+        raise UserError(f"recipe {str(path)!r}: the top level must be a mapping of sections")
+    return tree
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a recipe file (or the defaults when `path` is None), apply overrides and validate it."""
+    tree = read_yaml(path) if path is not None else {}
+    tree = apply_overrides(tree, overrides or [])
+    config = from_dict(RunConfig, tree)
+    check(config)
+    return config
+
+
+def _positive(path: str, value: float) -> None:
+    if value <= 0:
+        raise UserError(f"{path}: must be > 0, got {value}")
+
+
+def check(config: RunConfig) -> None:
+    """Range checks the type system cannot express."""
+    data = config.data
+    for key in ("image_size", "batch_size", "eval_batch_size"):
+        _positive(f"data.{key}", getattr(data, key))
+    if data.workers < 0:
+        raise UserError(f"data.workers: must be >= 0, got {data.workers}")
+    if not 0 < data.train_fraction <= 1:
+        raise UserError(f"data.train_fraction: must be in (0, 1], got {data.train_fraction}")
+    if not 0 <= data.val_fraction < 1:
+        raise UserError(f"data.val_fraction: must be in [0, 1), got {data.val_fraction}")
+    if data.name != "digits" and data.root is None:
+        raise UserError(f"data.root: the {data.name} data set needs a local directory (data.root=PATH)")
+    for section in ("teacher_train", "student_train"):
+        train: TrainConfig = getattr(config, section)
+        _positive(f"{section}.epochs", train.epochs)
+        _positive(f"{section}.lr", train.lr)
+        _positive(f"{section}.checkpoint_every", train.checkpoint_every)
+        if train.weight_decay < 0:
+            raise UserError(f"{section}.weight_decay: must be >= 0, got {train.weight_decay}")
+        if not 0 <= train.momentum < 1:
+            raise UserError(f"{section}.momentum: must be in [0, 1), got {train.momentum}")
+        if not 0 < train.lr_decay <= 1:
+            raise UserError(f"{section}.lr_decay: must be in (0, 1], got {train.lr_decay}")
+        if train.warmup_epochs < 0 or train.warmup_epochs > train.epochs:
+            raise UserError(f"{section}.warmup_epochs: must be in [0, epochs], got {train.warmup_epochs}")
+        if train.grad_clip is not None:
+            _positive(f"{section}.grad_clip", train.grad_clip)
+        if any(m <= 0 for m in train.milestones) or train.milestones != sorted(train.milestones):
+            raise UserError(
+                f"{section}.milestones: must be increasing positive epochs, got {train.milestones}"
+            )
+    if config.seed < 0:
+        raise UserError(f"seed: must be >= 0, got {config.seed}")

@@ -1,0 +1,196 @@
+"""Training jobs from a validated recipe: build data, networks and the method, then run the Trainer.
+
+`train_teacher` and `distill_student` are what `kdforge teacher` / `kdforge compress` call; each
+writes a self-contained run directory (config.yaml, checkpoints/, metrics.jsonl, result.json).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from compress.atomic import atomic_write_text
+from compress.config import MethodConfig, NetworkConfig, RunConfig, TrainConfig, to_dict
+from compress.data import DataBundle, build_data
+from compress.errors import UserError
+from compress.methods import build_method, method_class
+from compress.models import build
+from compress.train.checkpoint import check_fits, load_model, load_weights, read_checkpoint
+from compress.train.distributed import DistContext
+from compress.train.trainer import Trainer, TrainResult
+
+
+def resolve_device(name: str, context: DistContext | None = None) -> torch.device:
+    """'auto' picks CUDA when present; asking for CUDA without one is a user error."""
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise UserError("device=cuda but no CUDA device is visible; use --set device=cpu")
+        return torch.device("cuda", context.local_rank if context else 0)
+    return torch.device("cpu")
+
+
+def prepare_run_dir(out_dir: Path, config: RunConfig, resume: bool, is_main: bool = True) -> None:
+    """Refuse to overwrite an earlier run unless resuming; record the resolved recipe."""
+    if not resume and (out_dir / "checkpoints" / "last.safetensors").exists():
+        raise UserError(
+            f"{str(out_dir)!r} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def network_meta(
+    network: NetworkConfig, data: DataBundle, role: str, method: str, config: RunConfig
+) -> dict[str, Any]:
+    """Metadata stored with every checkpoint: enough to rebuild, evaluate and deploy the network."""
+    return {
+        "role": role,
+        "method": method,
+        "seed": config.seed,
+        "model": {"arch": network.arch, "options": network.options, "num_classes": data.num_classes},
+        "data": {
+            "name": config.data.name,
+            "classes": list(data.classes),
+            "mean": list(data.mean),
+            "std": list(data.std),
+            "input_shape": list(data.input_shape),
+        },
+        "config": to_dict(config),
+    }
+
+
+def build_network(network: NetworkConfig, num_classes: int) -> nn.Module:
+    """Build from the registry and, if `network.checkpoint` is set, start from those weights."""
+    model = build(network.arch, num_classes, **network.options)
+    if network.checkpoint:
+        checkpoint = read_checkpoint(network.checkpoint)
+        check_fits(checkpoint, num_classes=num_classes, arch=network.arch)
+        load_weights(model, checkpoint)
+    return model
+
+
+def load_teacher(path: str | Path, data: DataBundle) -> nn.Module:
+    """A trained teacher from its checkpoint, checked against the data set's class count."""
+    model, _ = load_model(path, num_classes=data.num_classes)
+    return model
+
+
+def _train(
+    config: RunConfig,
+    data: DataBundle,
+    *,
+    role: str,
+    network: NetworkConfig,
+    train: TrainConfig,
+    method: MethodConfig,
+    teacher: nn.Module | None,
+    out_dir: Path,
+    resume: bool,
+    progress: bool,
+    context: DistContext | None,
+    title: str,
+) -> TrainResult:
+    context = context or DistContext()
+    device = resolve_device(config.device, context)
+    prepare_run_dir(out_dir, config, resume, context.is_main)
+    torch.manual_seed(config.seed)  # the network's initial weights are a function of the seed
+    student = build_network(network, data.num_classes)
+    distiller = build_method(method, student, teacher)
+    trainer = Trainer(
+        distiller,
+        data,
+        train,
+        out_dir,
+        seed=config.seed,
+        device=device,
+        meta=network_meta(network, data, role, method.name, config),
+        context=context,
+        resume=resume,
+        progress=progress,
+        title=title,
+    )
+    return trainer.fit()
+
+
+def train_teacher(
+    config: RunConfig,
+    out_dir: str | Path,
+    *,
+    data: DataBundle | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    context: DistContext | None = None,
+) -> TrainResult:
+    """Train `config.teacher` with cross-entropy (the standard teacher)."""
+    data = data or build_data(config.data)
+    network = replace(config.teacher, checkpoint=None)
+    return _train(
+        config,
+        data,
+        role="teacher",
+        network=network,
+        train=config.teacher_train,
+        method=MethodConfig(name="ce"),
+        teacher=None,
+        out_dir=Path(out_dir),
+        resume=resume,
+        progress=progress,
+        context=context,
+        title=f"teacher {network.arch}",
+    )
+
+
+def distill_student(
+    config: RunConfig,
+    out_dir: str | Path,
+    *,
+    teacher_path: str | Path | None = None,
+    method: MethodConfig | None = None,
+    data: DataBundle | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    context: DistContext | None = None,
+) -> TrainResult:
+    """Train `config.student` with `method` (default: the recipe's), from the teacher checkpoint."""
+    data = data or build_data(config.data)
+    method = method or config.method
+    teacher = None
+    if method_class(method.name).needs_teacher:
+        path = teacher_path or config.teacher.checkpoint
+        if not path:
+            raise UserError(
+                f"method {method.name!r} needs a teacher: pass --teacher PATH or set teacher.checkpoint"
+            )
+        teacher = load_teacher(path, data)
+    return _train(
+        config,
+        data,
+        role="student",
+        network=config.student,
+        train=config.student_train,
+        method=method,
+        teacher=teacher,
+        out_dir=Path(out_dir),
+        resume=resume,
+        progress=progress,
+        context=context,
+        title=f"student {config.student.arch} ({method.name})",
+    )
+
+
+def evaluate_checkpoint(path: str | Path, config: RunConfig, split: str = "test") -> dict[str, float]:
+    """Top-1/top-5 of a checkpoint on a split of the recipe's data set."""
+    from compress.train.metrics import evaluate
+
+    data = build_data(config.data)
+    model, _ = load_model(path, num_classes=data.num_classes)
+    device = resolve_device(config.device)
+    model.to(device).eval()
+    loader = data.loader(split, seed=config.seed, device=device)
+    return evaluate(model, loader, device)

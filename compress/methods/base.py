@@ -1,0 +1,75 @@
+"""The method contract every distillation method implements (mdistiller-like).
+
+A method owns every network it trains, answers `forward_train(images, labels)` with the student's
+logits and a dict of named, already weighted loss terms, and `forward(images)` for evaluation. It says
+which parameters train through `param_groups()`; the Trainer knows nothing else about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Stop gradients into `module` and keep it in eval mode (BN statistics stay fixed)."""
+    module.requires_grad_(False)
+    module.eval()
+    return module
+
+
+class Distiller(nn.Module):
+    """Base class: a student, an optional teacher, and the options dataclass of the method."""
+
+    name: ClassVar[str] = ""
+    needs_teacher: ClassVar[bool] = True
+    Options: ClassVar[type] = object
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, options: Any) -> None:
+        super().__init__()
+        self.student = student
+        self.teacher = teacher
+        self.options = options
+        self._frozen: list[nn.Module] = []
+        if teacher is not None and not self.trains_teacher():
+            self._frozen.append(freeze(teacher))
+
+    def trains_teacher(self) -> bool:
+        """Whether the teacher is updated too (SATE, DIST+ acclimation, RSD); False for plain KD."""
+        return False
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Evaluation: the student's logits."""
+        return self.student(images)
+
+    def forward_train(
+        self, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One training forward: (student logits, {loss name: weighted scalar}); the Trainer sums them."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward_train")
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimizer parameter groups; a group may carry 'lr_scale' to train at a multiple of the lr."""
+        return [{"params": [p for p in self.student.parameters() if p.requires_grad]}]
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """Every parameter some optimizer group updates."""
+        for group in self.param_groups():
+            yield from group["params"]
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        """Hook for schedules inside a method (e.g. a loss warm-up); `epoch` counts from 0."""
+
+    def deliverable(self) -> nn.Module:
+        """The network the run produces and checkpoints as `best`/`last` (the student)."""
+        return self.student
+
+    def train(self, mode: bool = True) -> Distiller:
+        """Switch modes, keeping frozen networks in eval mode."""
+        super().train(mode)
+        for module in self._frozen:
+            module.eval()
+        return self

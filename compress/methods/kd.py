@@ -1,0 +1,41 @@
+"""`kd`: Hinton et al. (2015) knowledge distillation with mdistiller's defaults (T=4, CE 0.1, KD 0.9)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from compress.methods.base import Distiller
+from kernels import kd_loss
+
+
+@dataclass
+class KDOptions:
+    """CE weight + KD weight * T^2 * KL(p_t || p_s); `standardize` z-scores logits first (Sun et al.)."""
+
+    temperature: float = 4.0
+    ce_weight: float = 0.1
+    kd_weight: float = 0.9
+    standardize: bool = False
+
+
+class KD(Distiller):
+    """Student learns from labels and from the frozen teacher's softened distribution."""
+
+    name = "kd"
+    Options = KDOptions
+
+    def forward_train(
+        self, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits = self.student(images)
+        with torch.no_grad():
+            teacher_logits = self.teacher(images)
+        options = self.options
+        return logits, {
+            "ce": options.ce_weight * F.cross_entropy(logits, labels),
+            "kd": options.kd_weight
+            * kd_loss(logits, teacher_logits, options.temperature, standardize=options.standardize),
+        }

@@ -1,0 +1,71 @@
+"""DDP plumbing: process-group set-up from torchrun's environment, reductions, buffer sync."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands in a (possibly single-process) run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_type: str, timeout_s: float = 300.0) -> DistContext:
+    """Join the process group torchrun describes (gloo on CPU, nccl on CUDA); single process otherwise."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistContext()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if device_type == "cuda":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def shutdown(context: DistContext) -> None:
+    """Leave the process group if this process joined one."""
+    if context.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(values: list[float], context: DistContext, device: torch.device) -> list[float]:
+    """Sum a few scalars over ranks (identity in a single process)."""
+    if not context.enabled:
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.tolist()
+
+
+def sync_buffers(module: nn.Module, context: DistContext) -> None:
+    """Copy rank 0's buffers (BN running statistics) to every rank, so checkpoints and eval agree."""
+    if not context.enabled:
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=0)
+
+
+def barrier(context: DistContext) -> None:
+    """Wait for every rank (no-op in a single process)."""
+    if context.enabled:
+        dist.barrier()

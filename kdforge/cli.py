@@ -1,0 +1,186 @@
+"""The `kdforge` command: teacher, compress, eval, run, models.
+
+User mistakes print one line `kdforge: error: ...` and exit 2; anything else is an internal error
+(traceback, exit 1), which is a bug to report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from compress.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line and exit 2 like every other user error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+def _common(parser: argparse.ArgumentParser, recipe: bool = True) -> None:
+    if recipe:
+        parser.add_argument("recipe", help="YAML recipe, e.g. recipes/digits.yaml")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe key, e.g. --set student_train.epochs=5 (repeatable)",
+    )
+    parser.add_argument("--out", help="run directory (default: runs/<recipe name>[/<stage>])")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (epoch lines still print)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full command-line interface."""
+    parser = _Parser(prog="kdforge", description="Distill, merge, export and profile vision models.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _common(commands.add_parser("teacher", help="train a teacher with cross-entropy"))
+    compress = commands.add_parser("compress", help="distill a student from a teacher checkpoint")
+    _common(compress)
+    compress.add_argument(
+        "--teacher",
+        help="teacher checkpoint (default: teacher.checkpoint of the recipe, "
+        "else runs/<recipe name>/teacher/checkpoints/best.safetensors)",
+    )
+    compress.add_argument("--method", help="distillation method (default: the recipe's method.name)")
+    _common(commands.add_parser("run", help="teacher -> CE student -> distilled student, then a table"))
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint on its data set")
+    evaluate.add_argument("checkpoint", help="a .safetensors checkpoint written by kdforge")
+    evaluate.add_argument("--recipe", help="take the data set from this recipe instead of the checkpoint")
+    evaluate.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe key, e.g. --set data.root=/data/cifar",
+    )
+    evaluate.add_argument("--split", choices=["test", "val"], default="test")
+    commands.add_parser("models", help="list the model architectures kdforge can build")
+    return parser
+
+
+def _run_dir(args: argparse.Namespace, name: str, stage: str | None) -> Path:
+    if args.out:
+        return Path(args.out)
+    base = Path("runs") / name
+    return base / stage if stage else base
+
+
+def _cmd_train(args: argparse.Namespace, console: Console) -> int:
+    from compress.config import MethodConfig, load_recipe
+    from compress.jobs import distill_student, resolve_device, train_teacher
+    from compress.train.distributed import init_distributed, shutdown
+
+    config = load_recipe(args.recipe, args.overrides)
+    context = init_distributed(resolve_device(config.device).type)
+    try:
+        progress = not args.no_progress
+        if args.command == "teacher":
+            out = _run_dir(args, config.name, "teacher")
+            result = train_teacher(config, out, resume=args.resume, progress=progress, context=context)
+        elif args.command == "compress":
+            method = MethodConfig(name=args.method) if args.method else config.method
+            teacher = args.teacher or config.teacher.checkpoint
+            default = Path("runs") / config.name / "teacher" / "checkpoints" / "best.safetensors"
+            if teacher is None and default.is_file():
+                teacher = str(default)
+                console.print(f"using teacher {teacher}")
+            out = _run_dir(args, config.name, f"student-{method.name}")
+            result = distill_student(
+                config,
+                out,
+                teacher_path=teacher,
+                method=method,
+                resume=args.resume,
+                progress=progress,
+                context=context,
+            )
+        else:
+            from kdforge.pipeline import run_pipeline
+
+            run_pipeline(
+                config,
+                _run_dir(args, config.name, None),
+                resume=args.resume,
+                progress=progress,
+                context=context,
+                console=console,
+            )
+            return 0
+        if context.is_main:
+            console.print(
+                f"test top-1 {result.test_top1:.2f}% (best val epoch {result.best_epoch}), "
+                f"last epoch {result.last_test_top1:.2f}%; checkpoint {result.best_path}"
+            )
+        return 0
+    finally:
+        shutdown(context)
+
+
+def _cmd_eval(args: argparse.Namespace, console: Console) -> int:
+    from compress.config import RunConfig, apply_overrides, check, from_dict, load_recipe
+    from compress.jobs import evaluate_checkpoint
+    from compress.train.checkpoint import read_checkpoint
+
+    if args.recipe:
+        config = load_recipe(args.recipe, args.overrides)
+    else:
+        meta = read_checkpoint(args.checkpoint).meta
+        config = from_dict(RunConfig, apply_overrides(dict(meta.get("config") or {}), args.overrides))
+        check(config)
+    metrics = evaluate_checkpoint(args.checkpoint, config, args.split)
+    console.print(
+        f"{args.checkpoint}: {config.data.name} {args.split} split, {metrics['count']} images: "
+        f"top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  loss {metrics['loss']:.4f}"
+    )
+    return 0
+
+
+def _cmd_models(console: Console) -> int:
+    from compress.models import available
+
+    console.print("\n".join(available()))
+    console.print(
+        "also: tv:<torchvision name>, timm:<timm name> (when timm is installed), wrn_<depth>_<width>"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    console = Console()
+    errors = Console(stderr=True)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command in ("teacher", "compress", "run"):
+            return _cmd_train(args, console)
+        if args.command == "eval":
+            return _cmd_eval(args, console)
+        return _cmd_models(console)
+    except UserError as exc:
+        errors.print(f"kdforge: error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        errors.print(
+            "kdforge: interrupted; continue with --resume (the last checkpoint is kept)", markup=False
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""`kdforge run`: teacher -> CE student -> distilled student, then one results table.
+
+Each stage has its own run directory under the pipeline's; with `--resume` a finished stage is reused
+and an interrupted one continues from its `last` checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from compress.atomic import atomic_write_text
+from compress.config import MethodConfig, RunConfig
+from compress.data import build_data
+from compress.jobs import distill_student, evaluate_checkpoint, train_teacher
+from compress.train.checkpoint import load_model
+from compress.train.distributed import DistContext
+from compress.train.trainer import TrainResult
+
+
+@dataclass
+class StageRow:
+    """One line of the results table."""
+
+    stage: str
+    arch: str
+    method: str
+    params_m: float
+    test_top1: float  # best-on-val checkpoint, on the test split
+    last_test_top1: float
+    best_epoch: int
+    train_seconds: float
+    checkpoint: str
+
+
+def _reuse(stage_dir: Path, resume: bool) -> TrainResult | None:
+    result = stage_dir / "result.json"
+    if resume and result.is_file():
+        return TrainResult(**json.loads(result.read_text()))
+    return None
+
+
+def _row(stage: str, method: str, result: TrainResult) -> StageRow:
+    model, checkpoint = load_model(result.best_path)
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    return StageRow(
+        stage,
+        checkpoint.meta["model"]["arch"],
+        method,
+        round(params, 3),
+        result.test_top1,
+        result.last_test_top1,
+        result.best_epoch,
+        round(result.train_seconds, 1),
+        result.best_path,
+    )
+
+
+def run_pipeline(
+    config: RunConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    context: DistContext | None = None,
+    console: Console | None = None,
+) -> list[StageRow]:
+    """Train (or reuse) the teacher, a CE student and a student distilled with the recipe's method."""
+    out_dir = Path(out_dir)
+    context = context or DistContext()
+    console = console or Console()
+    data = build_data(config.data)
+    rows: list[StageRow] = []
+
+    if config.teacher.checkpoint:
+        teacher_path = config.teacher.checkpoint
+        metrics = evaluate_checkpoint(teacher_path, config)
+        given = TrainResult(
+            -1,
+            float("nan"),
+            metrics["top1"],
+            metrics["top5"],
+            metrics["top1"],
+            0,
+            0.0,
+            teacher_path,
+            teacher_path,
+        )
+        rows.append(_row("teacher (given)", "-", given))
+    else:
+        stage = out_dir / "teacher"
+        result = _reuse(stage, resume) or train_teacher(
+            config, stage, data=data, resume=resume, progress=progress, context=context
+        )
+        teacher_path = result.best_path
+        rows.append(_row("teacher", "ce", result))
+
+    methods = [MethodConfig(name="ce")] + ([config.method] if config.method.name != "ce" else [])
+    for method in methods:
+        stage = out_dir / f"student-{method.name}"
+        result = _reuse(stage, resume) or distill_student(
+            config,
+            stage,
+            teacher_path=teacher_path,
+            method=method,
+            data=data,
+            resume=resume,
+            progress=progress,
+            context=context,
+        )
+        rows.append(_row("student", method.name, result))
+
+    if context.is_main:
+        write_results(out_dir, config, rows)
+        console.print(results_table(config, rows))
+    return rows
+
+
+def results_table(config: RunConfig, rows: list[StageRow]) -> Table:
+    """The rich table printed at the end of `kdforge run`."""
+    table = Table(title=f"kdforge run '{config.name}' on {config.data.name} (test split, top-1 %)")
+    for column in ("stage", "arch", "method", "params M", "top-1 %", "last %", "best ep", "time s"):
+        table.add_column(column, justify="left" if column in ("stage", "arch", "method") else "right")
+    for row in rows:
+        table.add_row(
+            row.stage,
+            row.arch,
+            row.method,
+            f"{row.params_m:.3f}",
+            f"{row.test_top1:.2f}",
+            f"{row.last_test_top1:.2f}",
+            str(row.best_epoch),
+            f"{row.train_seconds:.1f}",
+        )
+    table.caption = (
+        "top-1: the checkpoint with the best validation accuracy, on the test split; "
+        "last: the final epoch's weights"
+    )
+    return table
+
+
+def write_results(out_dir: Path, config: RunConfig, rows: list[StageRow]) -> None:
+    """results.json (machine-readable) and results.md (for humans) next to the stage directories."""
+    atomic_write_text(
+        out_dir / "results.json",
+        json.dumps({"recipe": config.name, "rows": [asdict(r) for r in rows]}, indent=2) + "\n",
+    )
+    lines = [
+        f"# kdforge run `{config.name}` on {config.data.name}",
+        "",
+        "| stage | arch | method | params (M) | test top-1 | last-epoch top-1 | best epoch "
+        "| train time (s) |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r.stage} | {r.arch} | {r.method} | {r.params_m:.3f} | {r.test_top1:.2f} "
+        f"| {r.last_test_top1:.2f} | {r.best_epoch} | {r.train_seconds:.1f} |"
+        for r in rows
+    ]
+    lines += [
+        "",
+        "Test top-1 is the checkpoint selected on the validation split; the test split is never used "
+        "for selection.",
+    ]
+    atomic_write_text(out_dir / "results.md", "\n".join(lines) + "\n")

@@ -1,0 +1,27 @@
+"""Hinton knowledge distillation loss: the public entry point for every backend."""
+
+from __future__ import annotations
+
+import torch
+
+from kernels.reference import kd_loss_reference
+from kernels.validation import check_logits, check_temperature, resolve_backend
+
+
+def kd_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    temperature: float = 4.0,
+    *,
+    standardize: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """T^2 * batch-mean KL(softmax(teacher/T) || softmax(student/T)): a float32 scalar (float64 for float64).
+
+    `standardize=True` z-scores each row of both logits first (logit standardization). Gradients flow
+    to the student and, when it requires grad, to the teacher.
+    """
+    check_logits(student, teacher)
+    check_temperature(temperature)
+    resolve_backend(backend, student)
+    return kd_loss_reference(student, teacher, temperature, standardize)

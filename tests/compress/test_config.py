@@ -1,0 +1,105 @@
+"""Recipe validation: typed values, unknown keys with the nearest name, overrides, range checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from compress.config import RunConfig, load_recipe, to_dict
+from compress.errors import UserError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_recipes_validate() -> None:
+    recipes = sorted((REPO / "recipes").glob("*.yaml"))
+    assert recipes, "the repository ships recipes"
+    for recipe in recipes:
+        overrides = [] if "digits" in recipe.name else ["data.root=/nonexistent"]
+        assert isinstance(load_recipe(recipe, overrides), RunConfig)
+
+
+def test_defaults_without_a_file() -> None:
+    config = load_recipe(None)
+    assert config.data.name == "digits" and config.method.name == "kd"
+    assert config.student_train.milestones == [150, 180, 210]
+
+
+def test_unknown_key_names_its_path_and_the_nearest_valid_key(tmp_path: Path) -> None:
+    path = _write(tmp_path, "student_train:\n  epochs: 3\n  learning_rate: 0.1\n")
+    with pytest.raises(UserError, match=r"'student_train.learning_rate'.*"):
+        load_recipe(path)
+    path = _write(tmp_path, "data:\n  batch_szie: 32\n")
+    with pytest.raises(UserError, match=r"unknown key 'data.batch_szie'; did you mean 'batch_size'\?"):
+        load_recipe(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("data:\n  batch_size: many\n", r"data.batch_size: expected an integer, got 'many'"),
+        ("data:\n  batch_size: 3.5\n", r"data.batch_size: expected an integer"),
+        ("data:\n  augment: 3\n", r"data.augment: expected true/false"),
+        ("data:\n  name: cifar1000\n", r"data.name: 'cifar1000' is not one of .*did you mean 'cifar100'"),
+        ("teacher_train:\n  milestones: 5\n", r"teacher_train.milestones: expected a list of an integer"),
+        ("teacher_train:\n  lr: .nan\n", r"teacher_train.lr: expected a finite number"),
+        ("data: [1, 2]\n", r"data: expected a mapping"),
+        ("- a\n- b\n", r"top level must be a mapping"),
+        ("data:\n  batch_size: 0\n", r"data.batch_size: must be > 0"),
+        ("data:\n  train_fraction: 1.5\n", r"data.train_fraction: must be in \(0, 1\]"),
+        ("data:\n  name: cifar100\n", r"data.root: the cifar100 data set needs a local directory"),
+        ("teacher_train:\n  milestones: [30, 10]\n", r"milestones: must be increasing"),
+        ("seed: -1\n", r"seed: must be >= 0"),
+        ("data:\n  batch_size: 3\n  : x\n", r"recipe"),
+        ("data: {batch_size: [}\n", r"at line 1"),
+    ],
+)
+def test_bad_values_fail_with_one_line(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(UserError, match=message) as info:
+        load_recipe(_write(tmp_path, text))
+    assert "\n" not in str(info.value)
+
+
+def test_scientific_notation_without_a_dot_is_a_number(tmp_path: Path) -> None:
+    # YAML 1.1 reads 5e-4 as a string; a user writing it means the number.
+    config = load_recipe(_write(tmp_path, "student_train:\n  weight_decay: 5e-4\n"))
+    assert config.student_train.weight_decay == pytest.approx(5e-4)
+
+
+def test_overrides_apply_as_yaml_values_and_are_validated() -> None:
+    config = load_recipe(
+        None,
+        [
+            "student_train.epochs=7",
+            "data.train_fraction=0.5",
+            "teacher_train.milestones=[2, 4]",
+            "method.options.temperature=2",
+        ],
+    )
+    assert config.student_train.epochs == 7 and config.data.train_fraction == 0.5
+    assert config.teacher_train.milestones == [2, 4] and config.method.options == {"temperature": 2}
+    with pytest.raises(UserError, match=r"unknown key 'student_train\.epoch'; did you mean 'epochs'"):
+        load_recipe(None, ["student_train.epoch=3"])
+    with pytest.raises(UserError, match="expected KEY=VALUE"):
+        load_recipe(None, ["student_train.epochs"])
+    with pytest.raises(UserError, match="is not a section"):
+        load_recipe(None, ["seed=3", "seed.x=1"])
+
+
+def test_missing_recipe_file_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not found"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_round_trip_through_a_plain_dict() -> None:
+    from compress.config import from_dict
+
+    config = load_recipe(None, ["student.arch=resnet20", "student_train.grad_clip=5"])
+    assert from_dict(RunConfig, to_dict(config)) == config

@@ -1,0 +1,57 @@
+"""DDP on CPU: two gloo processes under torchrun end with identical weights and exact reduced metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from compress.data import build_data
+from compress.train.checkpoint import load_model
+from compress.train.metrics import evaluate
+from tests.compress.conftest import tiny_config
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_two_gloo_ranks_end_with_identical_weights_and_exact_metrics(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(WORKER),
+        str(tmp_path),
+    ]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    rank0, rank1 = (
+        load_file(str(tmp_path / "rank0.safetensors")),
+        load_file(str(tmp_path / "rank1.safetensors")),
+    )
+    assert rank0.keys() == rank1.keys()
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), f"ranks differ at {key}"
+
+    # Only rank 0 writes the run directory; its checkpoint holds the same weights.
+    model, _ = load_model(tmp_path / "checkpoints" / "last.safetensors")
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, rank0[key]), key
+
+    # Validation accuracy reduced over the two shards equals a single-process evaluation of those weights.
+    config = tiny_config()
+    data = build_data(config.data)
+    single = evaluate(model.eval(), data.loader("val", seed=0), torch.device("cpu"))
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(logged) == 2
+    assert logged[-1]["val_top1"] == single["top1"]

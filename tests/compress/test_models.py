@@ -1,0 +1,263 @@
+"""Tests for the model zoo, the registry's user errors and FeatureTap (CPU, small batches)."""
+
+import importlib.util
+import sys
+import types
+
+import pytest
+import torch
+import torch.fx
+from torch import nn
+
+from compress.errors import UserError
+from compress.models import FeatureTap, available, build, extract_features
+from compress.models.features import resolve_module
+from compress.models.shufflenetv2 import channel_shuffle
+
+# Parameter counts in millions at 100 classes: the CRD (Tian et al. 2020) and DKD (Zhao et al. 2022) tables.
+PAPER_PARAMS_M = {
+    "resnet20": 0.28,
+    "resnet32": 0.47,
+    "resnet56": 0.86,
+    "resnet110": 1.74,
+    "resnet8x4": 1.23,
+    "resnet32x4": 7.43,
+    "wrn_40_2": 2.26,
+    "wrn_40_1": 0.57,
+    "wrn_16_2": 0.70,
+    "vgg13": 9.46,
+    "vgg8": 3.96,
+    "mobilenetv2": 0.81,
+    "shufflenetv2": 1.36,
+}
+ZOO = available()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small batches gain nothing from threads, and spinning OpenMP threads crawl on a shared 2-core box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def within_paper(name: str, model: nn.Module) -> bool:
+    # 1% of the reference, but never tighter than the tables' own rounding to 0.01M
+    ref = PAPER_PARAMS_M[name]
+    return abs(n_params(model) / 1e6 - ref) <= max(0.01 * ref, 0.005)
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_PARAMS_M))
+def test_parameter_counts_match_the_papers(name: str) -> None:
+    model = build(name, 100)
+    assert within_paper(name, model), f"{name}: {n_params(model) / 1e6:.4f}M vs paper {PAPER_PARAMS_M[name]}M"
+
+
+@pytest.mark.parametrize("name", ["wrn_40_2", "wrn_40_1", "wrn_16_2"])
+def test_preact_wrn_option_also_matches_the_papers(name: str) -> None:
+    assert within_paper(name, build(name, 100, preact=True))
+
+
+def test_available_lists_the_families() -> None:
+    for name in [
+        "resnet8",
+        "resnet110",
+        "resnet8x4",
+        "resnet32x4",
+        "wrn_16_1",
+        "wrn_40_2",
+        "wrn_28_10",
+        "vgg8",
+        "vgg11",
+        "vgg13",
+        "vgg16",
+        "vgg19",
+        "mobilenetv2",
+        "shufflenetv2",
+    ]:
+        assert name in ZOO
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_every_zoo_model_runs_forward_backward_and_taps_its_stages(name: str) -> None:
+    torch.manual_seed(0)
+    model = build(name, 7)
+    head = getattr(model, "fc", None) or model.classifier
+    assert isinstance(head, nn.Linear) and head.out_features == 7
+    for size in (32, 16):  # backward on the cheaper 16x16 pass only, to keep the big models fast
+        x = torch.randn(2, 3, size, size)
+        with torch.set_grad_enabled(size == 16), FeatureTap(model, model.stage_names) as tap:
+            logits = model(x)
+            stages = tap.features
+        assert logits.shape == (2, 7) and torch.isfinite(logits).all()
+        assert list(stages) == model.stage_names and all(f.dim() == 4 for f in stages.values())
+    logits.logsumexp(1).sum().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert first_conv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_every_conv_feeds_the_batchnorm_registered_right_after_it(name: str) -> None:
+    """Guards conv-BN folding: each conv is followed, in registration order, by the BatchNorm2d it feeds."""
+    model = build(name, 10).eval()
+    pairs = []
+    for parent in model.modules():
+        children = list(parent.children())
+        for conv, nxt in zip(children, [*children[1:], None]):
+            if isinstance(conv, nn.Conv2d):
+                assert isinstance(nxt, nn.BatchNorm2d), f"{name}: {conv} is not followed by a BatchNorm2d"
+                assert nxt.num_features == conv.out_channels and conv.bias is None
+                pairs.append((conv, nxt))
+    assert any(max(conv.kernel_size) >= 3 for conv, _ in pairs)
+    torch.fx.symbolic_trace(model)  # graph-based folding needs a traceable forward
+    # the dataflow matches the registration order: each BN's input is exactly its conv's output tensor
+    outputs: dict[nn.Module, torch.Tensor] = {}
+    inputs: dict[nn.Module, torch.Tensor] = {}
+    handles = [conv.register_forward_hook(lambda m, a, out: outputs.__setitem__(m, out)) for conv, _ in pairs]
+    handles += [bn.register_forward_pre_hook(lambda m, a: inputs.__setitem__(m, a[0])) for _, bn in pairs]
+    with torch.no_grad():
+        model(torch.randn(1, 3, 16, 16))
+    for h in handles:
+        h.remove()
+    assert all(inputs[bn] is outputs[conv] for conv, bn in pairs)
+
+
+def test_channel_shuffle_interleaves_the_two_halves() -> None:
+    x = torch.arange(6.0).view(1, 6, 1, 1)
+    assert channel_shuffle(x).flatten().tolist() == [0, 3, 1, 4, 2, 5]
+
+
+def test_wrn_names_parse_any_valid_depth_and_width() -> None:
+    model = build("wrn_22_3", 10)
+    assert model.fc.in_features == 64 * 3
+    assert len(model.block1) == len(model.block2) == len(model.block3) == (22 - 4) // 6
+    assert build("wrn_16_1", 10, dropout=0.3).block1[0].dropout == 0.3
+
+
+@pytest.mark.parametrize("name", ["wrn_38_2", "wrn_4_2", "wrn_16_0"])
+def test_bad_wrn_sizes_are_user_errors(name: str) -> None:
+    with pytest.raises(UserError, match="wrn"):
+        build(name, 10)
+
+
+@pytest.mark.parametrize(
+    ("name", "nearest"),
+    [
+        ("resnet33", "resnet32"),
+        ("vgg_13", "vgg13"),
+        ("mobilenet_v2", "mobilenetv2"),
+        ("resnet18", "tv:resnet18"),
+    ],
+)
+def test_unknown_name_suggests_the_nearest(name: str, nearest: str) -> None:
+    with pytest.raises(UserError, match=f"'{nearest}'"):
+        build(name, 10)
+
+
+def test_names_are_case_insensitive() -> None:
+    assert isinstance(build("ResNet8", 10), nn.Module)
+
+
+@pytest.mark.parametrize("num_classes", [0, -3, 2.5, True, "10"])
+def test_num_classes_must_be_a_positive_int(num_classes: object) -> None:
+    with pytest.raises(UserError, match="num_classes"):
+        build("resnet8", num_classes)
+
+
+def test_unknown_option_is_a_user_error_naming_model_and_option() -> None:
+    with pytest.raises(UserError, match=r"'resnet20'.*'widen'"):
+        build("resnet20", 10, widen=2)
+    with pytest.raises(UserError, match="net_size"):
+        build("shufflenetv2", 10, net_size=3)
+
+
+def test_torchvision_models_build_with_the_requested_classes() -> None:
+    model = build("tv:resnet18", 10)
+    assert model.fc.out_features == 10
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(UserError, match="tv:resnet18"):
+        build("tv:resnet19", 10)
+    with pytest.raises(UserError, match="'bogus'"):
+        build("tv:resnet18", 10, bogus=1)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("timm") is not None, reason="timm is installed: nothing to test")
+def test_timm_without_timm_says_how_to_install_it() -> None:
+    with pytest.raises(UserError, match="pip install timm"):
+        build("timm:resnet18", 10)
+
+
+def test_timm_prefix_calls_create_model_without_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    fake = types.ModuleType("timm")
+    fake.list_models = lambda: ["resnet18", "vit_tiny_patch16_224"]
+    fake.is_model = lambda name: name in fake.list_models()
+    fake.create_model = lambda name, **kw: calls.append((name, kw)) or nn.Linear(1, kw["num_classes"])
+    monkeypatch.setitem(sys.modules, "timm", fake)
+    assert build("timm:resnet18", 5, drop_rate=0.1).out_features == 5
+    assert calls == [("resnet18", {"pretrained": False, "num_classes": 5, "drop_rate": 0.1})]
+    with pytest.raises(UserError, match="timm:resnet18"):
+        build("timm:resnet19", 5)
+
+
+@pytest.fixture
+def resnet8() -> nn.Module:
+    torch.manual_seed(0)
+    return build("resnet8", 10).eval()
+
+
+def all_hooks(model: nn.Module) -> list[dict]:
+    return [h for m in model.modules() for h in (m._forward_hooks, m._forward_pre_hooks) if h]
+
+
+def test_tap_features_equal_the_submodule_outputs(resnet8: nn.Module) -> None:
+    x = torch.randn(2, 3, 32, 32)
+    with FeatureTap(resnet8, ["layer2", "layer3.0.conv1"]) as tap:
+        logits = resnet8(x)
+        feats = tap.features
+    m = resnet8
+    with torch.no_grad():
+        layer2 = m.layer2(m.layer1(torch.relu(m.bn1(m.conv1(x)))))
+        torch.testing.assert_close(feats["layer2"], layer2)
+        torch.testing.assert_close(feats["layer3.0.conv1"], m.layer3[0].conv1(layer2))
+        torch.testing.assert_close(logits, m(x))
+    assert not all_hooks(resnet8)
+    assert tap.features == {}  # the tap drops its references on exit; `feats` stays valid
+
+
+def test_tap_is_reusable_and_removes_hooks_on_errors(resnet8: nn.Module) -> None:
+    x1, x2 = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
+    with pytest.raises(RuntimeError, match="boom"), FeatureTap(resnet8, ["layer1"]) as tap:
+        resnet8(x1)
+        first = tap.features
+        resnet8(x2)
+        second = tap.features
+        assert first is not second and not torch.equal(first["layer1"], second["layer1"])
+        stem = torch.relu(resnet8.bn1(resnet8.conv1(x2)))
+        torch.testing.assert_close(second["layer1"], resnet8.layer1(stem))
+        raise RuntimeError("boom")
+    assert not all_hooks(resnet8)
+
+
+def test_gradients_flow_through_a_tapped_feature(resnet8: nn.Module) -> None:
+    logits, feats = extract_features(resnet8, torch.randn(2, 3, 16, 16), ["layer2"])
+    assert logits.shape == (2, 10)
+    feats["layer2"].pow(2).mean().backward()
+    assert resnet8.conv1.weight.grad.abs().sum() > 0
+    assert resnet8.layer3[0].conv1.weight.grad is None  # after the feature: untouched
+    assert not all_hooks(resnet8)
+
+
+def test_unknown_path_names_the_nearest_paths(resnet8: nn.Module) -> None:
+    with pytest.raises(UserError, match=r"layer2\.0\.conv1"):
+        FeatureTap(resnet8, ["layer2.0.con1"])
+    with pytest.raises(UserError, match="layer3"):
+        resolve_module(resnet8, "layer4")
+    assert not all_hooks(resnet8)

@@ -1,0 +1,104 @@
+"""The Trainer: it learns, writes best/last/metrics, resumes bitwise-exactly, and stops cleanly on NaN."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from compress.errors import UserError
+from compress.jobs import distill_student, train_teacher
+from compress.methods.ce import CE
+from compress.train.checkpoint import read_checkpoint
+from compress.train.trainer import Trainer
+from tests.compress.conftest import tiny_config
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint(path).tensors
+
+
+def test_training_learns_and_writes_its_run_directory(tmp_path: Path) -> None:
+    result = train_teacher(tiny_config(), tmp_path, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+    assert result.best_val_top1 == max(r["val_top1"] for r in records)
+    assert result.test_top1 > 50.0, "3 epochs on digits must beat chance (10%) by far"
+    best = read_checkpoint(tmp_path / "checkpoints" / "best.safetensors")
+    assert best.meta["epoch"] == result.best_epoch and best.meta["role"] == "teacher"
+    assert best.meta["model"] == {"arch": "resnet14", "options": {}, "num_classes": 10}
+    assert best.meta["data"]["classes"] == [str(i) for i in range(10)]
+    assert (tmp_path / "config.yaml").is_file()
+    assert json.loads((tmp_path / "result.json").read_text())["test_top1"] == result.test_top1
+
+
+def test_a_killed_run_resumes_to_bitwise_identical_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tiny_config("teacher_train.epochs=3")
+    train_teacher(config, tmp_path / "straight", progress=False)
+
+    original = Trainer._save
+
+    def save_then_die(self: Trainer, epoch: int, metrics: dict, improved: bool) -> None:
+        original(self, epoch, metrics, improved)
+        if epoch == 2:
+            raise KeyboardInterrupt  # the process dies right after writing epoch 2
+
+    monkeypatch.setattr(Trainer, "_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_teacher(config, tmp_path / "killed", progress=False)
+    monkeypatch.undo()
+    assert read_checkpoint(tmp_path / "killed" / "checkpoints" / "last.safetensors").meta["epoch"] == 2
+    train_teacher(config, tmp_path / "killed", resume=True, progress=False)
+
+    straight = _tensors(tmp_path / "straight" / "checkpoints" / "last.safetensors")
+    resumed = _tensors(tmp_path / "killed" / "checkpoints" / "last.safetensors")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    lines = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_refuses_to_overwrite_an_existing_run(tmp_path: Path) -> None:
+    config = tiny_config("teacher_train.epochs=1")
+    train_teacher(config, tmp_path, progress=False)
+    with pytest.raises(UserError, match="already holds a run; pass --resume"):
+        train_teacher(config, tmp_path, progress=False)
+
+
+def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tiny_config("teacher_train.epochs=3")
+    steps = {"n": 0}
+    original = CE.forward_train
+
+    def poisoned(self, images, labels):
+        logits, losses = original(self, images, labels)
+        steps["n"] += 1
+        if steps["n"] > 20:  # into the second epoch
+            losses["ce"] = losses["ce"] * float("nan")
+        return logits, losses
+
+    monkeypatch.setattr(CE, "forward_train", poisoned)
+    with pytest.raises(UserError, match=r"non-finite loss at epoch 2") as info:
+        train_teacher(config, tmp_path, progress=False)
+    assert "\n" not in str(info.value)
+    last = read_checkpoint(tmp_path / "checkpoints" / "last.safetensors")
+    assert last.meta["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in last.tensors.values() if t.is_floating_point())
+
+
+def test_kd_student_from_a_teacher_checkpoint(tmp_path: Path) -> None:
+    config = tiny_config("teacher_train.epochs=2", "student_train.epochs=2")
+    teacher = train_teacher(config, tmp_path / "teacher", progress=False)
+    result = distill_student(config, tmp_path / "student", teacher_path=teacher.best_path, progress=False)
+    meta = read_checkpoint(result.best_path).meta
+    assert meta["method"] == "kd" and meta["role"] == "student" and meta["model"]["arch"] == "resnet8"
+    records = [json.loads(x) for x in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]
+    assert {"train_ce", "train_kd"} <= set(records[0])
