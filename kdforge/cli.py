@@ -24,17 +24,20 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see `{self.prog} --help`)")
 
 
-def _common(parser: argparse.ArgumentParser, recipe: bool = True) -> None:
-    if recipe:
-        parser.add_argument("recipe", help="YAML recipe, e.g. recipes/digits.yaml")
+def _overrides(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a recipe key, e.g. --set student_train.epochs=5 (repeatable)",
+        help=f"override a recipe key, e.g. --set {example} (repeatable)",
     )
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="YAML recipe, e.g. recipes/digits.yaml")
+    _overrides(parser, "student_train.epochs=5")
     parser.add_argument("--out", help="run directory (default: runs/<recipe name>[/<stage>])")
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
@@ -61,14 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on its data set")
     evaluate.add_argument("checkpoint", help="a .safetensors checkpoint written by kdforge")
     evaluate.add_argument("--recipe", help="take the data set from this recipe instead of the checkpoint")
-    evaluate.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a recipe key, e.g. --set data.root=/data/cifar",
-    )
+    _overrides(evaluate, "data.root=/data/cifar")
     evaluate.add_argument("--split", choices=["test", "val"], default="test")
     commands.add_parser("models", help="list the model architectures kdforge can build")
     return parser
@@ -163,8 +159,8 @@ def _cmd_models(console: Console) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    console = Console()
-    errors = Console(stderr=True)
+    console = Console(soft_wrap=True)
+    errors = Console(stderr=True, soft_wrap=True)
     try:
         args = build_parser().parse_args(argv)
         if args.command in ("teacher", "compress", "run"):

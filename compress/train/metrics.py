@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from compress.atomic import atomic_write_text
 from compress.train.distributed import DistContext, all_reduce_sum
 
 
@@ -63,9 +64,11 @@ def evaluate(
 class MetricsLog:
     """Appends one JSON object per line (flushed each time); mirrors scalars to TensorBoard if installed."""
 
-    def __init__(self, path: Path, tensorboard: bool = True) -> None:
+    def __init__(self, path: Path, tensorboard: bool = True, keep_through_epoch: int | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        if keep_through_epoch is not None and path.is_file():
+            self._truncate(keep_through_epoch)
         self._handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self._writer = None
         if tensorboard:
@@ -73,6 +76,18 @@ class MetricsLog:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._writer = SummaryWriter(log_dir=str(path.parent / "tensorboard"))
+
+    def _truncate(self, last_epoch: int) -> None:
+        """Keep only records up to `last_epoch` (a resumed run repeats what came after its checkpoint)."""
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill mid-write
+            if isinstance(record, dict) and int(record.get("epoch", 0)) <= last_epoch:
+                kept.append(line)
+        atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
         """Log one record; numbers also go to TensorBoard under their key, indexed by `epoch`."""

@@ -197,7 +197,7 @@ class Trainer:
             logits, losses = self.step_module(images, labels)
         total = sum(losses.values())
         if not torch.isfinite(total):
-            terms = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+            terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
             raise UserError(
                 f"training diverged: non-finite loss at epoch {epoch + 1}, step {self.global_step} "
                 f"({terms}); lower the lr or enable grad_clip (the last good checkpoint is kept)"
@@ -249,7 +249,9 @@ class Trainer:
         """Train to the configured number of epochs (continuing from `last` on resume) and test."""
         with deterministic_mode(self.config.deterministic):
             self.setup()
-            log = MetricsLog(self.out_dir / "metrics.jsonl") if self.context.is_main else None
+            log = None
+            if self.context.is_main:
+                log = MetricsLog(self.out_dir / "metrics.jsonl", keep_through_epoch=self.start_epoch)
             started = time.perf_counter()
             try:
                 with TrainProgress(
@@ -290,9 +292,9 @@ class Trainer:
                                 "epoch_seconds": time.perf_counter() - tick,
                             }
                         )
-                        self._save(epoch + 1, record, improved)
-                        if log is not None:
+                        if log is not None:  # log first: a resume drops lines past its checkpoint
                             log.write(record)
+                        self._save(epoch + 1, record, improved)
                         bar.end_epoch(self._summary_line(record), f"best val {self.best_val:.1f}%")
                 barrier(self.context)
                 return self._finish(time.perf_counter() - started)

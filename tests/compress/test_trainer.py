@@ -81,7 +81,7 @@ def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     def poisoned(self, images, labels):
         logits, losses = original(self, images, labels)
         steps["n"] += 1
-        if steps["n"] > 20:  # into the second epoch
+        if steps["n"] > 45:  # into the second epoch (41 steps of 32 per epoch)
             losses["ce"] = losses["ce"] * float("nan")
         return logits, losses
 
