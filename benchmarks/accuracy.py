@@ -1,7 +1,8 @@
 """Accuracy on the embedded digits data: teacher, CE student and KD student over several seeds.
 
 Runs the same pipeline as `make demo` (recipes/digits.yaml) once per seed, resuming finished stages
-from runs/bench-accuracy/, and reports test top-1 (checkpoint chosen on val) as mean +- std.
+from runs/bench-accuracy/, and reports test top-1 as mean +- std: of the last epoch (the headline:
+no selection) and of the checkpoint with the best validation top-1.
 Targets (issue 2): teacher >= 98% and KD student >= CE student, both on the mean over seeds.
 
     python benchmarks/accuracy.py [--seeds 0 1 2] [--recipe recipes/digits.yaml] [--set key=value ...]
@@ -53,27 +54,43 @@ def main() -> None:
             seconds[key].append(row.train_seconds)
             archs[key] = row.arch
 
-    summary = {k: _stats(v) for k, v in per_seed.items()}
+    # Headline: the last epoch (cosine schedule to lr 0; no selection on a 145-image validation split).
+    summary = {k: _stats(v) for k, v in last_epoch.items()}
+    selected = {k: _stats(v) for k, v in per_seed.items()}
     checks = {
-        f"teacher >= {TEACHER_TARGET:.0f}%": summary["teacher"][0] >= TEACHER_TARGET,
-        "KD student >= CE student": summary["kd"][0] >= summary["ce"][0],
+        f"teacher >= {TEACHER_TARGET:.0f}% (last epoch, mean)": summary["teacher"][0] >= TEACHER_TARGET,
+        "KD student >= CE student (last epoch, mean)": summary["kd"][0] >= summary["ce"][0],
     }
-    table = Table(title=f"digits test top-1 %, seeds {args.seeds} (checkpoint chosen on val)")
-    for column in ("network", "arch", "mean", "std", "per seed", "last-epoch mean", "train s (mean)"):
-        table.add_column(column, justify="left" if column in ("network", "arch", "per seed") else "right")
     labels = {"teacher": "teacher (CE)", "ce": "student CE", "kd": "student KD"}
-    for key, label in labels.items():
-        mean, std = summary[key]
-        table.add_row(
+    header = [
+        "network",
+        "arch",
+        "last-epoch mean",
+        "std",
+        "per seed",
+        "best-val ckpt mean",
+        "std ",
+        "train s",
+    ]
+    rows = [
+        [
             label,
             archs[key],
-            f"{mean:.2f}",
-            f"{std:.2f}",
-            " ".join(f"{v:.2f}" for v in per_seed[key]),
-            f"{statistics.mean(last_epoch[key]):.2f}",
+            f"{summary[key][0]:.2f}",
+            f"{summary[key][1]:.2f}",
+            " ".join(f"{v:.2f}" for v in last_epoch[key]),
+            f"{selected[key][0]:.2f}",
+            f"{selected[key][1]:.2f}",
             f"{statistics.mean(seconds[key]):.0f}",
-        )
-    console = Console()
+        ]
+        for key, label in labels.items()
+    ]
+    table = Table(title=f"digits test top-1 %, seeds {args.seeds}")
+    for column in header:
+        table.add_column(column, justify="left" if column in ("network", "arch", "per seed") else "right")
+    for row in rows:
+        table.add_row(*row)
+    console = Console(width=130)
     console.print(table)
     for name, ok in checks.items():
         console.print(f"{name}: {'PASS' if ok else 'FAIL'}")
@@ -86,30 +103,27 @@ def main() -> None:
         "overrides": args.overrides,
         "seeds": args.seeds,
         "archs": archs,
-        "test_top1": per_seed,
         "last_epoch_test_top1": last_epoch,
+        "best_val_checkpoint_test_top1": per_seed,
         "train_seconds": seconds,
-        "mean_std": {k: list(v) for k, v in summary.items()},
+        "last_epoch_mean_std": {k: list(v) for k, v in summary.items()},
+        "best_val_checkpoint_mean_std": {k: list(v) for k, v in selected.items()},
         "checks": checks,
     }
     lines = [
         f"# Digits accuracy over seeds {args.seeds}",
         "",
         f"{info['date']}, {info['device']} ({info['cores']} cores), torch {info['torch']}; recipe "
-        f"`{Path(args.recipe).name}` {' '.join(args.overrides)}. Test split (359 images), checkpoint with "
-        "the best validation top-1; last-epoch numbers for reference.",
+        f"`{Path(args.recipe).name}` {' '.join(args.overrides)}. Test split (359 images), top-1 %. "
+        "Headline: the last epoch (cosine schedule to lr 0, no selection); also the checkpoint with the "
+        "best validation top-1 (145 validation images, so that selection is noisy).",
         "",
-        "| network | arch | mean | std | per seed | last-epoch mean | train s (mean) |",
-        "|---|---|---:|---:|---|---:|---:|",
+        "| " + " | ".join(header) + " |",
+        "|---|---|---:|---:|---|---:|---:|---:|",
+        *["| " + " | ".join(row) + " |" for row in rows],
+        "",
+        *[f"- {name}: **{'PASS' if ok else 'FAIL'}**" for name, ok in checks.items()],
     ]
-    for key, label in labels.items():
-        mean, std = summary[key]
-        lines.append(
-            f"| {label} | {archs[key]} | {mean:.2f} | {std:.2f} | "
-            f"{' '.join(f'{v:.2f}' for v in per_seed[key])} | {statistics.mean(last_epoch[key]):.2f} | "
-            f"{statistics.mean(seconds[key]):.0f} |"
-        )
-    lines += [""] + [f"- {name}: **{'PASS' if ok else 'FAIL'}**" for name, ok in checks.items()]
     write_results(args.name, payload, "\n".join(lines))
 
 

@@ -109,7 +109,7 @@ def main() -> None:
             name, f"{median[name] * 1e3:.1f}", f"{min(values) * 1e3:.1f}", f"{max(values) * 1e3:.1f}"
         )
     table.add_row("ce + teacher", f"{(median['ce'] + median['teacher']) * 1e3:.1f}", "", "")
-    console = Console()
+    console = Console(width=130)
     console.print(table)
     console.print(f"kd / (ce + teacher) = {ratio:.3f} (target <= {TARGET:.2f}): {verdict}")
 

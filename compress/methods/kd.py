@@ -30,9 +30,9 @@ class KD(Distiller):
     def forward_train(
         self, images: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logits = self.student(images)
-        with torch.no_grad():
+        with torch.no_grad():  # teacher first: its activations are freed before the student's graph is built
             teacher_logits = self.teacher(images)
+        logits = self.student(images)
         options = self.options
         return logits, {
             "ce": options.ce_weight * F.cross_entropy(logits, labels),

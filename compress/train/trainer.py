@@ -116,20 +116,7 @@ class Trainer:
         self.method.to(self.device)
         if self.config.channels_last:
             self.method.to(memory_format=torch.channels_last)
-        self.train_loader = self.data.loader(
-            "train",
-            seed=self.seed,
-            rank=self.context.rank,
-            world_size=self.context.world_size,
-            device=self.device,
-        )
-        self.val_loader = self.data.loader(
-            "val",
-            seed=self.seed,
-            rank=self.context.rank,
-            world_size=self.context.world_size,
-            device=self.device,
-        )
+        self.train_loader, self.val_loader = self._loader("train"), self._loader("val")
         self.steps_per_epoch = len(self.train_loader)
         self.optimizer = build_optimizer(self.method.param_groups(), self.config)
         self.scheduler = build_scheduler(self.optimizer, self.config, self.steps_per_epoch)
@@ -142,6 +129,15 @@ class Trainer:
         self.best_val, self.best_epoch = -math.inf, -1
         if self.resume:
             self._restore()
+
+    def _loader(self, split: str) -> Any:
+        return self.data.loader(
+            split,
+            seed=self.seed,
+            rank=self.context.rank,
+            world_size=self.context.world_size,
+            device=self.device,
+        )
 
     def _restore(self) -> None:
         last = self.checkpoints / "last.safetensors"
@@ -278,7 +274,7 @@ class Trainer:
                             self.autocast,
                             self.config.channels_last,
                         )
-                        improved = val["top1"] > self.best_val
+                        improved = val["top1"] >= self.best_val  # ties: the later epoch
                         if improved:
                             self.best_val, self.best_epoch = val["top1"], epoch + 1
                         record.update(
@@ -311,13 +307,7 @@ class Trainer:
         )
 
     def _finish(self, seconds: float) -> TrainResult:
-        test_loader = self.data.loader(
-            "test",
-            seed=self.seed,
-            rank=self.context.rank,
-            world_size=self.context.world_size,
-            device=self.device,
-        )
+        test_loader = self._loader("test")
         self.method.eval()
         last = evaluate(
             self.method, test_loader, self.device, self.context, self.autocast, self.config.channels_last
