@@ -7,6 +7,7 @@ which parameters train through `param_groups()`; the Trainer knows nothing else 
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -21,7 +22,7 @@ def freeze(module: nn.Module) -> nn.Module:
     return module
 
 
-class Distiller(nn.Module):
+class Distiller(nn.Module, abc.ABC):
     """Base class: a student, an optional teacher, and the options dataclass of the method."""
 
     name: ClassVar[str] = ""
@@ -45,11 +46,11 @@ class Distiller(nn.Module):
         """Evaluation: the student's logits."""
         return self.student(images)
 
+    @abc.abstractmethod
     def forward_train(
         self, images: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One training forward: (student logits, {loss name: weighted scalar}); the Trainer sums them."""
-        raise NotImplementedError(f"{type(self).__name__} must implement forward_train")
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Optimizer parameter groups; a group may carry 'lr_scale' to train at a multiple of the lr."""
