@@ -6,6 +6,7 @@ import datetime
 import json
 import os
 import platform
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,17 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def write_results(name: str, payload: dict[str, Any], markdown: str) -> tuple[Path, Path]:
-    """benchmarks/results/<name>.json and <name>.md."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = RESULTS / f"{name}.json", RESULTS / f"{name}.md"
+def slug(text: str) -> str:
+    """A file-name-safe form of a device name: 'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3'."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
+
+
+def write_results(
+    name: str, payload: dict[str, Any], markdown: str, out_dir: Path = RESULTS
+) -> tuple[Path, Path]:
+    """<out_dir>/<name>.json and <name>.md (benchmarks/results by default)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
     json_path.write_text(json.dumps(payload, indent=2) + "\n")
     md_path.write_text(markdown.rstrip() + "\n")
     return json_path, md_path

@@ -16,9 +16,10 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
-from common import machine, write_results
+from common import RESULTS, machine, slug, write_results
 from rich.console import Console
 from rich.table import Table
 
@@ -32,9 +33,13 @@ TARGET = 1.10
 
 
 def _trainer(
-    method_name: str, student: torch.nn.Module, teacher: torch.nn.Module | None, out: str
+    method_name: str,
+    student: torch.nn.Module,
+    teacher: torch.nn.Module | None,
+    out: str,
+    device: torch.device,
 ) -> Trainer:
-    config = load_recipe(None, ["data.image_size=8", "data.train_fraction=0.1", "device=cpu"])
+    config = load_recipe(None, ["data.image_size=8", "data.train_fraction=0.1", f"device={device.type}"])
     method = build_method(MethodConfig(method_name), student, teacher)
     trainer = Trainer(
         method,
@@ -42,7 +47,7 @@ def _trainer(
         config.student_train,
         out,
         seed=0,
-        device=torch.device("cpu"),
+        device=device,
         meta={},
         progress=False,
     )
@@ -50,10 +55,14 @@ def _trainer(
     return trainer
 
 
-def _time(fn: Callable[[], object], steps: int) -> float:
+def _time(fn: Callable[[], object], steps: int, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
         fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return (time.perf_counter() - start) / steps
 
 
@@ -67,18 +76,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--steps", type=int, default=3, help="steps per timed repetition")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    device = torch.device(args.device)
 
     torch.manual_seed(0)
-    teacher = build(args.teacher, args.classes).eval()
+    teacher = build(args.teacher, args.classes).to(device).eval()
     ce_student, kd_student = build(args.student, args.classes), build(args.student, args.classes)
     kd_student.load_state_dict(ce_student.state_dict())
-    images = torch.randn(args.batch, 3, 32, 32)
-    labels = torch.randint(0, args.classes, (args.batch,))
+    images = torch.randn(args.batch, 3, 32, 32, device=device)
+    labels = torch.randint(0, args.classes, (args.batch,), device=device)
 
     with tempfile.TemporaryDirectory() as out:
-        ce = _trainer("ce", ce_student, None, out)
-        kd = _trainer("kd", kd_student, teacher, out)
+        ce = _trainer("ce", ce_student, None, out, device)
+        kd = _trainer("kd", kd_student, teacher, out, device)
         ce.method.train()
         kd.method.train()
 
@@ -92,16 +104,16 @@ def main() -> None:
             "kd": lambda: kd.train_step(images, labels),
         }
         for fn in parts.values():  # warm-up: allocator, kernels' first-call costs
-            _time(fn, 2)
+            _time(fn, 2, device)
         samples: dict[str, list[float]] = {name: [] for name in parts}
         for _ in range(args.reps):
             for name, fn in parts.items():
-                samples[name].append(_time(fn, args.steps))
+                samples[name].append(_time(fn, args.steps, device))
 
     median = {name: statistics.median(values) for name, values in samples.items()}
     ratio = median["kd"] / (median["ce"] + median["teacher"])
     verdict = "PASS" if ratio <= TARGET else "FAIL"
-    table = Table(title=f"train step on CPU: {args.teacher} -> {args.student}, batch {args.batch}")
+    table = Table(title=f"train step on {args.device}: {args.teacher} -> {args.student}, batch {args.batch}")
     for column in ("step", "median ms", "min ms", "max ms"):
         table.add_column(column, justify="right" if column != "step" else "left")
     for name, values in samples.items():
@@ -145,7 +157,8 @@ def main() -> None:
         "",
         f"**kd / (ce + teacher) = {ratio:.3f}** (target <= {TARGET:.2f}): {verdict}",
     ]
-    write_results("train_step", payload, "\n".join(lines))
+    name = "train_step" if device.type == "cpu" else f"train_step-{slug(payload['machine']['device'])}"
+    write_results(name, payload, "\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Logit losses for distillation. Knows nothing of models or training.
 
-Every loss has one public function with the same signature on every backend; the plain-torch
-reference lives in `kernels.reference` and is what the fused Triton kernels are tested against.
+Each loss has one public function with the same signature on every backend: fused Triton kernels on
+CUDA tensors (`<loss>_triton.py`, kernel plus autograd Function), and on CPU tensors the plain-torch
+reference (`<loss>_reference.py`) that the kernels are tested against.
 """
 
 from kernels.kd import kd_loss

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.reference import kd_loss_reference
+from kernels.kd_reference import kd_loss_reference
 from kernels.validation import check_logits, check_temperature, resolve_backend
 
 
@@ -18,10 +18,15 @@ def kd_loss(
 ) -> torch.Tensor:
     """T^2 * batch-mean KL(softmax(teacher/T) || softmax(student/T)): a float32 scalar (float64 for float64).
 
-    `standardize=True` z-scores each row of both logits first (logit standardization). Gradients flow
-    to the student and, when it requires grad, to the teacher.
+    `standardize=True` z-scores each row of both logits first (logit standardization, unbiased std,
+    eps 1e-7). Gradients flow to the student and, when it requires grad, to the teacher, in the input
+    dtype. `backend`: "auto" (the fused Triton kernel on CUDA tensors, the torch reference elsewhere),
+    "triton" or "torch".
     """
     check_logits(student, teacher)
     check_temperature(temperature)
-    resolve_backend(backend, student)
+    if resolve_backend(backend, student) == "triton":
+        from kernels.kd_triton import kd_loss_triton
+
+        return kd_loss_triton(student, teacher, temperature, standardize)
     return kd_loss_reference(student, teacher, temperature, standardize)

@@ -1,14 +1,18 @@
-"""Argument checks shared by every public loss function (one clear ValueError each)."""
+"""Argument checks and backend choice shared by every public loss function (one clear ValueError each)."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import os
+
 import torch
 
-BACKENDS = ("auto", "torch")
+BACKENDS = ("auto", "torch", "triton")
 
 
 def check_logits(student: torch.Tensor, teacher: torch.Tensor) -> None:
-    """Both logits must be floating (B, C) tensors of the same shape with B >= 1 and C >= 2."""
+    """Both logits must be floating (B, C) tensors of the same shape, device and dtype with B, C >= 1."""
     for name, tensor in (("student", student), ("teacher", teacher)):
         if not torch.is_floating_point(tensor):
             raise ValueError(f"{name} logits must be a floating tensor, got {tensor.dtype}")
@@ -18,8 +22,22 @@ def check_logits(student: torch.Tensor, teacher: torch.Tensor) -> None:
         raise ValueError(
             f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)} logits differ in shape"
         )
-    if student.shape[0] < 1 or student.shape[1] < 2:
-        raise ValueError(f"logits need at least one row and two classes, got {tuple(student.shape)}")
+    if student.device != teacher.device:
+        raise ValueError(f"student logits are on {student.device}, teacher logits on {teacher.device}")
+    if student.shape[0] < 1 or student.shape[1] < 1:
+        raise ValueError(f"logits need at least one row and one class, got {tuple(student.shape)}")
+
+
+def check_target(target: torch.Tensor, student: torch.Tensor) -> None:
+    """Class indices: an integer (B,) tensor on the logits' device with values in [0, C)."""
+    if target.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise ValueError(f"target must hold integer class indices, got {target.dtype}")
+    if target.shape != student.shape[:1]:
+        raise ValueError(f"target must have shape ({student.shape[0]},), got {tuple(target.shape)}")
+    if target.device != student.device:
+        raise ValueError(f"target is on {target.device}, logits on {student.device}")
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= student.shape[1]):
+        raise ValueError(f"target holds class indices outside [0, {student.shape[1]})")
 
 
 def check_temperature(temperature: float) -> None:
@@ -28,8 +46,28 @@ def check_temperature(temperature: float) -> None:
         raise ValueError(f"temperature must be a positive finite number, got {temperature}")
 
 
+@functools.cache
+def triton_installed() -> bool:
+    """Whether the `triton` package is importable (it ships with CUDA builds of torch)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def interpreting() -> bool:
+    """TRITON_INTERPRET=1 runs Triton kernels on CPU tensors (it must be set before `kernels` is imported)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def resolve_backend(backend: str, tensor: torch.Tensor) -> str:
-    """Pick the implementation: 'auto' means the fastest one available for the tensor's device."""
+    """'auto' is Triton on CUDA tensors and torch elsewhere; 'triton' must be runnable where asked."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return "torch"
+    if backend == "auto":
+        return "triton" if tensor.is_cuda and triton_installed() else "torch"
+    if backend == "triton":
+        if not triton_installed():
+            raise ValueError("backend='triton' needs the triton package (it comes with CUDA builds of torch)")
+        if not (tensor.is_cuda or interpreting()):
+            raise ValueError(
+                "backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before kernels is imported)"
+            )
+    return backend
