@@ -46,8 +46,21 @@ def _kd_grads(u, v, mask, lse_s, lse_t, kl, grad_scale):
 
 @triton.jit
 def _kd_single_tile(
-    s_row, t_row, gs_row, gt_row, s_stride_c, t_stride_c, C, inv_t, grad_scale, loss_scale, eps,
-    BLOCK: tl.constexpr, STANDARDIZE: tl.constexpr, GRAD_S: tl.constexpr, GRAD_T: tl.constexpr,
+    s_row,
+    t_row,
+    gs_row,
+    gt_row,
+    s_stride_c,
+    t_stride_c,
+    C,
+    inv_t,
+    grad_scale,
+    loss_scale,
+    eps,
+    BLOCK: tl.constexpr,
+    STANDARDIZE: tl.constexpr,
+    GRAD_S: tl.constexpr,
+    GRAD_T: tl.constexpr,
 ):
     offs = tl.arange(0, BLOCK)
     mask = offs < C
@@ -94,8 +107,21 @@ def _kd_single_tile(
 
 @triton.jit
 def _kd_chunked(
-    s_row, t_row, gs_row, gt_row, s_stride_c, t_stride_c, C, inv_t, grad_scale, loss_scale, eps,
-    BLOCK: tl.constexpr, STANDARDIZE: tl.constexpr, GRAD_S: tl.constexpr, GRAD_T: tl.constexpr,
+    s_row,
+    t_row,
+    gs_row,
+    gt_row,
+    s_stride_c,
+    t_stride_c,
+    C,
+    inv_t,
+    grad_scale,
+    loss_scale,
+    eps,
+    BLOCK: tl.constexpr,
+    STANDARDIZE: tl.constexpr,
+    GRAD_S: tl.constexpr,
+    GRAD_T: tl.constexpr,
 ):
     mean_s = 0.0
     mean_t = 0.0
@@ -123,7 +149,9 @@ def _kd_chunked(
         new_t = tl.maximum(max_t, tl.max(tl.where(mask, v, float("-inf")), axis=0))
         e_t = tl.exp(tl.where(mask, v - new_t, float("-inf")))
         rescale_t = tl.exp(max_t - new_t)
-        sum_s = sum_s * tl.exp(max_s - new_s) + tl.sum(tl.exp(tl.where(mask, u - new_s, float("-inf"))), axis=0)
+        sum_s = sum_s * tl.exp(max_s - new_s) + tl.sum(
+            tl.exp(tl.where(mask, u - new_s, float("-inf"))), axis=0
+        )
         sum_t = sum_t * rescale_t + tl.sum(e_t, axis=0)
         cross = cross * rescale_t + tl.sum(e_t * (v - u), axis=0)
         max_s = new_s
@@ -169,11 +197,25 @@ def _kd_chunked(
 
 @triton.jit
 def _kd_kernel(
-    s_ptr, t_ptr, gs_ptr, gt_ptr, loss_ptr,
-    s_stride_b, s_stride_c, t_stride_b, t_stride_c, C,
-    inv_t, grad_scale, loss_scale, eps,
-    BLOCK: tl.constexpr, SINGLE_TILE: tl.constexpr, STANDARDIZE: tl.constexpr,
-    GRAD_S: tl.constexpr, GRAD_T: tl.constexpr,
+    s_ptr,
+    t_ptr,
+    gs_ptr,
+    gt_ptr,
+    loss_ptr,
+    s_stride_b,
+    s_stride_c,
+    t_stride_b,
+    t_stride_c,
+    C,
+    inv_t,
+    grad_scale,
+    loss_scale,
+    eps,
+    BLOCK: tl.constexpr,
+    SINGLE_TILE: tl.constexpr,
+    STANDARDIZE: tl.constexpr,
+    GRAD_S: tl.constexpr,
+    GRAD_T: tl.constexpr,
 ):
     """One program per row: writes T^2 * KL of the row and, if asked, both gradient rows."""
     row = tl.program_id(0).to(tl.int64)
@@ -182,11 +224,41 @@ def _kd_kernel(
     gs_row = gs_ptr + row * C
     gt_row = gt_ptr + row * C
     if SINGLE_TILE:
-        loss = _kd_single_tile(s_row, t_row, gs_row, gt_row, s_stride_c, t_stride_c, C, inv_t, grad_scale,
-                               loss_scale, eps, BLOCK, STANDARDIZE, GRAD_S, GRAD_T)
+        loss = _kd_single_tile(
+            s_row,
+            t_row,
+            gs_row,
+            gt_row,
+            s_stride_c,
+            t_stride_c,
+            C,
+            inv_t,
+            grad_scale,
+            loss_scale,
+            eps,
+            BLOCK,
+            STANDARDIZE,
+            GRAD_S,
+            GRAD_T,
+        )
     else:
-        loss = _kd_chunked(s_row, t_row, gs_row, gt_row, s_stride_c, t_stride_c, C, inv_t, grad_scale,
-                           loss_scale, eps, BLOCK, STANDARDIZE, GRAD_S, GRAD_T)
+        loss = _kd_chunked(
+            s_row,
+            t_row,
+            gs_row,
+            gt_row,
+            s_stride_c,
+            t_stride_c,
+            C,
+            inv_t,
+            grad_scale,
+            loss_scale,
+            eps,
+            BLOCK,
+            STANDARDIZE,
+            GRAD_S,
+            GRAD_T,
+        )
     tl.store(loss_ptr + row, loss)
 
 
@@ -198,15 +270,38 @@ class KDLossFunction(torch.autograd.Function):
         batch, classes = student.shape
         grad_s_needed, grad_t_needed = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         row_loss = torch.empty(batch, dtype=torch.float32, device=student.device)
-        grad_s = torch.empty((batch, classes), dtype=student.dtype, device=student.device) if grad_s_needed else None
-        grad_t = torch.empty((batch, classes), dtype=teacher.dtype, device=teacher.device) if grad_t_needed else None
+        grad_s = (
+            torch.empty((batch, classes), dtype=student.dtype, device=student.device)
+            if grad_s_needed
+            else None
+        )
+        grad_t = (
+            torch.empty((batch, classes), dtype=teacher.dtype, device=teacher.device)
+            if grad_t_needed
+            else None
+        )
         config = launch_config(classes)
         _kd_kernel[(batch,)](
-            student, teacher, grad_s if grad_s is not None else row_loss, grad_t if grad_t is not None else row_loss,
-            row_loss, student.stride(0), student.stride(1), teacher.stride(0), teacher.stride(1), classes,
-            1.0 / temperature, temperature * temperature / batch, temperature * temperature, STANDARDIZE_EPS,
-            BLOCK=config.block, SINGLE_TILE=config.single_tile, STANDARDIZE=standardize,
-            GRAD_S=grad_s is not None, GRAD_T=grad_t is not None, num_warps=config.num_warps,
+            student,
+            teacher,
+            grad_s if grad_s is not None else row_loss,
+            grad_t if grad_t is not None else row_loss,
+            row_loss,
+            student.stride(0),
+            student.stride(1),
+            teacher.stride(0),
+            teacher.stride(1),
+            classes,
+            1.0 / temperature,
+            temperature * temperature / batch,
+            temperature * temperature,
+            STANDARDIZE_EPS,
+            BLOCK=config.block,
+            SINGLE_TILE=config.single_tile,
+            STANDARDIZE=standardize,
+            GRAD_S=grad_s is not None,
+            GRAD_T=grad_t is not None,
+            num_warps=config.num_warps,
         )
         ctx.save_for_backward(grad_s, grad_t)
         return row_loss.sum() / batch

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import kd_loss
+from kernels import dkd_loss, kd_loss
 
 OFFSET = 2**31  # a row starting past the int32 range: offsets must be computed in int64
 
@@ -21,7 +21,10 @@ def _far_apart_rows(rows: torch.Tensor) -> torch.Tensor:
     return storage.as_strided((2, classes), (OFFSET, 1))
 
 
-LOSSES = {"kd": lambda s, t, **kw: kd_loss(s, t, 4.0, **kw)}
+LOSSES = {
+    "kd": lambda s, t, **kw: kd_loss(s, t, 4.0, **kw),
+    "dkd": lambda s, t, **kw: dkd_loss(s, t, torch.tensor([3, 63], device=s.device), **kw),
+}
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
