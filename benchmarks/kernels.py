@@ -14,16 +14,23 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-from common import RESULTS, machine, slug, write_results
-from rich.console import Console
-from rich.table import Table
+# This file is named like the `kernels` package: drop its own folder from the import path (Python puts it
+# first when the script runs) and import the shared helpers from the repository root instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
-from kernels import dist_loss, dkd_loss, kd_loss
+import torch  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from benchmarks.common import RESULTS, machine, slug, write_results  # noqa: E402
+from kernels import dist_loss, dkd_loss, kd_loss  # noqa: E402
 
 GPU_SHAPES = [(64, 100), (256, 1000), (4096, 32000), (8192, 128256)]
 CPU_SHAPES = [(64, 100), (256, 1000), (1024, 32000)]

@@ -5,7 +5,8 @@ CUDA tensors (`<loss>_triton.py`, kernel plus autograd Function), and on CPU ten
 reference (`<loss>_reference.py`) that the kernels are tested against.
 """
 
+from kernels.dist import dist_loss
 from kernels.dkd import dkd_loss
 from kernels.kd import kd_loss
 
-__all__ = ["dkd_loss", "kd_loss"]
+__all__ = ["dist_loss", "dkd_loss", "kd_loss"]

@@ -12,7 +12,7 @@ BACKENDS = ("auto", "torch", "triton")
 
 
 def check_logits(student: torch.Tensor, teacher: torch.Tensor) -> None:
-    """Both logits must be floating (B, C) tensors of the same shape, device and dtype with B, C >= 1."""
+    """Both logits must be floating (B, C) tensors of one shape and device, B, C >= 1 (dtypes may differ)."""
     for name, tensor in (("student", student), ("teacher", teacher)):
         if not torch.is_floating_point(tensor):
             raise ValueError(f"{name} logits must be a floating tensor, got {tensor.dtype}")

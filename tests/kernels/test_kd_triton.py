@@ -66,9 +66,19 @@ def _logits(b: int, c: int, seed: int, dtype: torch.dtype = torch.float32, scale
 # A covering set of the grid: B in {1, 3, 64, 257}, C in {1, 2, 10, 100, 1000, 5003}, T in {1, 4},
 # standardize on/off; the interpreter's cost grows with rows x chunks, so large B pairs with small C.
 CASES = [
-    (1, 1, 4.0, False), (1, 1, 1.0, True), (3, 2, 1.0, False), (3, 2, 4.0, True), (64, 10, 4.0, False),
-    (64, 10, 1.0, True), (257, 100, 4.0, True), (257, 10, 1.0, False), (3, 1000, 1.0, True),
-    (64, 100, 1.0, False), (3, 5003, 4.0, False), (1, 5003, 1.0, True), (2, 40000, 4.0, True),
+    (1, 1, 4.0, False),
+    (1, 1, 1.0, True),
+    (3, 2, 1.0, False),
+    (3, 2, 4.0, True),
+    (64, 10, 4.0, False),
+    (64, 10, 1.0, True),
+    (257, 100, 4.0, True),
+    (257, 10, 1.0, False),
+    (3, 1000, 1.0, True),
+    (64, 100, 1.0, False),
+    (3, 5003, 4.0, False),
+    (1, 5003, 1.0, True),
+    (2, 40000, 4.0, True),
     (1, 40000, 1.0, False),
 ]
 

@@ -1,11 +1,15 @@
-"""Known traps of fused loss kernels, checked for every Triton loss: offsets past 2^31 elements."""
+"""Known traps of fused loss kernels, checked for every Triton loss: offsets past 2^31 elements.
+
+The other traps (both strides, grad_output != 1, saved buffers never written, fp32 math on half loads,
+DKD's masked non-target softmax) are tested per loss in test_kd_triton.py, test_dkd.py and test_dist.py.
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from kernels import dkd_loss, kd_loss
+from kernels import dist_loss, dkd_loss, kd_loss
 
 OFFSET = 2**31  # a row starting past the int32 range: offsets must be computed in int64
 
@@ -24,6 +28,7 @@ def _far_apart_rows(rows: torch.Tensor) -> torch.Tensor:
 LOSSES = {
     "kd": lambda s, t, **kw: kd_loss(s, t, 4.0, **kw),
     "dkd": lambda s, t, **kw: dkd_loss(s, t, torch.tensor([3, 63], device=s.device), **kw),
+    "dist": lambda s, t, **kw: dist_loss(s, t, temperature=4.0, **kw),
 }
 
 
