@@ -44,7 +44,7 @@ import triton
 import triton.language as tl
 
 from kernels.standardize import STANDARDIZE_EPS
-from kernels.triton_common import launch_config, row_moments, scale_gradient, standardize_grad, tile_moments
+from kernels.triton_common import fused_backward, launch_config, row_moments, standardize_grad, tile_moments
 
 # Fields of the (ROW_FIELDS, B) and (COL_FIELDS, C) fp32 side buffers (field k of item i at k * n + i).
 MAX_S = tl.constexpr(0)  # max of w_s over the row
@@ -633,16 +633,7 @@ class DISTLossFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        grad_s, grad_t = ctx.saved_tensors
-        return (
-            scale_gradient(grad_s, grad_output) if grad_s is not None else None,
-            scale_gradient(grad_t, grad_output) if grad_t is not None else None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
+        return fused_backward(ctx.saved_tensors, grad_output, non_tensor_args=5)
 
 
 def dist_loss_triton(

@@ -36,9 +36,9 @@ import triton.language as tl
 from kernels.standardize import STANDARDIZE_EPS
 from kernels.triton_common import (
     LaunchConfig,
+    fused_backward,
     launch_config,
     row_moments,
-    scale_gradient,
     standardize_grad,
     tile_moments,
 )
@@ -384,16 +384,7 @@ class DKDLossFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        grad_s, grad_t = ctx.saved_tensors  # scale_gradient returns new tensors: the saved ones stay intact
-        return (
-            scale_gradient(grad_s, grad_output) if grad_s is not None else None,
-            scale_gradient(grad_t, grad_output) if grad_t is not None else None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
+        return fused_backward(ctx.saved_tensors, grad_output, non_tensor_args=5)
 
 
 def dkd_loss_triton(

@@ -19,9 +19,9 @@ import triton.language as tl
 
 from kernels.standardize import STANDARDIZE_EPS
 from kernels.triton_common import (
+    fused_backward,
     launch_config,
     row_moments,
-    scale_gradient,
     standardize_grad,
     tile_moments,
 )
@@ -308,13 +308,7 @@ class KDLossFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        grad_s, grad_t = ctx.saved_tensors
-        return (
-            scale_gradient(grad_s, grad_output) if grad_s is not None else None,
-            scale_gradient(grad_t, grad_output) if grad_t is not None else None,
-            None,
-            None,
-        )
+        return fused_backward(ctx.saved_tensors, grad_output, non_tensor_args=2)
 
 
 def kd_loss_triton(

@@ -104,3 +104,12 @@ def scale_gradient(buffer: torch.Tensor, grad_output: torch.Tensor) -> torch.Ten
     n = buffer.numel()
     _scale_kernel[(triton.cdiv(n, SCALE_BLOCK),)](buffer, scale, out, n, BLOCK=SCALE_BLOCK, num_warps=8)
     return out
+
+
+def fused_backward(
+    saved: tuple[torch.Tensor | None, ...], grad_output: torch.Tensor, non_tensor_args: int
+) -> tuple[torch.Tensor | None, ...]:
+    """The whole backward of a fused loss Function: each saved gradient buffer (student, teacher) scaled by
+    grad_output into a new tensor, then None for each further forward argument."""
+    grads = tuple(scale_gradient(g, grad_output) if g is not None else None for g in saved)
+    return grads + (None,) * non_tensor_args
