@@ -2,6 +2,7 @@
 
 Per row, with u = z_s / T and v = z_t / T (z the logits, z-scored per row when `standardize`):
     KL = sum_c p_t (v - u) - lse(v) + lse(u),        loss = T^2 / B * sum_rows KL
+(each logsumexp kept as max + log(sum), large offsets cancelled before the logs are added)
     dL/dz_s = (T / B) (p_s - p_t)
     dL/dz_t = (T / B) p_t (log p_t - log p_s - KL)
 and through the z-score `standardize_grad` (kernels/triton_common.py). Rows up to 4096 classes are one
@@ -33,10 +34,10 @@ def _load(base, offs, stride_c, mask):
 
 
 @triton.jit
-def _kd_grads(u, v, mask, lse_s, lse_t, kl, grad_scale):
+def _kd_grads(u, v, mask, max_s, lsum_s, max_t, lsum_t, kl, grad_scale):
     """grad_scale * dKL/du for student and teacher at one tile (zero on masked lanes)."""
-    log_ps = u - lse_s
-    log_pt = v - lse_t
+    log_ps = (u - max_s) - lsum_s  # log-softmax as (x - max) - log(sum): exact offsets even at |x| ~ 1e4
+    log_pt = (v - max_t) - lsum_t
     p_s = tl.exp(tl.where(mask, log_ps, float("-inf")))  # masked lanes: exp(-inf) = 0, no overflow
     p_t = tl.exp(tl.where(mask, log_pt, float("-inf")))
     g_s = grad_scale * (p_s - p_t)
@@ -83,12 +84,12 @@ def _kd_single_tile(
     e_s = tl.exp(tl.where(mask, u - max_s, float("-inf")))
     e_t = tl.exp(tl.where(mask, v - max_t, float("-inf")))
     sum_t = tl.sum(e_t, axis=0)
-    lse_s = max_s + tl.log(tl.sum(e_s, axis=0))
-    lse_t = max_t + tl.log(sum_t)
+    lsum_s = tl.log(tl.sum(e_s, axis=0))
+    lsum_t = tl.log(sum_t)
     cross = tl.sum(e_t * (v - u), axis=0) / sum_t
-    kl = cross - lse_t + lse_s
+    kl = (cross - (max_t - max_s)) + (lsum_s - lsum_t)
     if GRAD_S or GRAD_T:
-        g_s, g_t = _kd_grads(u, v, mask, lse_s, lse_t, kl, grad_scale)
+        g_s, g_t = _kd_grads(u, v, mask, max_s, lsum_s, max_t, lsum_t, kl, grad_scale)
         if STANDARDIZE:
             # dL/dz_logits = inv_t * dL/du; the z-score backward needs two row sums of that
             g_s = g_s * inv_t
@@ -156,9 +157,9 @@ def _kd_chunked(
         cross = cross * rescale_t + tl.sum(e_t * (v - u), axis=0)
         max_s = new_s
         max_t = new_t
-    lse_s = max_s + tl.log(sum_s)
-    lse_t = max_t + tl.log(sum_t)
-    kl = cross / sum_t - lse_t + lse_s
+    lsum_s = tl.log(sum_s)
+    lsum_t = tl.log(sum_t)
+    kl = (cross / sum_t - (max_t - max_s)) + (lsum_s - lsum_t)
     if GRAD_S or GRAD_T:
         gsum_s = 0.0
         gsum_t = 0.0
@@ -172,7 +173,7 @@ def _kd_chunked(
                 c_t = tl.where(mask, _load(t_row, offs, t_stride_c, mask) - mean_t, 0.0)
                 u = c_s * rden_s * inv_t
                 v = c_t * rden_t * inv_t
-                g_s, g_t = _kd_grads(u, v, mask, lse_s, lse_t, kl, grad_scale * inv_t)
+                g_s, g_t = _kd_grads(u, v, mask, max_s, lsum_s, max_t, lsum_t, kl, grad_scale * inv_t)
                 gsum_s += tl.sum(g_s, axis=0)
                 gsum_t += tl.sum(g_t, axis=0)
                 gcs_s += tl.sum(g_s * c_s, axis=0)
@@ -184,7 +185,7 @@ def _kd_chunked(
             c_t = tl.where(mask, _load(t_row, offs, t_stride_c, mask) - mean_t, 0.0)
             u = c_s * rden_s * inv_t
             v = c_t * rden_t * inv_t
-            g_s, g_t = _kd_grads(u, v, mask, lse_s, lse_t, kl, grad_scale * inv_t)
+            g_s, g_t = _kd_grads(u, v, mask, max_s, lsum_s, max_t, lsum_t, kl, grad_scale * inv_t)
             if STANDARDIZE:
                 g_s = standardize_grad(g_s, c_s, gsum_s, gcs_s, C, std_s, eps)
                 g_t = standardize_grad(g_t, c_t, gsum_t, gcs_t, C, std_t, eps)
