@@ -44,7 +44,14 @@ import triton
 import triton.language as tl
 
 from kernels.standardize import STANDARDIZE_EPS
-from kernels.triton_common import fused_backward, launch_config, row_moments, standardize_grad, tile_moments
+from kernels.triton_common import (
+    fused_backward,
+    launch_config,
+    load_f32,
+    row_moments,
+    standardize_grad,
+    tile_moments,
+)
 
 # Fields of the (ROW_FIELDS, B) and (COL_FIELDS, C) fp32 side buffers (field k of item i at k * n + i).
 MAX_S = tl.constexpr(0)  # max of w_s over the row
@@ -150,8 +157,8 @@ def _dist_row_stats_kernel(
     if SINGLE_TILE:
         offs = tl.arange(0, BLOCK)
         mask = offs < C
-        xs = tl.load(s_base + offs.to(tl.int64) * stride_sc, mask=mask, other=0.0).to(tl.float32)
-        xt = tl.load(t_base + offs.to(tl.int64) * stride_tc, mask=mask, other=0.0).to(tl.float32)
+        xs = load_f32(s_base, offs, stride_sc, mask)
+        xt = load_f32(t_base, offs, stride_tc, mask)
         if STANDARDIZE:
             mean_s, std_s = tile_moments(xs, mask, C)
             mean_t, std_t = tile_moments(xt, mask, C)
@@ -187,8 +194,8 @@ def _dist_row_stats_kernel(
         for start in range(0, C, BLOCK):
             offs = start + tl.arange(0, BLOCK)
             mask = offs < C
-            xs = tl.load(s_base + offs.to(tl.int64) * stride_sc, mask=mask, other=0.0).to(tl.float32)
-            xt = tl.load(t_base + offs.to(tl.int64) * stride_tc, mask=mask, other=0.0).to(tl.float32)
+            xs = load_f32(s_base, offs, stride_sc, mask)
+            xt = load_f32(t_base, offs, stride_tc, mask)
             ms, es, rs = _online_softmax_step(xs, mask, mean_s, inv_s, ms, STANDARDIZE)
             mt, et, rt = _online_softmax_step(xt, mask, mean_t, inv_t, mt, STANDARDIZE)
             n_old = start * 1.0
@@ -430,8 +437,8 @@ def _dist_grad_kernel(
     if SINGLE_TILE:
         offs = tl.arange(0, BLOCK)
         mask = offs < C
-        xs = tl.load(s_base + offs.to(tl.int64) * stride_sc, mask=mask, other=0.0).to(tl.float32)
-        xt = tl.load(t_base + offs.to(tl.int64) * stride_tc, mask=mask, other=0.0).to(tl.float32)
+        xs = load_f32(s_base, offs, stride_sc, mask)
+        xt = load_f32(t_base, offs, stride_tc, mask)
         ys = _probs(xs, mean_s, inv_s, max_s, rcp_s, mask, STANDARDIZE)
         yt = _probs(xt, mean_t, inv_t, max_t, rcp_t, mask, STANDARDIZE)
         gs, gt = _dy(col_ptr, C, offs, mask, ys, yt, inv_c, p_r, ina_r, inb_r, ks_r, kt_r, GRAD_S, GRAD_T)
@@ -457,8 +464,8 @@ def _dist_grad_kernel(
         for start in range(0, C, BLOCK):
             offs = start + tl.arange(0, BLOCK)
             mask = offs < C
-            xs = tl.load(s_base + offs.to(tl.int64) * stride_sc, mask=mask, other=0.0).to(tl.float32)
-            xt = tl.load(t_base + offs.to(tl.int64) * stride_tc, mask=mask, other=0.0).to(tl.float32)
+            xs = load_f32(s_base, offs, stride_sc, mask)
+            xt = load_f32(t_base, offs, stride_tc, mask)
             ys = _probs(xs, mean_s, inv_s, max_s, rcp_s, mask, STANDARDIZE)
             yt = _probs(xt, mean_t, inv_t, max_t, rcp_t, mask, STANDARDIZE)
             gs, gt = _dy(col_ptr, C, offs, mask, ys, yt, inv_c, p_r, ina_r, inb_r, ks_r, kt_r, GRAD_S, GRAD_T)
@@ -491,8 +498,8 @@ def _dist_grad_kernel(
         for start in range(0, C, BLOCK):
             offs = start + tl.arange(0, BLOCK)
             mask = offs < C
-            xs = tl.load(s_base + offs.to(tl.int64) * stride_sc, mask=mask, other=0.0).to(tl.float32)
-            xt = tl.load(t_base + offs.to(tl.int64) * stride_tc, mask=mask, other=0.0).to(tl.float32)
+            xs = load_f32(s_base, offs, stride_sc, mask)
+            xt = load_f32(t_base, offs, stride_tc, mask)
             ys = _probs(xs, mean_s, inv_s, max_s, rcp_s, mask, STANDARDIZE)
             yt = _probs(xt, mean_t, inv_t, max_t, rcp_t, mask, STANDARDIZE)
             gs, gt = _dy(col_ptr, C, offs, mask, ys, yt, inv_c, p_r, ina_r, inb_r, ks_r, kt_r, GRAD_S, GRAD_T)

@@ -38,6 +38,7 @@ from kernels.triton_common import (
     LaunchConfig,
     fused_backward,
     launch_config,
+    load_f32,
     row_moments,
     standardize_grad,
     tile_moments,
@@ -183,8 +184,8 @@ def dkd_kernel(
             offs = start + cols
             mask = offs < C
             rest = mask & (offs != label)
-            x_s = tl.load(s_row + offs.to(tl.int64) * s_stride_c, mask=mask, other=0.0).to(tl.float32)
-            x_t = tl.load(t_row + offs.to(tl.int64) * t_stride_c, mask=mask, other=0.0).to(tl.float32)
+            x_s = load_f32(s_row, offs, s_stride_c, mask)
+            x_t = load_f32(t_row, offs, t_stride_c, mask)
             a = _scale(x_s, mean_s, k_s, STANDARDIZE)
             b = _scale(x_t, mean_t, k_t, STANDARDIZE)
             m_s, sum_s, _, _ = _online(m_s, sum_s, a, mask)
@@ -264,8 +265,8 @@ def dkd_kernel(
                 for start in range(0, C, BLOCK):
                     offs = start + cols
                     mask = offs < C
-                    x_s = tl.load(s_row + offs.to(tl.int64) * s_stride_c, mask=mask, other=0.0).to(tl.float32)
-                    x_t = tl.load(t_row + offs.to(tl.int64) * t_stride_c, mask=mask, other=0.0).to(tl.float32)
+                    x_s = load_f32(s_row, offs, s_stride_c, mask)
+                    x_t = load_f32(t_row, offs, t_stride_c, mask)
                     a = _scale(x_s, mean_s, k_s, STANDARDIZE)
                     b = _scale(x_t, mean_t, k_t, STANDARDIZE)
                     g_s, g_t = _grads(
@@ -283,8 +284,8 @@ def dkd_kernel(
             for start in range(0, C, BLOCK):
                 offs = start + cols
                 mask = offs < C
-                x_s = tl.load(s_row + offs.to(tl.int64) * s_stride_c, mask=mask, other=0.0).to(tl.float32)
-                x_t = tl.load(t_row + offs.to(tl.int64) * t_stride_c, mask=mask, other=0.0).to(tl.float32)
+                x_s = load_f32(s_row, offs, s_stride_c, mask)
+                x_t = load_f32(t_row, offs, t_stride_c, mask)
                 a = _scale(x_s, mean_s, k_s, STANDARDIZE)
                 b = _scale(x_t, mean_t, k_t, STANDARDIZE)
                 g_s, g_t = _grads(

@@ -22,15 +22,11 @@ from kernels.standardize import STANDARDIZE_EPS
 from kernels.triton_common import (
     fused_backward,
     launch_config,
+    load_f32,
     row_moments,
     standardize_grad,
     tile_moments,
 )
-
-
-@triton.jit
-def _load(base, offs, stride_c, mask):
-    return tl.load(base + offs.to(tl.int64) * stride_c, mask=mask, other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -65,8 +61,8 @@ def _kd_single_tile(
 ):
     offs = tl.arange(0, BLOCK)
     mask = offs < C
-    x_s = _load(s_row, offs, s_stride_c, mask)
-    x_t = _load(t_row, offs, t_stride_c, mask)
+    x_s = load_f32(s_row, offs, s_stride_c, mask)
+    x_t = load_f32(t_row, offs, t_stride_c, mask)
     if STANDARDIZE:
         mean_s, std_s = tile_moments(x_s, mask, C)
         mean_t, std_t = tile_moments(x_t, mask, C)
@@ -144,8 +140,8 @@ def _kd_chunked(
     for start in range(0, C, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < C
-        u = tl.where(mask, (_load(s_row, offs, s_stride_c, mask) - mean_s) * rden_s * inv_t, 0.0)
-        v = tl.where(mask, (_load(t_row, offs, t_stride_c, mask) - mean_t) * rden_t * inv_t, 0.0)
+        u = tl.where(mask, (load_f32(s_row, offs, s_stride_c, mask) - mean_s) * rden_s * inv_t, 0.0)
+        v = tl.where(mask, (load_f32(t_row, offs, t_stride_c, mask) - mean_t) * rden_t * inv_t, 0.0)
         new_s = tl.maximum(max_s, tl.max(tl.where(mask, u, float("-inf")), axis=0))
         new_t = tl.maximum(max_t, tl.max(tl.where(mask, v, float("-inf")), axis=0))
         e_t = tl.exp(tl.where(mask, v - new_t, float("-inf")))
@@ -169,8 +165,8 @@ def _kd_chunked(
             for start in range(0, C, BLOCK):
                 offs = start + tl.arange(0, BLOCK)
                 mask = offs < C
-                c_s = tl.where(mask, _load(s_row, offs, s_stride_c, mask) - mean_s, 0.0)
-                c_t = tl.where(mask, _load(t_row, offs, t_stride_c, mask) - mean_t, 0.0)
+                c_s = tl.where(mask, load_f32(s_row, offs, s_stride_c, mask) - mean_s, 0.0)
+                c_t = tl.where(mask, load_f32(t_row, offs, t_stride_c, mask) - mean_t, 0.0)
                 u = c_s * rden_s * inv_t
                 v = c_t * rden_t * inv_t
                 g_s, g_t = _kd_grads(u, v, mask, max_s, lsum_s, max_t, lsum_t, kl, grad_scale * inv_t)
@@ -181,8 +177,8 @@ def _kd_chunked(
         for start in range(0, C, BLOCK):  # last pass: write the gradients
             offs = start + tl.arange(0, BLOCK)
             mask = offs < C
-            c_s = tl.where(mask, _load(s_row, offs, s_stride_c, mask) - mean_s, 0.0)
-            c_t = tl.where(mask, _load(t_row, offs, t_stride_c, mask) - mean_t, 0.0)
+            c_s = tl.where(mask, load_f32(s_row, offs, s_stride_c, mask) - mean_s, 0.0)
+            c_t = tl.where(mask, load_f32(t_row, offs, t_stride_c, mask) - mean_t, 0.0)
             u = c_s * rden_s * inv_t
             v = c_t * rden_t * inv_t
             g_s, g_t = _kd_grads(u, v, mask, max_s, lsum_s, max_t, lsum_t, kl, grad_scale * inv_t)

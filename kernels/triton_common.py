@@ -42,6 +42,12 @@ def launch_config(num_classes: int) -> LaunchConfig:
 
 
 @triton.jit
+def load_f32(base, offs, stride_c, mask):
+    """One strided chunk of a row as fp32 (int64 offsets; masked lanes 0; math never in bf16/fp16)."""
+    return tl.load(base + offs.to(tl.int64) * stride_c, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
 def tile_moments(x, mask, C):
     """Mean and unbiased std of the masked entries of one tile (std 0 for C == 1 or a constant row)."""
     mean = tl.sum(tl.where(mask, x, 0.0), axis=0) / C
@@ -57,13 +63,13 @@ def row_moments(base, stride_c, C, BLOCK: tl.constexpr):
     for start in range(0, C, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < C
-        acc += tl.load(base + offs.to(tl.int64) * stride_c, mask=mask, other=0.0).to(tl.float32)
+        acc += load_f32(base, offs, stride_c, mask)
     mean = tl.sum(acc, axis=0) / C
     acc2 = tl.zeros([BLOCK], tl.float32)
     for start in range(0, C, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < C
-        x = tl.load(base + offs.to(tl.int64) * stride_c, mask=mask, other=0.0).to(tl.float32)
+        x = load_f32(base, offs, stride_c, mask)
         centred = tl.where(mask, x - mean, 0.0)
         acc2 += centred * centred
     var = tl.sum(acc2, axis=0) / tl.maximum(C - 1, 1)
