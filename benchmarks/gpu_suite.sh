@@ -3,7 +3,7 @@
 # benchmarks/results/gpu-<device>-<date>/ (commit that folder and quote it):
 #   tests-kernels.txt   the kernel tests, compiled (no interpreter when CUDA is present), incl. `gpu` ones
 #   tests-gpu.txt       every test marked `gpu` across the suite
-#   kernels-*.{json,md} benchmarks/kernels.py: Triton vs eager vs torch.compile (vs Liger when installed)
+#   kernels-*.{json,md} benchmarks/loss_kernels.py: Triton vs eager vs torch.compile (vs Liger when installed)
 #   train_step-*.{json,md} benchmarks/train_step.py on CUDA
 # Python: $PYTHON, else .venv/bin/python when it sees a GPU, else python3 (GPU images ship their own torch).
 set -uo pipefail
@@ -33,7 +33,7 @@ status=0
 
 "$py" -m pytest -q -rs tests/kernels 2>&1 | tee "$out/tests-kernels.txt" || status=1
 "$py" -m pytest -q -rs -m gpu tests 2>&1 | tee "$out/tests-gpu.txt" || status=1
-"$py" benchmarks/kernels.py --out "$out" || status=1
+"$py" benchmarks/loss_kernels.py --out "$out" || status=1
 "$py" benchmarks/train_step.py --device cuda --out "$out" || status=1
 echo "gpu_suite: results in $out (exit $status)"
 exit $status

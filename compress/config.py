@@ -75,6 +75,15 @@ class MethodConfig:
 
 
 @dataclass
+class TeacherStrategyConfig:
+    """How `kdforge teacher` trains: 'standard' (CE) or 'generous' (from a standard teacher's checkpoint)."""
+
+    name: Literal["standard", "generous"] = "standard"
+    standard_checkpoint: str | None = None  # generous: the stage-1 teacher (same arch and classes)
+    options: dict[str, Any] = field(default_factory=dict)  # the strategy's options (k, nckd_weight, ...)
+
+
+@dataclass
 class RunConfig:
     """One recipe: data, teacher, student, method and how each network trains."""
 
@@ -84,6 +93,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     teacher: NetworkConfig = field(default_factory=lambda: NetworkConfig(arch="resnet32x4"))
     teacher_train: TrainConfig = field(default_factory=TrainConfig)
+    teacher_strategy: TeacherStrategyConfig = field(default_factory=TeacherStrategyConfig)
     student: NetworkConfig = field(default_factory=lambda: NetworkConfig(arch="resnet8x4"))
     student_train: TrainConfig = field(default_factory=TrainConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -245,9 +255,18 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return tree
 
 
-def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a recipe file (or the defaults when `path` is None), apply overrides and validate it."""
+def load_recipe(
+    path: str | Path | None, overrides: list[str] | None = None, method: str | None = None
+) -> RunConfig:
+    """Read a recipe file (or the defaults when `path` is None), apply overrides and validate it.
+
+    `method` (the CLI's --method) replaces the recipe's method, and its options when it names another
+    one; `--set method.options.KEY=VALUE` overrides apply after it.
+    """
     tree = read_yaml(path) if path is not None else {}
+    section = tree.get("method")
+    if method is not None and not (isinstance(section, dict) and section.get("name") == method):
+        tree["method"] = {"name": method}
     tree = apply_overrides(tree, overrides or [])
     config = from_dict(RunConfig, tree)
     check(config)

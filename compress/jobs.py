@@ -18,7 +18,7 @@ from compress.atomic import atomic_write_text
 from compress.config import MethodConfig, NetworkConfig, RunConfig, TrainConfig, to_dict
 from compress.data import DataBundle, build_data
 from compress.errors import UserError
-from compress.methods import build_method, method_class
+from compress.methods import TEACHER_STRATEGIES, MethodContext, NetworkSpec, build_method, method_class
 from compress.models import build
 from compress.train.checkpoint import check_fits, load_model, load_weights, read_checkpoint
 from compress.train.distributed import DistContext
@@ -75,10 +75,15 @@ def build_network(network: NetworkConfig, num_classes: int) -> nn.Module:
     return model
 
 
-def load_teacher(path: str | Path, data: DataBundle) -> nn.Module:
-    """A trained teacher from its checkpoint, checked against the data set's class count."""
-    model, _ = load_model(path, num_classes=data.num_classes)
-    return model
+def load_teacher(
+    path: str | Path, data: DataBundle, arch: str | None = None
+) -> tuple[nn.Module, NetworkSpec]:
+    """A trained teacher and how it was built, checked against the class count (and `arch` if given)."""
+    checkpoint = read_checkpoint(path)
+    check_fits(checkpoint, num_classes=data.num_classes, arch=arch)
+    model, checkpoint = load_model(path, num_classes=data.num_classes)
+    model_meta = checkpoint.meta["model"]
+    return model, NetworkSpec(model_meta["arch"], dict(model_meta.get("options") or {}))
 
 
 def _train(
@@ -89,19 +94,27 @@ def _train(
     network: NetworkConfig,
     train: TrainConfig,
     method: MethodConfig,
-    teacher: nn.Module | None,
+    teacher: tuple[nn.Module, NetworkSpec] | None,
     out_dir: Path,
     resume: bool,
     progress: bool,
     context: DistContext | None,
     title: str,
+    registry: dict[str, Any] | None = None,
 ) -> TrainResult:
     context = context or DistContext()
     device = resolve_device(config.device, context)
     prepare_run_dir(out_dir, config, resume, context.is_main)
     torch.manual_seed(config.seed)  # the network's initial weights are a function of the seed
     student = build_network(network, data.num_classes)
-    distiller = build_method(method, student, teacher)
+    method_context = MethodContext(
+        num_classes=data.num_classes,
+        student=NetworkSpec(network.arch, dict(network.options)),
+        teacher=teacher[1] if teacher else None,
+    )
+    distiller = build_method(
+        method, student, teacher[0] if teacher else None, method_context, registry=registry
+    )
     trainer = Trainer(
         distiller,
         data,
@@ -126,23 +139,46 @@ def train_teacher(
     resume: bool = False,
     progress: bool = True,
     context: DistContext | None = None,
+    standard_checkpoint: str | Path | None = None,
 ) -> TrainResult:
-    """Train `config.teacher` with cross-entropy (the standard teacher)."""
+    """Train `config.teacher` with its strategy: cross-entropy ('standard') or the Generous Teacher.
+
+    The generous strategy needs a standard teacher of the same architecture and class count:
+    `standard_checkpoint`, else `teacher_strategy.standard_checkpoint`.
+    """
     data = data or build_data(config.data)
     network = replace(config.teacher, checkpoint=None)
+    strategy = config.teacher_strategy
+    method, standard, registry = MethodConfig(name="ce"), None, None
+    if strategy.name != "standard":
+        path = standard_checkpoint or strategy.standard_checkpoint
+        if not path:
+            raise UserError(
+                f"teacher_strategy {strategy.name!r} needs a standard teacher: pass --standard PATH "
+                "or set teacher_strategy.standard_checkpoint"
+            )
+        standard = load_teacher(path, data, arch=network.arch)
+        if standard[1].options != dict(network.options):
+            raise UserError(
+                f"checkpoint {str(path)!r} was built with options {standard[1].options}, not "
+                f"{dict(network.options)}; the generous teacher must match the standard teacher"
+            )
+        method = MethodConfig(name=strategy.name, options=dict(strategy.options))
+        registry = TEACHER_STRATEGIES
     return _train(
         config,
         data,
         role="teacher",
         network=network,
         train=config.teacher_train,
-        method=MethodConfig(name="ce"),
-        teacher=None,
+        method=method,
+        teacher=standard,
         out_dir=Path(out_dir),
         resume=resume,
         progress=progress,
         context=context,
-        title=f"teacher {network.arch}",
+        title=f"teacher {network.arch}" + (f" ({strategy.name})" if standard else ""),
+        registry=registry,
     )
 
 

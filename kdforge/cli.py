@@ -51,7 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
     """The full command-line interface."""
     parser = _Parser(prog="kdforge", description="Distill, merge, export and profile vision models.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _common(commands.add_parser("teacher", help="train a teacher with cross-entropy"))
+    teacher = commands.add_parser(
+        "teacher", help="train a teacher: cross-entropy, or a Generous Teacher from a standard one"
+    )
+    _common(teacher)
+    teacher.add_argument(
+        "--strategy",
+        choices=["standard", "generous"],
+        help="teacher strategy (default: the recipe's teacher_strategy.name)",
+    )
+    teacher.add_argument(
+        "--standard",
+        metavar="PATH",
+        help="generous: the standard teacher's checkpoint (default: teacher_strategy.standard_checkpoint, "
+        "else runs/<recipe name>/teacher/checkpoints/best.safetensors)",
+    )
     compress = commands.add_parser("compress", help="distill a student from a teacher checkpoint")
     _common(compress)
     compress.add_argument(
@@ -60,7 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         "else runs/<recipe name>/teacher/checkpoints/best.safetensors)",
     )
     compress.add_argument("--method", help="distillation method (default: the recipe's method.name)")
-    _common(commands.add_parser("run", help="teacher -> CE student -> distilled student, then a table"))
+    _common(
+        commands.add_parser(
+            "run",
+            help="teacher [-> generous teacher] -> CE student -> distilled student, then a table",
+        )
+    )
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on its data set")
     evaluate.add_argument("checkpoint", help="a .safetensors checkpoint written by kdforge")
     evaluate.add_argument("--recipe", help="take the data set from this recipe instead of the checkpoint")
@@ -78,21 +97,38 @@ def _run_dir(args: argparse.Namespace, name: str, stage: str | None) -> Path:
 
 
 def _cmd_train(args: argparse.Namespace, console: Console) -> int:
-    from compress.config import MethodConfig, load_recipe
+    from compress.config import load_recipe
     from compress.jobs import distill_student, resolve_device, train_teacher
     from compress.train.distributed import init_distributed, shutdown
 
-    config = load_recipe(args.recipe, args.overrides)
+    config = load_recipe(args.recipe, args.overrides, getattr(args, "method", None))
     context = init_distributed(resolve_device(config.device).type)
     try:
         progress = not args.no_progress
         if args.command == "teacher":
-            out = _run_dir(args, config.name, "teacher")
-            result = train_teacher(config, out, resume=args.resume, progress=progress, context=context)
-        elif args.command == "compress":
-            method = MethodConfig(name=args.method) if args.method else config.method
-            teacher = args.teacher or config.teacher.checkpoint
+            if args.strategy:
+                config.teacher_strategy.name = args.strategy
+            standard = args.standard or config.teacher_strategy.standard_checkpoint
+            generous = config.teacher_strategy.name != "standard"
             default = Path("runs") / config.name / "teacher" / "checkpoints" / "best.safetensors"
+            if generous and standard is None and default.is_file():
+                standard = str(default)
+                console.print(f"using standard teacher {standard}")
+            stage = f"teacher-{config.teacher_strategy.name}" if generous else "teacher"
+            out = _run_dir(args, config.name, stage)
+            result = train_teacher(
+                config,
+                out,
+                resume=args.resume,
+                progress=progress,
+                context=context,
+                standard_checkpoint=standard,
+            )
+        elif args.command == "compress":
+            method = config.method
+            teacher = args.teacher or config.teacher.checkpoint
+            stage = "teacher" if config.teacher_strategy.name == "standard" else "teacher-generous"
+            default = Path("runs") / config.name / stage / "checkpoints" / "best.safetensors"
             if teacher is None and default.is_file():
                 teacher = str(default)
                 console.print(f"using teacher {teacher}")

@@ -1,4 +1,4 @@
-"""`kdforge run`: teacher -> CE student -> distilled student, then one results table.
+"""`kdforge run`: teacher [-> generous teacher] -> CE student -> distilled student, then one results table.
 
 Each stage has its own run directory under the pipeline's; with `--resume` a finished stage is reused
 and an interrupted one continues from its `last` checkpoint.
@@ -7,14 +7,14 @@ and an interrupted one continues from its `last` checkpoint.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from compress.atomic import atomic_write_text
-from compress.config import MethodConfig, RunConfig
+from compress.config import MethodConfig, RunConfig, TeacherStrategyConfig
 from compress.data import build_data
 from compress.jobs import distill_student, evaluate_checkpoint, train_teacher
 from compress.train.checkpoint import load_model
@@ -69,15 +69,17 @@ def run_pipeline(
     context: DistContext | None = None,
     console: Console | None = None,
 ) -> list[StageRow]:
-    """Train (or reuse) the teacher, a CE student and a student distilled with the recipe's method."""
+    """Train (or reuse) the teacher (and, with teacher_strategy generous, the generous teacher from it),
+    a CE student and a student distilled from the last teacher with the recipe's method."""
     out_dir = Path(out_dir)
     context = context or DistContext()
     console = console or Console()
     data = build_data(config.data)
     rows: list[StageRow] = []
 
-    if config.teacher.checkpoint:
-        teacher_path = config.teacher.checkpoint
+    standard = config.teacher_strategy.standard_checkpoint or config.teacher.checkpoint
+    if standard:
+        teacher_path = standard
         metrics = evaluate_checkpoint(teacher_path, config)
         given = TrainResult(
             -1,
@@ -93,11 +95,27 @@ def run_pipeline(
         rows.append(_row("teacher (given)", "-", given))
     else:
         stage = out_dir / "teacher"
+        standard_config = replace(config, teacher_strategy=TeacherStrategyConfig())
         result = _reuse(stage, resume) or train_teacher(
-            config, stage, data=data, resume=resume, progress=progress, context=context
+            standard_config, stage, data=data, resume=resume, progress=progress, context=context
         )
         teacher_path = result.best_path
         rows.append(_row("teacher", "ce", result))
+
+    strategy = config.teacher_strategy.name
+    if strategy != "standard":  # standard teacher -> generous teacher -> students
+        stage = out_dir / f"teacher-{strategy}"
+        result = _reuse(stage, resume) or train_teacher(
+            config,
+            stage,
+            data=data,
+            resume=resume,
+            progress=progress,
+            context=context,
+            standard_checkpoint=teacher_path,
+        )
+        teacher_path = result.best_path
+        rows.append(_row(f"teacher ({strategy})", strategy, result))
 
     methods = [MethodConfig(name="ce")] + ([config.method] if config.method.name != "ce" else [])
     for method in methods:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -22,19 +23,48 @@ def freeze(module: nn.Module) -> nn.Module:
     return module
 
 
+@dataclass(frozen=True)
+class NetworkSpec:
+    """How to rebuild a network from the model registry: `build(arch, num_classes, **options)`."""
+
+    arch: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method may need beyond its networks: the class count and how teacher/student were built."""
+
+    num_classes: int
+    student: NetworkSpec | None = None
+    teacher: NetworkSpec | None = None
+
+
 class Distiller(nn.Module, abc.ABC):
-    """Base class: a student, an optional teacher, and the options dataclass of the method."""
+    """Base class: a student, an optional teacher, and the options dataclass of the method.
+
+    `_frozen` networks never change (no gradients, eval mode, not part of the resume state);
+    `_eval_only` networks change but always run in eval mode (an EMA copy, a teacher whose head trains).
+    """
 
     name: ClassVar[str] = ""
     needs_teacher: ClassVar[bool] = True
     Options: ClassVar[type] = object
 
-    def __init__(self, student: nn.Module, teacher: nn.Module | None, options: Any) -> None:
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None,
+        options: Any,
+        context: MethodContext | None = None,
+    ) -> None:
         super().__init__()
         self.student = student
         self.teacher = teacher
         self.options = options
+        self.context = context
         self._frozen: list[nn.Module] = []
+        self._eval_only: list[nn.Module] = []
         if teacher is not None and not self.trains_teacher():
             self._frozen.append(freeze(teacher))
 
@@ -64,13 +94,20 @@ class Distiller(nn.Module, abc.ABC):
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         """Hook for schedules inside a method (e.g. a loss warm-up); `epoch` counts from 0."""
 
+    def after_step(self) -> None:
+        """Hook run after every optimizer step (e.g. to update an EMA copy of a network)."""
+
     def deliverable(self) -> nn.Module:
         """The network the run produces and checkpoints as `best`/`last` (the student)."""
         return self.student
 
+    def companions(self) -> dict[str, tuple[nn.Module, NetworkSpec]]:
+        """Other trained networks worth a checkpoint of their own (SATE's intermediate teacher), by name."""
+        return {}
+
     def train(self, mode: bool = True) -> Distiller:
-        """Switch modes, keeping frozen networks in eval mode."""
+        """Switch modes, keeping frozen and eval-only networks in eval mode."""
         super().train(mode)
-        for module in self._frozen:
+        for module in (*self._frozen, *self._eval_only):
             module.eval()
         return self

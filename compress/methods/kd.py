@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from compress.methods.base import Distiller
+from compress.methods.logit import LogitDistiller
 from kernels import kd_loss
 
 
@@ -21,20 +21,17 @@ class KDOptions:
     standardize: bool = False
 
 
-class KD(Distiller):
+class KD(LogitDistiller):
     """Student learns from labels and from the frozen teacher's softened distribution."""
 
     name = "kd"
     Options = KDOptions
 
-    def forward_train(
-        self, images: torch.Tensor, labels: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        with torch.no_grad():  # teacher first: its activations are freed before the student's graph is built
-            teacher_logits = self.teacher(images)
-        logits = self.student(images)
+    def logit_terms(
+        self, logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         options = self.options
-        return logits, {
+        return {
             "ce": options.ce_weight * F.cross_entropy(logits, labels),
             "kd": options.kd_weight
             * kd_loss(logits, teacher_logits, options.temperature, standardize=options.standardize),

@@ -13,10 +13,18 @@ from torch import nn
 from compress.errors import UserError
 
 from . import mobilenetv2, resnet_cifar, shufflenetv2, vgg, wrn
-from .features import FeatureTap, extract_features
+from .features import FeatureTap, classifier_head, extract_features, probe_channels
 from .registry import Builder, lookup, register, registered_names
 
-__all__ = ["FeatureTap", "available", "build", "extract_features", "register"]
+__all__ = [
+    "FeatureTap",
+    "available",
+    "build",
+    "classifier_head",
+    "extract_features",
+    "probe_channels",
+    "register",
+]
 
 _ZOO_MODULES = (resnet_cifar, wrn, vgg, mobilenetv2, shufflenetv2)  # imported for their @register side effect
 

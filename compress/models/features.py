@@ -82,3 +82,33 @@ def extract_features(
         logits = model(images)
         features = tap.features
     return logits, features
+
+
+def classifier_head(model: nn.Module) -> tuple[str, nn.Linear]:
+    """(path, module) of the model's classifier: its last ``nn.Linear`` in registration order."""
+    linears = [(path, module) for path, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise UserError(f"{type(model).__name__} has no nn.Linear classifier head to train")
+    return linears[-1]
+
+
+def probe_channels(model: nn.Module, paths: list[str], image_size: int = 32) -> list[int]:
+    """Channel count of each tapped output, from one no-grad forward of a dummy batch in eval mode."""
+    was_training = model.training
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    model.eval()
+    try:
+        with torch.no_grad(), FeatureTap(model, paths) as tap:
+            model(torch.zeros(2, 3, image_size, image_size, device=device))
+            features = dict(tap.features)
+    finally:
+        model.train(was_training)
+    channels = []
+    for path in paths:
+        output = features.get(path)
+        if not isinstance(output, torch.Tensor) or output.dim() != 4:
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            raise UserError(f"module {path!r} outputs {shape}, not an (N, C, H, W) feature map; pick a stage")
+        channels.append(int(output.shape[1]))
+    return channels

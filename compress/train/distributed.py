@@ -69,3 +69,31 @@ def barrier(context: DistContext) -> None:
     """Wait for every rank (no-op in a single process)."""
     if context.enabled:
         dist.barrier()
+
+
+def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's rows (rank order), keeping the gradient to this rank's rows.
+
+    Identity outside a process group. Ranks may hold different row counts (padded, gathered, trimmed).
+    The backward sums each rank's gradient into its own rows, so with DDP's gradient averaging a loss
+    computed identically on every rank from the gathered rows trains like that loss on one big batch.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    world = dist.get_world_size()
+    counts = [torch.zeros(1, dtype=torch.long, device=tensor.device) for _ in range(world)]
+    dist.all_gather(counts, torch.tensor([tensor.shape[0]], device=tensor.device))
+    sizes = [int(c.item()) for c in counts]
+    longest = max(sizes)
+    padded = tensor
+    if tensor.shape[0] < longest:
+        pad = tensor.new_zeros((longest - tensor.shape[0], *tensor.shape[1:]))
+        padded = torch.cat([tensor, pad])
+    if tensor.requires_grad:
+        parts = all_gather(padded)
+    else:
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded)
+    return torch.cat([part[:size] for part, size in zip(parts, sizes)])

@@ -206,6 +206,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        self.method.after_step()
         self.global_step += 1
         return logits, {name: float(value.detach()) for name, value in losses.items()}
 
@@ -238,6 +239,14 @@ class Trainer:
                 "rng": rng_state(),
                 "method": resume_state(self.method),
             }
+            for name, (network, spec) in self.method.companions().items():  # before `last`: it commits
+                model = (
+                    {**meta["model"], "arch": spec.arch, "options": dict(spec.options)}
+                    if "model" in meta
+                    else None
+                )
+                companion_meta = {**meta, "role": name, **({"model": model} if model else {})}
+                save_checkpoint(self.checkpoints, name, network, companion_meta)
             save_checkpoint(self.checkpoints, "last", self.method.deliverable(), meta, train_state=state)
 
     # ----------------------------------------------------------------------------------------- fit

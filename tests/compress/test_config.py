@@ -19,11 +19,22 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def test_shipped_recipes_validate() -> None:
-    recipes = sorted((REPO / "recipes").glob("*.yaml"))
-    assert recipes, "the repository ships recipes"
+    """Every recipe (top level, recipes/digits/, recipes/cifar100/<pair>/) with its method's options."""
+    from compress.config import MethodConfig
+    from compress.methods import TEACHER_STRATEGIES, method_options
+
+    recipes = sorted((REPO / "recipes").rglob("*.yaml"))
+    assert len(recipes) >= 60, "the repository ships the digits and CIFAR-100 per-method recipes"
     for recipe in recipes:
-        overrides = [] if "digits" in recipe.name else ["data.root=/nonexistent"]
-        assert isinstance(load_recipe(recipe, overrides), RunConfig)
+        overrides = [] if "digits" in str(recipe) else ["data.root=/nonexistent"]
+        config = load_recipe(recipe, overrides)
+        assert isinstance(config, RunConfig)
+        method_options(config.method)
+        strategy = config.teacher_strategy
+        if strategy.name != "standard":
+            method_options(MethodConfig(strategy.name, strategy.options), TEACHER_STRATEGIES)
+    pairs = {p.parent.name for p in recipes if p.parent.parent.name == "cifar100"}
+    assert {"resnet32x4_resnet8x4", "resnet56_resnet20", "wrn_40_2_wrn_16_2", "vgg13_vgg8"} <= pairs
 
 
 def test_defaults_without_a_file() -> None:

@@ -110,3 +110,113 @@ def test_run_end_to_end_then_refuse_then_resume_then_eval(tmp_path: Path, capsys
     line = capsys.readouterr().out
     expected = json.loads((kd / "result.json").read_text())["test_top1"]
     assert f"top-1 {expected:.2f}%" in line
+
+
+# ----------------------------------------------------------------------------- the seed methods
+METHOD_RECIPES = sorted((REPO / "recipes" / "digits").glob("*.yaml"))
+ONE_EPOCH = _sets(*TINY, "teacher_train.epochs=1", "student_train.epochs=1")
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> str:
+    out = tmp_path_factory.mktemp("cli-teacher")
+    assert main(["teacher", DIGITS, "--out", str(out), "--no-progress", *ONE_EPOCH]) == 0
+    return str(out / "checkpoints" / "best.safetensors")
+
+
+@pytest.mark.parametrize("recipe", METHOD_RECIPES, ids=[p.stem for p in METHOD_RECIPES])
+def test_each_method_recipe_trains_from_the_cli_and_evaluates(
+    recipe: Path, tiny_teacher: str, tmp_path: Path, capsys
+) -> None:
+    import yaml
+
+    teacher = tiny_teacher
+    if "teacher_strategy" in yaml.safe_load(recipe.read_text()):
+        generous = tmp_path / "generous"
+        argv = ["teacher", str(recipe), "--standard", teacher, "--out", str(generous), "--no-progress"]
+        assert main([*argv, *ONE_EPOCH]) == 0
+        teacher = str(generous / "checkpoints" / "best.safetensors")
+    out = tmp_path / "student"
+    argv = ["compress", str(recipe), "--teacher", teacher, "--out", str(out), "--no-progress", *ONE_EPOCH]
+    assert main(argv) == 0
+    assert main(["eval", str(out / "checkpoints" / "best.safetensors")]) == 0
+    assert "top-1" in capsys.readouterr().out
+
+
+def test_method_flag_replaces_the_recipes_method_and_keeps_set_options(
+    tiny_teacher: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "sate"
+    sets = _sets("method.options.intermediate_arch=resnet8", "method.options.ema=true")
+    argv = [
+        "compress",
+        DIGITS,
+        "--method",
+        "sate",
+        "--teacher",
+        tiny_teacher,
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert main([*argv, *ONE_EPOCH, *sets]) == 0
+    config = json.loads((out / "checkpoints" / "last.json").read_text())["config"]
+    assert config["method"] == {"name": "sate", "options": {"intermediate_arch": "resnet8", "ema": True}}
+    assert (out / "checkpoints" / "intermediate_teacher_ema.safetensors").is_file()
+
+
+def test_run_chains_standard_then_generous_teacher_then_students(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    recipe = str(REPO / "recipes" / "digits" / "generous_kd.yaml")
+    assert main(["run", recipe, "--out", str(out), "--no-progress", *ONE_EPOCH]) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [(r["stage"], r["method"]) for r in rows] == [
+        ("teacher", "ce"),
+        ("teacher (generous)", "generous"),
+        ("student", "ce"),
+        ("student", "kd"),
+    ]
+    generous = str(out / "teacher-generous" / "checkpoints" / "best.safetensors")
+    assert rows[1]["checkpoint"] == generous
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["compress", DIGITS, "--method", "dist_plus", "--set", "method.options.student_stages=[layer9]"],
+            "no module 'layer9' in CifarResNet",
+        ),
+        (["compress", DIGITS, "--method", "sate"], "method 'sate' needs a teacher"),
+        (["teacher", DIGITS, "--strategy", "generous"], "needs a standard teacher"),
+        (["compress", DIGITS, "--method", "generous"], "trains a teacher: use `kdforge teacher`"),
+    ],
+)
+def test_seed_method_mistakes_are_one_line(
+    argv: list[str], message: str, tiny_teacher: str, tmp_path: Path, capsys
+) -> None:
+    if argv[0] == "compress" and "sate" not in argv:
+        argv = [*argv, "--teacher", tiny_teacher]
+    assert main([*argv, "--out", str(tmp_path / "x"), *ONE_EPOCH]) == 2
+    assert message in _error_line(capsys)
+
+
+def test_generous_refuses_a_standard_teacher_of_another_architecture(tmp_path: Path, capsys) -> None:
+    other = save_checkpoint(
+        tmp_path / "ckpt",
+        "best",
+        build("resnet8", 10),
+        {"role": "teacher", "model": {"arch": "resnet8", "options": {}, "num_classes": 10}},
+    )
+    argv = [
+        "teacher",
+        DIGITS,
+        "--strategy",
+        "generous",
+        "--standard",
+        str(other),
+        "--out",
+        str(tmp_path / "g"),
+    ]
+    assert main([*argv, *ONE_EPOCH]) == 2
+    assert "is a resnet8, not resnet14" in _error_line(capsys)

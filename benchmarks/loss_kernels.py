@@ -6,7 +6,7 @@ and teacher logits once, write the student gradient once), and is compared with 
 copy bandwidth (a large device-to-device copy, bytes read + written). On a machine without CUDA only the
 torch path is timed and the GPU rows are reported as missing.
 
-    python benchmarks/kernels.py [--losses kd dkd dist] [--reps 20] [--out DIR]
+    python benchmarks/loss_kernels.py [--losses kd dkd dist] [--reps 20] [--out DIR]
 """
 
 from __future__ import annotations
@@ -14,23 +14,16 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-# This file is named like the `kernels` package: drop its own folder from the import path (Python puts it
-# first when the script runs) and import the shared helpers from the repository root instead.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
+import torch
+from common import RESULTS, machine, slug, write_results
+from rich.console import Console
+from rich.table import Table
 
-import torch  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from benchmarks.common import RESULTS, machine, slug, write_results  # noqa: E402
-from kernels import dist_loss, dkd_loss, kd_loss  # noqa: E402
+from kernels import dist_loss, dkd_loss, kd_loss
 
 GPU_SHAPES = [(64, 100), (256, 1000), (4096, 32000), (8192, 128256)]
 CPU_SHAPES = [(64, 100), (256, 1000), (1024, 32000)]

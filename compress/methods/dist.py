@@ -1,0 +1,61 @@
+"""`dist`: DIST (Huang et al., NeurIPS 2022), inter- and intra-class Pearson relations of the logits.
+
+Under DDP the intra-class term correlates each class over the *global* batch: logits are all-gathered
+with their gradient, unlike the reference code, which correlates within each rank's shard only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from compress.methods.logit import LogitDistiller
+from compress.train.distributed import gather_rows
+from kernels import dist_loss
+
+
+@dataclass
+class DISTOptions:
+    """CE weight + KD weight * tau^2 * (beta * inter + gamma * intra); CIFAR defaults (tau 4, KD 2)."""
+
+    temperature: float = 4.0
+    beta: float = 1.0
+    gamma: float = 1.0
+    ce_weight: float = 1.0
+    kd_weight: float = 2.0
+    standardize: bool = False
+    global_batch: bool = True  # under DDP: relations over every rank's rows (all-gather with gradient)
+
+
+def dist_relation_loss(
+    logits: torch.Tensor, teacher_logits: torch.Tensor, options: DISTOptions
+) -> torch.Tensor:
+    """The unweighted DIST loss of `options`, over the global batch when running under DDP."""
+    if options.global_batch:
+        logits, teacher_logits = gather_rows(logits), gather_rows(teacher_logits)
+    return dist_loss(
+        logits,
+        teacher_logits,
+        options.beta,
+        options.gamma,
+        options.temperature,
+        standardize=options.standardize,
+    )
+
+
+class DIST(LogitDistiller):
+    """Student matches the teacher's class ranking per sample and its sample ranking per class."""
+
+    name = "dist"
+    Options = DISTOptions
+
+    def logit_terms(
+        self, logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        options = self.options
+        return {
+            "ce": options.ce_weight * F.cross_entropy(logits, labels),
+            "dist": options.kd_weight * dist_relation_loss(logits, teacher_logits, options),
+        }

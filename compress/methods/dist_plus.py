@@ -1,0 +1,162 @@
+"""`dist_plus`: DIST+ (Huang et al., TPAMI 2025) = DIST on logits + DIST on features + teacher acclimation.
+
+Feature DIST, our reading: at each tapped stage the student's map (after a 1x1 conv + BN connector when
+channel counts differ) and the teacher's map are compared with the DIST relation twice: the channel
+relation is the per-position softmax over channels, correlated row by row (B*H*W rows of C values); the
+spatial relation is the per-channel softmax over positions (B*C rows of H*W values). Both use
+`kernels.dist_loss` with gamma = 0 (the rows are the relation; there is no class axis to transpose).
+
+Teacher acclimation: the teacher's body stays frozen and in eval mode; only its classifier head trains,
+at `acclimation_lr_scale` times the lr, on acclimation_ce_weight * CE(head(f), y) +
+acclimation_weight * DIST(head(f), stop_grad(student logits)): it drifts toward relations the student
+can follow while cross-entropy keeps it accurate. The student always sees the current, detached head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compress.errors import UserError
+from compress.methods.base import Distiller, freeze
+from compress.methods.dist import DISTOptions, dist_relation_loss
+from compress.models import FeatureTap, classifier_head, probe_channels
+from kernels import dist_loss
+
+
+@dataclass
+class DISTPlusOptions(DISTOptions):
+    """DIST's options plus the feature term and the teacher acclimation (see docs/methods.md)."""
+
+    feature_weight: float = 1.0
+    feature_temperature: float = 1.0
+    channel_weight: float = 1.0  # per-position softmax over channels
+    spatial_weight: float = 1.0  # per-channel softmax over positions
+    student_stages: list[str] | None = None  # module paths; default: the model's last `stage_names` entry
+    teacher_stages: list[str] | None = None
+    acclimation: bool = True
+    acclimation_weight: float = 1.0
+    acclimation_ce_weight: float = 1.0
+    acclimation_lr_scale: float = 0.1  # the head's lr as a multiple of the run's lr
+
+
+def default_stages(model: nn.Module, given: list[str] | None, role: str) -> list[str]:
+    """The configured stage paths, or the model's last stage when none are given."""
+    if given:
+        return list(given)
+    stages = getattr(model, "stage_names", None)
+    if not stages:
+        raise UserError(
+            f"{type(model).__name__} declares no stage_names: set method.options.{role}_stages "
+            "to module paths (see model.named_modules())"
+        )
+    return [stages[-1]]
+
+
+def connector(in_channels: int, out_channels: int) -> nn.Module:
+    """1x1 conv + BN mapping student channels to the teacher's; identity when they already agree."""
+    if in_channels == out_channels:
+        return nn.Identity()
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
+
+
+def feature_dist(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float, channel: float, spatial: float
+) -> torch.Tensor:
+    """Channel relation per position + spatial relation per channel of two (N, C, H, W) maps."""
+    if student.shape[-2:] != teacher.shape[-2:]:  # different strides: compare at the coarser grid
+        size = (min(student.shape[-2], teacher.shape[-2]), min(student.shape[-1], teacher.shape[-1]))
+        student, teacher = F.adaptive_avg_pool2d(student, size), F.adaptive_avg_pool2d(teacher, size)
+    n, c, h, w = teacher.shape
+    loss = student.new_zeros((), dtype=torch.float32)
+    if channel > 0 and c > 1:
+        rows_s = student.permute(0, 2, 3, 1).reshape(-1, c)
+        rows_t = teacher.permute(0, 2, 3, 1).reshape(-1, c)
+        loss = loss + channel * dist_loss(rows_s, rows_t, 1.0, 0.0, temperature)
+    if spatial > 0 and h * w > 1:
+        loss = loss + spatial * dist_loss(
+            student.reshape(n * c, h * w), teacher.reshape(n * c, h * w), 1.0, 0.0, temperature
+        )
+    return loss
+
+
+class DISTPlus(Distiller):
+    """DIST on logits and features; optionally the teacher's head acclimates to the student."""
+
+    name = "dist_plus"
+    Options = DISTPlusOptions
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, options: Any, context: Any = None):
+        super().__init__(student, teacher, options, context)
+        assert teacher is not None
+        self.student_paths = default_stages(student, options.student_stages, "student")
+        self.teacher_paths = default_stages(teacher, options.teacher_stages, "teacher")
+        if len(self.student_paths) != len(self.teacher_paths):
+            raise UserError(
+                f"method.options: {len(self.student_paths)} student_stages but "
+                f"{len(self.teacher_paths)} teacher_stages; list one teacher stage per student stage"
+            )
+        student_channels = probe_channels(student, self.student_paths)
+        teacher_channels = probe_channels(teacher, self.teacher_paths)
+        self.connectors = nn.ModuleList(
+            connector(s, t) for s, t in zip(student_channels, teacher_channels, strict=True)
+        )
+        self.head_path, self.head = classifier_head(teacher)
+        if options.acclimation:  # body frozen in eval mode, the head trains
+            freeze(teacher)
+            self._eval_only.append(teacher)
+            self.head.requires_grad_(True)
+
+    def trains_teacher(self) -> bool:
+        return bool(self.options.acclimation)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        student = [p for p in self.student.parameters() if p.requires_grad]
+        groups = [{"params": student + list(self.connectors.parameters())}]
+        if self.options.acclimation:
+            groups.append(
+                {"params": list(self.head.parameters()), "lr_scale": self.options.acclimation_lr_scale}
+            )
+        return groups
+
+    def forward_train(
+        self, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        options = self.options
+        head_input: list[torch.Tensor] = []
+        hook = self.head.register_forward_pre_hook(lambda module, args: head_input.append(args[0]))
+        try:
+            with torch.no_grad(), FeatureTap(self.teacher, self.teacher_paths) as tap:
+                teacher_logits = self.teacher(images)
+                teacher_features = [tap.features[p] for p in self.teacher_paths]
+        finally:
+            hook.remove()
+        with FeatureTap(self.student, self.student_paths) as tap:
+            logits = self.student(images)
+            student_features = [tap.features[p] for p in self.student_paths]
+        features = sum(
+            feature_dist(
+                project(s),
+                t,
+                options.feature_temperature,
+                options.channel_weight,
+                options.spatial_weight,
+            )
+            for project, s, t in zip(self.connectors, student_features, teacher_features, strict=True)
+        )
+        terms = {
+            "ce": options.ce_weight * F.cross_entropy(logits, labels),
+            "dist": options.kd_weight * dist_relation_loss(logits, teacher_logits, options),
+            "feature_dist": options.feature_weight * features / len(self.student_paths),
+        }
+        if options.acclimation:  # gradients reach only the head: its input and the student are detached
+            head_logits = self.head(head_input[-1].detach())
+            terms["teacher_ce"] = options.acclimation_ce_weight * F.cross_entropy(head_logits, labels)
+            terms["teacher_acclimation"] = options.acclimation_weight * dist_relation_loss(
+                head_logits, logits.detach(), options
+            )
+        return logits, terms

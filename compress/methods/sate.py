@@ -1,0 +1,156 @@
+"""`sate`: a student-aware intermediate teacher trained together with the student (Chen et al., PR 2025).
+
+Our reading (no readable public code): one run trains the student and an intermediate teacher.
+The intermediate teacher learns from labels (CE), from the fixed strong teacher (KD at `temperature`)
+and from a student-aware term, KL(p_student || p_intermediate) with the student detached, that keeps it
+within reach of the student. The student learns with any logit loss (kd, dist, dkd) from the
+intermediate teacher's current, detached outputs, i.e. from a sequence of ever stronger teachers; with
+`ema: true` it learns from an exponential moving average of the intermediate teacher instead (an
+explicit form of that implicit ensemble). The student's distillation terms ramp in linearly over
+`student_warmup_epochs`: the intermediate teacher starts untrained, and without the ramp DIST's
+scale-free gradients follow its noise and diverge. The strong teacher never trains; the student is the
+deliverable.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compress.config import from_dict
+from compress.errors import UserError
+from compress.methods.base import Distiller, MethodContext, NetworkSpec, freeze
+from compress.methods.dist import DIST
+from compress.methods.dkd import DKD
+from compress.methods.kd import KD
+from compress.methods.logit import LogitDistiller
+from compress.models import build
+from kernels import kd_loss
+
+STUDENT_LOSSES: dict[str, type[LogitDistiller]] = {"kd": KD, "dist": DIST, "dkd": DKD}
+
+
+@dataclass
+class SATEOptions:
+    """The student's loss and the intermediate teacher's architecture, objective and EMA."""
+
+    student_loss: Literal["kd", "dist", "dkd"] = "kd"
+    student_loss_options: dict[str, Any] = field(default_factory=dict)  # that method's options
+    intermediate_arch: str | None = None  # default: the strong teacher's architecture
+    intermediate_options: dict[str, Any] = field(default_factory=dict)
+    init_from_teacher: bool = False  # start from the strong teacher's weights (same arch only)
+    temperature: float = 4.0
+    ce_weight: float = 1.0  # intermediate teacher: labels
+    kd_weight: float = 1.0  # intermediate teacher: KD from the strong teacher
+    aware_weight: float = 1.0  # intermediate teacher: KL(student || intermediate), student detached
+    lr_scale: float = 1.0  # the intermediate teacher's lr as a multiple of the run's lr
+    student_warmup_epochs: int = 20  # the student's distillation terms ramp up linearly (0: none)
+    ema: bool = False  # the student distills from an EMA of the intermediate teacher
+    ema_decay: float = 0.99  # per optimizer step
+
+
+def student_loss_method(options: SATEOptions) -> LogitDistiller:
+    """The wrapped logit method, validated like a recipe's own `method.options`."""
+    cls = STUDENT_LOSSES[options.student_loss]
+    inner = from_dict(cls.Options, options.student_loss_options, "method.options.student_loss_options")
+    return cls(nn.Identity(), None, inner)
+
+
+class SATE(Distiller):
+    """Student + student-aware intermediate teacher in one run, under a fixed strong teacher."""
+
+    name = "sate"
+    Options = SATEOptions
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None,
+        options: SATEOptions,
+        context: MethodContext | None = None,
+    ) -> None:
+        super().__init__(student, teacher, options, context)
+        if not 0 <= options.ema_decay < 1:
+            raise UserError(f"method.options.ema_decay: must be in [0, 1), got {options.ema_decay}")
+        if context is None:
+            raise UserError("method 'sate' needs the class count and the teacher's architecture")
+        self.spec = self._intermediate_spec(options, context)
+        self.intermediate = build(self.spec.arch, context.num_classes, **self.spec.options)
+        if options.init_from_teacher:
+            if context.teacher is None or context.teacher != self.spec:
+                raise UserError(
+                    "method.options.init_from_teacher: the intermediate teacher must have the strong "
+                    "teacher's architecture and options; unset intermediate_arch or init_from_teacher"
+                )
+            self.intermediate.load_state_dict(teacher.state_dict())
+        self.ema_teacher: nn.Module | None = None
+        if options.ema:
+            self.ema_teacher = freeze(copy.deepcopy(self.intermediate))
+            self._eval_only.append(self.ema_teacher)
+        self._student_loss = [student_loss_method(options)]  # a list: no parameters, not a submodule
+
+    @staticmethod
+    def _intermediate_spec(options: SATEOptions, context: MethodContext) -> NetworkSpec:
+        if options.intermediate_arch is not None:
+            return NetworkSpec(options.intermediate_arch, dict(options.intermediate_options))
+        if context.teacher is None:
+            raise UserError("method.options.intermediate_arch: set it (the teacher's arch is unknown)")
+        return NetworkSpec(
+            context.teacher.arch, dict(options.intermediate_options or context.teacher.options)
+        )
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [
+            {"params": [p for p in self.student.parameters() if p.requires_grad]},
+            {"params": list(self.intermediate.parameters()), "lr_scale": self.options.lr_scale},
+        ]
+
+    ramp: float = 1.0  # the student's distillation weight this epoch
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        """The wrapped loss's own schedule, and the ramp of the student's distillation terms."""
+        self._student_loss[0].on_epoch_start(epoch, epochs)
+        warmup = self.options.student_warmup_epochs
+        self.ramp = min((epoch + 1) / warmup, 1.0) if warmup > 0 else 1.0
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """EMA update of the intermediate teacher's weights; BN statistics are copied."""
+        if self.ema_teacher is None:
+            return
+        ema = list(self.ema_teacher.parameters())
+        torch._foreach_lerp_(ema, list(self.intermediate.parameters()), 1.0 - self.options.ema_decay)
+        for mine, theirs in zip(self.ema_teacher.buffers(), self.intermediate.buffers(), strict=True):
+            mine.copy_(theirs)
+
+    def companions(self) -> dict[str, tuple[nn.Module, NetworkSpec]]:
+        networks = {"intermediate_teacher": (self.intermediate, self.spec)}
+        if self.ema_teacher is not None:
+            networks["intermediate_teacher_ema"] = (self.ema_teacher, self.spec)
+        return networks
+
+    def forward_train(
+        self, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        options = self.options
+        with torch.no_grad():
+            strong = self.teacher(images)
+            guide = self.ema_teacher(images) if self.ema_teacher is not None else None
+        middle = self.intermediate(images)
+        logits = self.student(images)
+        if guide is None:
+            guide = middle.detach()
+        terms = {  # the intermediate teacher starts untrained: its guidance ramps in
+            f"student_{k}": v if k == "ce" else self.ramp * v
+            for k, v in self._student_loss[0].logit_terms(logits, guide, labels).items()
+        }
+        t = options.temperature
+        terms["intermediate_ce"] = options.ce_weight * F.cross_entropy(middle, labels)
+        terms["intermediate_kd"] = options.kd_weight * kd_loss(middle, strong, t)
+        terms["intermediate_aware"] = options.aware_weight * kd_loss(middle, logits.detach(), t)
+        return logits, terms
