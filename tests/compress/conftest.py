@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from compress.config import RunConfig, load_recipe
@@ -32,3 +34,12 @@ def tiny_config(*overrides: str) -> RunConfig:
 @pytest.fixture
 def tiny() -> RunConfig:
     return tiny_config()
+
+
+def foreign_checkpoint(directory: Path, arch: str, classes: int) -> Path:
+    """A kdforge checkpoint of an untrained `arch` with `classes` outputs (for refusal tests)."""
+    from compress.models import build
+    from compress.train.checkpoint import save_checkpoint
+
+    meta = {"role": "teacher", "model": {"arch": arch, "options": {}, "num_classes": classes}}
+    return save_checkpoint(directory, "best", build(arch, classes), meta)

@@ -13,9 +13,9 @@ from compress.config import MethodConfig
 from compress.errors import UserError
 from compress.jobs import distill_student, evaluate_checkpoint, train_teacher
 from compress.models import build
-from compress.train.checkpoint import read_checkpoint, save_checkpoint
+from compress.train.checkpoint import read_checkpoint
 from compress.train.trainer import Trainer
-from tests.compress.conftest import tiny_config
+from tests.compress.conftest import foreign_checkpoint, tiny_config
 
 METHODS = [
     ("kd", {"standardize": True}),
@@ -151,12 +151,7 @@ def test_generous_teacher_strategy_trains_a_new_teacher_from_the_standard_one(
 def test_generous_refuses_a_standard_teacher_that_does_not_fit(
     arch: str, classes: int, message: str, tmp_path: Path
 ) -> None:
-    path = save_checkpoint(
-        tmp_path / "ckpt",
-        "best",
-        build(arch, classes),
-        {"role": "teacher", "model": {"arch": arch, "options": {}, "num_classes": classes}},
-    )
+    path = foreign_checkpoint(tmp_path / "ckpt", arch, classes)
     config = tiny_config("teacher_strategy.name=generous")
     with pytest.raises(UserError, match=message):
         train_teacher(config, tmp_path / "run", standard_checkpoint=path, progress=False)

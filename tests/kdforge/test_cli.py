@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from compress.models import build
-from compress.train.checkpoint import save_checkpoint
 from kdforge.cli import main
-from tests.compress.conftest import TINY
+from tests.compress.conftest import TINY, foreign_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 DIGITS = str(REPO / "recipes" / "digits.yaml")
@@ -51,12 +49,7 @@ def test_bad_input_is_one_line_and_exit_2(argv: list[str], message: str, capsys,
 
 
 def test_teacher_checkpoint_with_other_classes_is_refused(tmp_path: Path, capsys) -> None:
-    five = save_checkpoint(
-        tmp_path / "ckpt",
-        "best",
-        build("resnet8", 5),
-        {"role": "teacher", "model": {"arch": "resnet8", "options": {}, "num_classes": 5}},
-    )
+    five = foreign_checkpoint(tmp_path / "ckpt", "resnet8", 5)
     code = main(["compress", DIGITS, "--teacher", str(five), "--out", str(tmp_path / "s"), *_sets(*TINY)])
     assert code == 2
     assert "predicts 5 classes but the data set has 10" in _error_line(capsys)
@@ -202,12 +195,7 @@ def test_seed_method_mistakes_are_one_line(
 
 
 def test_generous_refuses_a_standard_teacher_of_another_architecture(tmp_path: Path, capsys) -> None:
-    other = save_checkpoint(
-        tmp_path / "ckpt",
-        "best",
-        build("resnet8", 10),
-        {"role": "teacher", "model": {"arch": "resnet8", "options": {}, "num_classes": 10}},
-    )
+    other = foreign_checkpoint(tmp_path / "ckpt", "resnet8", 10)
     argv = [
         "teacher",
         DIGITS,
