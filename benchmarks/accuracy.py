@@ -101,6 +101,9 @@ ROWS = [
         "standard",
         *SATE_DIST_WEIGHT,
     ),
+    # RSD: resnet8 distills itself (paper defaults, not tuned); the CE row is the plain baseline
+    Row("RSD", "rsd"),
+    Row("RSD + teacher", "rsd", {"use_teacher": True}),
 ]
 
 
@@ -368,6 +371,14 @@ def report(
         f"- Clearly worse than KD: {', '.join(loses) or 'none'}.",
         f"- No clear difference from KD: {', '.join(ties) or 'none'}.",
     ]
+    for label in ("RSD", "RSD + teacher"):
+        if label in summary and "vs_ce" in summary[label]:
+            versus = summary[label]["vs_ce"]
+            helped = {"better": "helped", "worse": "hurt"}.get(versus["verdict"], "made no clear difference")
+            plain.append(
+                f"- {label} vs plain training of the same resnet8 (the CE row): {versus['mean']:+.2f} ± "
+                f"{versus['ci95']:.2f} points, so it {helped} here."
+            )
     console.print("\n".join(plain))
     info = machine()
     payload = {

@@ -197,7 +197,7 @@ def distill_student(
     data = data or build_data(config.data)
     method = method or config.method
     teacher = None
-    if method_class(method.name).needs_teacher:
+    if method_class(method.name).wants_teacher(method.options):
         path = teacher_path or config.teacher.checkpoint
         if not path:
             raise UserError(

@@ -1,4 +1,8 @@
 """Deployment: reparameterize, ONNX export, quantize, TensorRT, latency profiling, reports.
 
-Empty until the deploy issues land; it may import `compress` (models, checkpoints), never `kdforge`.
+It may import `compress` (models, checkpoints), never `kdforge`.
 """
+
+from export.reparam import reparameterize
+
+__all__ = ["reparameterize"]

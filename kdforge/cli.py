@@ -159,6 +159,13 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
                 f"test top-1 {result.test_top1:.2f}% (best val epoch {result.best_epoch}), "
                 f"last epoch {result.last_test_top1:.2f}%; checkpoint {result.best_path}"
             )
+            from kdforge.pipeline import merge_multibranch
+
+            merged = merge_multibranch(result, config)
+            if merged is not None:
+                console.print(
+                    f"merged (deployable) network: test top-1 {merged[1]:.2f}%; checkpoint {merged[0]}"
+                )
         return 0
     finally:
         shutdown(context)
@@ -166,8 +173,8 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
 
 def _cmd_eval(args: argparse.Namespace, console: Console) -> int:
     from compress.config import RunConfig, apply_overrides, check, from_dict, load_recipe
-    from compress.jobs import evaluate_checkpoint
     from compress.train.checkpoint import read_checkpoint
+    from kdforge.pipeline import evaluate_any
 
     if args.recipe:
         config = load_recipe(args.recipe, args.overrides)
@@ -175,7 +182,7 @@ def _cmd_eval(args: argparse.Namespace, console: Console) -> int:
         meta = read_checkpoint(args.checkpoint).meta
         config = from_dict(RunConfig, apply_overrides(dict(meta.get("config") or {}), args.overrides))
         check(config)
-    metrics = evaluate_checkpoint(args.checkpoint, config, args.split)
+    metrics = evaluate_any(args.checkpoint, config, args.split)
     console.print(
         f"{args.checkpoint}: {config.data.name} {args.split} split, {metrics['count']} images: "
         f"top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  loss {metrics['loss']:.4f}"

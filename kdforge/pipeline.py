@@ -37,6 +37,38 @@ class StageRow:
     checkpoint: str
 
 
+def merge_multibranch(result: TrainResult, config: RunConfig) -> tuple[str, float] | None:
+    """For a multi-branch (RSD) student: write `merged.safetensors` (export.reparameterize) and return
+    its path and test top-1; None for a plain network."""
+    from compress.train.checkpoint import read_checkpoint
+
+    if "rep" not in read_checkpoint(result.best_path).meta["model"]:
+        return None
+    from export.reparam import save_merged
+
+    merged = save_merged(result.best_path)
+    return str(merged), evaluate_any(merged, config)["top1"]
+
+
+def evaluate_any(path: str | Path, config: RunConfig, split: str = "test") -> dict[str, float]:
+    """Top-1/top-5 of a training checkpoint or of a merged (deployable) one."""
+    from compress.train.checkpoint import read_checkpoint
+
+    if not read_checkpoint(path).meta["model"].get("reparameterized"):
+        return evaluate_checkpoint(path, config, split)
+    import torch
+
+    from compress.jobs import resolve_device
+    from compress.train.metrics import evaluate
+    from export.reparam import load_merged
+
+    data = build_data(config.data)
+    model, _ = load_merged(path)
+    device = resolve_device(config.device)
+    loader = data.loader(split, seed=config.seed, device=device)
+    return evaluate(model.to(device), loader, torch.device(device))
+
+
 def _reuse(stage_dir: Path, resume: bool) -> TrainResult | None:
     result = stage_dir / "result.json"
     if resume and result.is_file():
@@ -131,6 +163,22 @@ def run_pipeline(
             context=context,
         )
         rows.append(_row("student", method.name, result))
+        merged = merge_multibranch(result, config) if context.is_main else None
+        if merged is not None:
+            path, top1 = merged
+            rows.append(
+                StageRow(
+                    "student (merged)",
+                    rows[-1].arch,
+                    method.name,
+                    rows[-1].params_m,
+                    top1,
+                    float("nan"),
+                    result.best_epoch,
+                    0.0,
+                    path,
+                )
+            )
 
     if context.is_main:
         write_results(out_dir, config, rows)

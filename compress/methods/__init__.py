@@ -20,11 +20,17 @@ from compress.methods.dist_plus import DISTPlus
 from compress.methods.dkd import DKD
 from compress.methods.generous import GenerousTeacher
 from compress.methods.kd import KD
+from compress.methods.rsd import RSD
 from compress.methods.sate import SATE, student_loss_method
 
-METHODS: dict[str, type[Distiller]] = {cls.name: cls for cls in (CE, KD, DKD, DIST, DISTPlus, SATE)}
+METHODS: dict[str, type[Distiller]] = {cls.name: cls for cls in (CE, KD, DKD, DIST, DISTPlus, SATE, RSD)}
 TEACHER_STRATEGIES: dict[str, type[Distiller]] = {"generous": GenerousTeacher}
-POSITIVE = ("temperature", "feature_temperature", "k")  # options that must be > 0, where a method has them
+POSITIVE = (
+    "temperature",
+    "feature_temperature",
+    "k",
+    "external_temperature",
+)  # options that must be > 0, where a method has them
 
 
 def method_class(name: str, registry: dict[str, type[Distiller]] | None = None) -> type[Distiller]:
@@ -71,11 +77,12 @@ def build_method(
     """Instantiate the method of `config` around the given networks."""
     cls = method_class(config.name, registry)
     options = method_options(config, registry)
-    if cls.needs_teacher and teacher is None:
+    wants = cls.wants_teacher(config.options)
+    if wants and teacher is None:
         raise UserError(
             f"method {config.name!r} needs a teacher: set teacher.checkpoint or pass --teacher PATH"
         )
-    return cls(student, teacher if cls.needs_teacher else None, options, context)
+    return cls(student, teacher if wants else None, options, context)
 
 
 __all__ = [

@@ -68,6 +68,15 @@ class Distiller(nn.Module, abc.ABC):
         if teacher is not None and not self.trains_teacher():
             self._frozen.append(freeze(teacher))
 
+    @classmethod
+    def wants_teacher(cls, options: dict[str, Any]) -> bool:
+        """Whether a run with these raw `method.options` needs a teacher checkpoint."""
+        return cls.needs_teacher
+
+    def deliverable_meta(self) -> dict[str, Any]:
+        """Extra `model` metadata to rebuild the deliverable (e.g. its multi-branch expansion)."""
+        return {}
+
     def trains_teacher(self) -> bool:
         """Whether the teacher is updated too (SATE, DIST+ acclimation, RSD); False for plain KD."""
         return False

@@ -167,5 +167,14 @@ def load_model(path: str | Path, *, num_classes: int | None = None) -> tuple[nn.
     checkpoint = read_checkpoint(path)
     check_fits(checkpoint, num_classes=num_classes)
     model_meta = checkpoint.meta["model"]
+    if model_meta.get("reparameterized"):
+        raise UserError(
+            f"checkpoint {str(path)!r} is a merged (deployable) network; load it with "
+            "export.reparam.load_merged or `kdforge eval`"
+        )
     model = build(model_meta["arch"], checkpoint.num_classes, **model_meta.get("options", {}))
+    if "rep" in model_meta:  # a multi-branch (RSD) training network
+        from compress.rep import expand
+
+        model = expand(model, extra=tuple(model_meta["rep"].get("extra", ())))
     return load_weights(model, checkpoint), checkpoint

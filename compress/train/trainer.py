@@ -101,7 +101,10 @@ class Trainer:
         self.method, self.data, self.config = method, data, config
         self.out_dir = Path(out_dir)
         self.checkpoints = self.out_dir / "checkpoints"
-        self.seed, self.device, self.meta = seed, device, meta
+        self.seed, self.device = seed, device
+        self.meta = (
+            {**meta, "model": {**meta["model"], **method.deliverable_meta()}} if "model" in meta else meta
+        )
         self.context = context or DistContext()
         self.resume, self.show_progress, self.title = resume, progress, title
         self.autocast = autocast_factory(device, config.amp)

@@ -22,6 +22,7 @@ METHODS = [
     ("dkd", {"warmup_epochs": 2}),
     ("dist", {}),
     ("dist_plus", {"acclimation": True}),
+    ("rsd", {"extra_branches": ["1x1"]}),
     (
         "sate",
         {"student_loss": "dist", "intermediate_arch": "resnet8", "ema": True, "student_warmup_epochs": 1},

@@ -208,3 +208,19 @@ def test_generous_refuses_a_standard_teacher_of_another_architecture(tmp_path: P
     ]
     assert main([*argv, *ONE_EPOCH]) == 2
     assert "is a resnet8, not resnet14" in _error_line(capsys)
+
+
+def test_rsd_writes_the_multi_branch_and_the_merged_checkpoints(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "rsd"
+    argv = ["compress", DIGITS, "--method", "rsd", "--out", str(out), "--no-progress", *ONE_EPOCH]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "merged (deployable) network: test top-1" in printed
+    best, merged = out / "checkpoints" / "best.safetensors", out / "checkpoints" / "merged.safetensors"
+    assert json.loads((out / "checkpoints" / "best.json").read_text())["model"]["rep"] == {"extra": []}
+    assert json.loads((out / "checkpoints" / "merged.json").read_text())["model"]["reparameterized"] is True
+    lines = []
+    for checkpoint in (best, merged):
+        assert main(["eval", str(checkpoint)]) == 0
+        lines.append(capsys.readouterr().out.split(": ", 1)[1])
+    assert lines[0] == lines[1], "the merged network scores exactly like the multi-branch one"
