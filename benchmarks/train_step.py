@@ -39,7 +39,7 @@ SATE_TARGET = 1.6
 GENEROUS_TARGET = 1.25
 
 
-def _trainer(
+def trainer_for(
     method_name: str,
     student: torch.nn.Module,
     teacher: torch.nn.Module | None,
@@ -49,6 +49,7 @@ def _trainer(
     context: MethodContext | None = None,
     registry: dict | None = None,
 ) -> Trainer:
+    """A set-up Trainer (in training mode) for one method, so `train_step` can be timed on fixed batches."""
     config = load_recipe(None, ["data.image_size=8", "data.train_fraction=0.1", f"device={device.type}"])
     method = build_method(MethodConfig(method_name, options or {}), student, teacher, context, registry)
     trainer = Trainer(
@@ -128,7 +129,7 @@ def main() -> None:
         return network
 
     with tempfile.TemporaryDirectory() as out:
-        ce = _trainer("ce", student(), None, out, device)
+        ce = trainer_for("ce", student(), None, out, device)
 
         @torch.no_grad()
         def teacher_forward() -> torch.Tensor:
@@ -140,11 +141,11 @@ def main() -> None:
         }
         for label, name, options, role in _rows(args):
             if role == "teacher":
-                trainer = _trainer(name, student(), teacher, out, device, options, context)
+                trainer = trainer_for(name, student(), teacher, out, device, options, context)
             elif role == "none":  # a standard teacher's CE step: the teacher architecture trains
-                trainer = _trainer(name, build(args.teacher, args.classes), None, out, device)
+                trainer = trainer_for(name, build(args.teacher, args.classes), None, out, device)
             else:
-                trainer = _trainer(
+                trainer = trainer_for(
                     name,
                     build(args.teacher, args.classes),
                     teacher,
