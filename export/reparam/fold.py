@@ -45,19 +45,21 @@ def identity_kernel(channels: int, groups: int, size: int, device: torch.device)
 
 
 def conv_with_bias(
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    *,
-    in_channels: int,
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-    dilation: tuple[int, int],
-    groups: int,
-    dtype: torch.dtype,
+    weight: torch.Tensor, bias: torch.Tensor, like: nn.Module, dtype: torch.dtype
 ) -> nn.Conv2d:
-    """A plain nn.Conv2d holding `weight` and `bias` (computed in float64, stored as `dtype`)."""
+    """A plain nn.Conv2d with the geometry of `like` (a Conv2d or a MultiBranchConv: in_channels, stride,
+    padding, dilation, groups) holding `weight` and `bias` (computed in float64, stored as `dtype`)."""
     out_channels, _, kh, kw = weight.shape
-    conv = nn.Conv2d(in_channels, out_channels, (kh, kw), stride, padding, dilation, groups, bias=True)
+    conv = nn.Conv2d(
+        like.in_channels,
+        out_channels,
+        (kh, kw),
+        like.stride,
+        like.padding,
+        like.dilation,
+        like.groups,
+        bias=True,
+    )
     with torch.no_grad():
         conv.weight.copy_(weight.to(dtype))
         conv.bias.copy_(bias.to(dtype))

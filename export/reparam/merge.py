@@ -31,17 +31,7 @@ def merge_block(block: MultiBranchConv) -> nn.Conv2d:
         weight_sum = weight if weight_sum is None else weight_sum + weight
         bias_sum = bias if bias_sum is None else bias_sum + bias
     assert weight_sum is not None and bias_sum is not None
-    dtype = next(block.parameters()).dtype
-    return conv_with_bias(
-        weight_sum,
-        bias_sum,
-        in_channels=block.in_channels,
-        stride=block.stride,
-        padding=block.padding,
-        dilation=block.dilation,
-        groups=block.groups,
-        dtype=dtype,
-    )
+    return conv_with_bias(weight_sum, bias_sum, block, next(block.parameters()).dtype)
 
 
 def fold_batchnorms(model: nn.Module) -> int:
@@ -51,16 +41,7 @@ def fold_batchnorms(model: nn.Module) -> int:
         conv = model.get_submodule(conv_path)
         bn = model.get_submodule(bn_path)
         weight, bias = fold_conv_bn(conv.weight, conv.bias, bn)
-        merged = conv_with_bias(
-            weight,
-            bias,
-            in_channels=conv.in_channels,
-            stride=conv.stride,
-            padding=conv.padding,
-            dilation=conv.dilation,
-            groups=conv.groups,
-            dtype=conv.weight.dtype,
-        )
+        merged = conv_with_bias(weight, bias, conv, conv.weight.dtype)
         set_submodule(model, conv_path, merged)
         set_submodule(model, bn_path, nn.Identity())
     return len(pairs)
