@@ -86,6 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     _overrides(evaluate, "data.root=/data/cifar")
     evaluate.add_argument("--split", choices=["test", "val"], default="test")
     commands.add_parser("models", help="list the model architectures kdforge can build")
+    deploy = commands.add_parser(
+        "deploy", help="merge -> ONNX -> fp16/int8 -> accuracy per precision -> latency, for one checkpoint"
+    )
+    deploy.add_argument("checkpoint", help="a .safetensors checkpoint written by kdforge (merged or not)")
+    deploy.add_argument("--out", help="output folder (default: <checkpoint folder>/../deploy)")
+    deploy.add_argument("--precision", default="fp32,fp16,int8", help="comma list of fp32, fp16, int8")
+    deploy.add_argument("--backends", default="torch,onnxruntime", help="comma list of torch, onnxruntime")
+    deploy.add_argument("--batches", default="1,64", help="comma list of batch sizes")
+    deploy.add_argument("--calibration", type=int, default=256, help="int8: number of training images")
+    deploy.add_argument("--calibration-method", default="minmax", help="int8: minmax, entropy or percentile")
+    commands.add_parser("doctor", help="which backends are usable on this machine")
     return parser
 
 
@@ -190,6 +201,43 @@ def _cmd_eval(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _split(text: str, what: str) -> tuple[str, ...]:
+    items = tuple(item.strip() for item in text.split(",") if item.strip())
+    if not items:
+        raise UserError(f"--{what}: give a comma-separated list")
+    return items
+
+
+def _cmd_deploy(args: argparse.Namespace, console: Console) -> int:
+    from export.deploy import DeployOptions, deploy
+
+    try:
+        batches = tuple(int(b) for b in _split(args.batches, "batches"))
+    except ValueError:
+        raise UserError(f"--batches: expected integers like 1,64, got {args.batches!r}") from None
+    options = DeployOptions(
+        precisions=_split(args.precision, "precision"),
+        backends=_split(args.backends, "backends"),
+        batches=batches,
+        calibration_images=args.calibration,
+        calibration_method=args.calibration_method,
+    )
+    options.check()
+    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent / "deploy"
+    deploy(args.checkpoint, out, options)
+    console.print((out / "deploy.md").read_text(), markup=False, highlight=False)
+    console.print(f"wrote {out / 'deploy.md'}, deploy.json, deploy.csv and the ONNX files")
+    return 0
+
+
+def _cmd_doctor(console: Console) -> int:
+    from kdforge.doctor import doctor
+
+    for name, usable, detail in doctor():
+        console.print(f"{'ok ' if usable else '-- '} {name:<12} {detail}", markup=False, highlight=False)
+    return 0
+
+
 def _cmd_models(console: Console) -> int:
     from compress.models import available
 
@@ -210,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_train(args, console)
         if args.command == "eval":
             return _cmd_eval(args, console)
+        if args.command == "deploy":
+            return _cmd_deploy(args, console)
+        if args.command == "doctor":
+            return _cmd_doctor(console)
         return _cmd_models(console)
     except UserError as exc:
         errors.print(f"kdforge: error: {exc}", highlight=False, markup=False, soft_wrap=True)

@@ -1,0 +1,104 @@
+"""Latency measurement as trtexec / MLPerf do it: warm-up by time, then at least N iterations and at
+least a minimum duration; percentiles, mean, std, CoV and throughput from the raw samples."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+COV_WARNING = 0.05
+
+
+@dataclass
+class TimingPolicy:
+    """How long to warm up and how much to measure."""
+
+    warmup_s: float = 0.2
+    min_iterations: int = 50
+    min_duration_s: float = 1.0
+    max_iterations: int = 100_000
+
+
+@dataclass
+class LatencyStats:
+    """Per-call latency figures (milliseconds) of one backend at one batch size."""
+
+    batch: int
+    iterations: int
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    mean: float
+    std: float
+    cov: float
+    throughput: float  # images per second at the median latency
+    peak_rss_mb: float
+    samples_ms: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def unstable(self) -> bool:
+        return self.cov > COV_WARNING
+
+    def as_dict(self, with_samples: bool = True) -> dict[str, Any]:
+        data = asdict(self)
+        if not with_samples:
+            data.pop("samples_ms")
+        return data
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (q in [0, 100]) of already sorted values."""
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    position = (len(sorted_values) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def summarize(samples_ms: list[float], batch: int) -> LatencyStats:
+    """The figures of a list of per-call latencies."""
+    ordered = sorted(samples_ms)
+    mean = statistics.fmean(ordered)
+    std = statistics.pstdev(ordered) if len(ordered) > 1 else 0.0
+    p50 = percentile(ordered, 50)
+    return LatencyStats(
+        batch=batch,
+        iterations=len(ordered),
+        p50=p50,
+        p90=percentile(ordered, 90),
+        p95=percentile(ordered, 95),
+        p99=percentile(ordered, 99),
+        mean=mean,
+        std=std,
+        cov=std / mean if mean > 0 else 0.0,
+        throughput=1000.0 * batch / p50 if p50 > 0 else 0.0,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        samples_ms=samples_ms,
+    )
+
+
+def measure(
+    call: Callable[[], object], batch: int, policy: TimingPolicy, sync: Callable[[], None] | None = None
+) -> LatencyStats:
+    """Warm up for `policy.warmup_s`, then time single calls until both minimums are met."""
+    sync = sync or (lambda: None)
+    start = time.perf_counter()
+    while time.perf_counter() - start < policy.warmup_s:
+        call()
+    sync()
+    samples: list[float] = []
+    began = time.perf_counter()
+    while len(samples) < policy.max_iterations and (
+        len(samples) < policy.min_iterations or time.perf_counter() - began < policy.min_duration_s
+    ):
+        tick = time.perf_counter()
+        call()
+        sync()
+        samples.append((time.perf_counter() - tick) * 1000.0)
+    return summarize(samples, batch)

@@ -1,0 +1,124 @@
+"""`to_onnx`: a reparameterized, eval-mode network -> one checked, simplified, self-describing ONNX file."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch import nn
+
+from compress.errors import UserError
+from export.reparam import reparameterize
+
+SUPPORTED_OPSETS = range(17, 21)  # TensorRT 10.x parses up to opset 20
+
+
+def _export(
+    model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool, opset: int, exporter: str
+) -> None:
+    quiet = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+        warnings.simplefilter("ignore")
+        if exporter == "dynamo":
+            shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+            program = torch.onnx.export(
+                model,
+                (example,),
+                dynamo=True,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_shapes=shapes,
+                external_data=False,
+            )
+            program.save(str(path))
+        else:
+            axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes=axes,
+            )
+
+
+def _simplify(graph: onnx.ModelProto) -> onnx.ModelProto:
+    import onnxslim
+
+    quiet = io.StringIO()
+    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+        return onnxslim.slim(graph)
+
+
+def to_onnx(
+    model: nn.Module,
+    path: str | Path,
+    input_shape: tuple[int, int, int, int] = (1, 3, 32, 32),
+    *,
+    dynamic_batch: bool = True,
+    opset: int = 18,
+    exporter: str = "dynamo",
+    simplify: bool = True,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Export `model` (reparameterized first: branches merged, BN folded) to one ONNX file at `path`.
+
+    The batch dimension is symbolic when `dynamic_batch`; the file is checked with `onnx.checker`
+    (full check) and strict shape inference, simplified with onnxslim, and carries `metadata` as
+    metadata_props (values JSON-encoded). `exporter='torchscript'` is the fallback exporter.
+    """
+    import json
+
+    if opset not in SUPPORTED_OPSETS:
+        raise UserError(
+            f"opset {opset} is not supported; choose one of 17-20 (TensorRT 10.x parses up to 20)"
+        )
+    if exporter not in ("dynamo", "torchscript"):
+        raise UserError(f"unknown ONNX exporter {exporter!r}; choose 'dynamo' or 'torchscript'")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a train-mode model is merged in eval form; that is intended here
+        deployable = reparameterize(model).cpu().float()
+    example = torch.randn(*input_shape)
+    try:
+        _export(deployable, example, path, dynamic_batch, opset, exporter)
+    except Exception as exc:  # the exporters raise many types; name the fallback in one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = " (try exporter='torchscript')" if exporter == "dynamo" else ""
+        raise UserError(f"ONNX export of {type(model).__name__} failed: {first[:200]}{hint}") from exc
+    graph = onnx.load(str(path))
+    if simplify:
+        graph = _simplify(graph)
+    for key, value in (metadata or {}).items():
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = str(key), json.dumps(value)
+    onnx.checker.check_model(graph, full_check=True)
+    onnx.shape_inference.infer_shapes(graph, check_type=True, strict_mode=True)
+    onnx.save(graph, str(path))
+    for stale in path.parent.glob(path.name + ".data"):  # weights live in the one file
+        stale.unlink()
+    return path
+
+
+def onnx_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata_props of an ONNX file, JSON-decoded where possible."""
+    import json
+
+    graph = onnx.load(str(path), load_external_data=False)
+    found: dict[str, Any] = {}
+    for entry in graph.metadata_props:
+        try:
+            found[entry.key] = json.loads(entry.value)
+        except json.JSONDecodeError:
+            found[entry.key] = entry.value
+    return found

@@ -1,0 +1,76 @@
+"""Parity of an ONNX file with the PyTorch network it came from, in ONNX Runtime, on real samples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from compress.errors import UserError
+
+
+def ort_session(path: str | Path, threads: int | None = None):  # -> onnxruntime.InferenceSession
+    """A CPU ONNX Runtime session (threads: intra-op threads; default: torch's)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+        raise UserError(f"ONNX Runtime cannot load {str(path)!r}: {str(exc).splitlines()[0][:200]}") from exc
+
+
+@dataclass
+class ParityResult:
+    """Worst disagreement between PyTorch and ONNX Runtime at one batch size."""
+
+    batch: int
+    max_abs: float
+    max_rel: float
+    top1_agreement: float  # fraction of samples with the same argmax
+
+
+def check_parity(
+    model: nn.Module,
+    path: str | Path,
+    samples: torch.Tensor,
+    batches: tuple[int, ...] = (1, 8),
+    rtol: float = 1e-3,
+    atol: float = 1e-5,
+) -> list[ParityResult]:
+    """Compare `model` (eval) with the ONNX file on `samples` at each batch size; UserError if any
+    element is outside rtol/atol, naming the worst output element and its error."""
+    session = ort_session(path)
+    name = session.get_inputs()[0].name
+    model = model.eval().cpu().float()
+    results = []
+    for batch in batches:
+        x = samples[:batch].float().cpu()
+        if x.shape[0] < batch:
+            raise UserError(f"parity check needs {batch} samples, got {x.shape[0]}")
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = session.run(None, {name: x.numpy().astype(np.float32)})[0].astype(np.float32)
+        error = np.abs(got - expected)
+        allowed = atol + rtol * np.abs(expected)
+        worst = np.unravel_index(int(np.argmax(error - allowed)), error.shape)
+        if (error > allowed).any():
+            raise UserError(
+                f"ONNX parity failed at batch {batch}: output {tuple(int(i) for i in worst)} is "
+                f"{got[worst]:.6g} in ONNX Runtime vs {expected[worst]:.6g} in PyTorch "
+                f"(|error| {error[worst]:.3g} > {allowed[worst]:.3g} = atol {atol} + rtol {rtol} x |value|)"
+            )
+        results.append(
+            ParityResult(
+                batch,
+                float(error.max()),
+                float((error / (np.abs(expected) + 1e-12)).max()),
+                float((got.argmax(1) == expected.argmax(1)).mean()),
+            )
+        )
+    return results

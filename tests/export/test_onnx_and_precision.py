@@ -1,0 +1,114 @@
+"""ONNX export (parity in ONNX Runtime, metadata, dynamic batch), fp16 / int8 Q/DQ variants, the latency
+profiler's statistics, and the deploy report on a small trained digits network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from compress.errors import UserError
+from compress.jobs import train_teacher
+from compress.models import build
+from compress.rep import expand
+from export.bench import OnnxRuntime, TimingPolicy, measure, percentile, summarize
+from export.deploy import DeployOptions, deploy
+from export.onnx import check_parity, onnx_metadata, ort_session, to_onnx
+from tests.compress.conftest import tiny_config
+from tests.export.test_reparameterize import randomise_batchnorm
+
+
+@pytest.mark.parametrize("name", ["resnet8", "mobilenetv2"])
+def test_onnx_matches_pytorch_at_batch_1_and_8_and_keeps_a_dynamic_batch(name: str, tmp_path: Path) -> None:
+    model = randomise_batchnorm(build(name, 10)).eval()
+    path = to_onnx(
+        model, tmp_path / "m.onnx", (1, 3, 16, 16), metadata={"classes": ["a", "b"], "mean": [0.5]}
+    )
+    results = check_parity(model, path, torch.randn(8, 3, 16, 16))
+    assert [r.batch for r in results] == [1, 8] and all(r.top1_agreement == 1.0 for r in results)
+    session = ort_session(path)
+    assert session.run(None, {"input": np.zeros((5, 3, 16, 16), np.float32)})[0].shape == (5, 10)
+    assert onnx_metadata(path) == {"classes": ["a", "b"], "mean": [0.5]}
+    assert not list(tmp_path.glob("*.data")), "weights live in the one file"
+
+
+def test_export_merges_a_multi_branch_network_first(tmp_path: Path) -> None:
+    multi = randomise_batchnorm(expand(build("resnet8", 10))).eval()
+    path = to_onnx(multi, tmp_path / "m.onnx", (1, 3, 16, 16))
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "BatchNormalization" not in ops
+    check_parity(multi, path, torch.randn(8, 3, 16, 16))
+
+
+def test_parity_failure_names_the_worst_output(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    exported, other = build("resnet8", 10).eval(), randomise_batchnorm(build("resnet8", 10)).eval()
+    path = to_onnx(exported, tmp_path / "m.onnx", (1, 3, 16, 16))
+    with pytest.raises(UserError, match=r"ONNX parity failed at batch 1: output \(0, \d\) is"):
+        check_parity(other, path, torch.randn(8, 3, 16, 16))
+    with pytest.raises(UserError, match="opset 12 is not supported"):
+        to_onnx(exported, tmp_path / "x.onnx", opset=12)
+
+
+def test_fixed_batch_onnx_refuses_another_batch_in_one_line(tmp_path: Path) -> None:
+    path = to_onnx(build("resnet8", 10), tmp_path / "m.onnx", (2, 3, 16, 16), dynamic_batch=False)
+    with pytest.raises(UserError, match="has a fixed batch of 2"):
+        OnnxRuntime(path).prepare(4)
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx file")
+    with pytest.raises(UserError, match="ONNX Runtime cannot load"):
+        OnnxRuntime(broken)
+
+
+def test_latency_statistics_against_numpy() -> None:
+    rng = np.random.default_rng(0)
+    samples = list(rng.gamma(4.0, 0.5, size=257))
+    stats = summarize(samples, batch=8)
+    for q, value in ((50, stats.p50), (90, stats.p90), (95, stats.p95), (99, stats.p99)):
+        assert value == pytest.approx(float(np.percentile(samples, q)))
+    assert stats.mean == pytest.approx(float(np.mean(samples)))
+    assert stats.cov == pytest.approx(float(np.std(samples) / np.mean(samples)))
+    assert stats.throughput == pytest.approx(8000.0 / stats.p50)
+    assert percentile([3.0], 99) == 3.0
+
+
+def test_measure_runs_at_least_the_minimum_iterations() -> None:
+    calls = []
+    stats = measure(
+        lambda: calls.append(1), 1, TimingPolicy(warmup_s=0.0, min_iterations=7, min_duration_s=0.0)
+    )
+    assert stats.iterations == 7 and len(calls) >= 7
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> str:
+    out = tmp_path_factory.mktemp("deploy-teacher")
+    config = tiny_config("teacher.arch=resnet8", "teacher_train.epochs=3")
+    return train_teacher(config, out, progress=False).best_path
+
+
+def test_deploy_builds_every_precision_and_reports_accuracy_and_latency(trained: str, tmp_path: Path) -> None:
+    options = DeployOptions(
+        batches=(1, 4), policy=TimingPolicy(warmup_s=0.01, min_iterations=5, min_duration_s=0.0)
+    )
+    result = deploy(trained, tmp_path, options)
+    accuracy = result["accuracy"]
+    assert accuracy["onnxruntime fp32"] == pytest.approx(accuracy["torch fp32"])
+    assert abs(accuracy["onnxruntime fp16"] - accuracy["torch fp32"]) <= 1.0
+    assert abs(accuracy["onnxruntime int8"] - accuracy["torch fp32"]) <= 3.0
+    half = onnx.load(result["files"]["fp16"])
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in half.graph.initializer)
+    int8 = onnx.load(result["files"]["int8"])
+    ops = {node.op_type for node in int8.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert onnx_metadata(result["files"]["int8"])["classes"] == [str(i) for i in range(10)]
+    rows = {(r["backend"], r["precision"], r["batch"]) for r in result["latency"]}
+    assert rows == {("torch", "fp32", 1), ("torch", "fp32", 4)} | {
+        ("onnxruntime", p, b) for p in ("fp32", "fp16", "int8") for b in (1, 4)
+    }
+    assert all(r["p50"] <= r["p90"] <= r["p99"] for r in result["latency"])
+    assert "| onnxruntime int8 |" in (tmp_path / "deploy.md").read_text()
+    assert (tmp_path / "deploy.csv").read_text().count("\n") == 1 + len(rows)
