@@ -103,3 +103,22 @@ def test_merging_a_training_mode_model_merges_its_eval_form_and_says_so() -> Non
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(merged(x), multi.eval()(x), **TOLERANCE)
+
+
+def test_dilated_conv_merges_and_reports_the_branch_it_cannot_have() -> None:
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=2, dilation=2, bias=False), nn.BatchNorm2d(4))
+    multi = randomise_batchnorm(expand(model, extra=("1x1", "identity", "avg"))).eval()
+    assert "avg" not in multi[0].branches and multi.rep_report.skipped == {
+        "0 (branches)": "avg: needs dilation 1"
+    }
+    x = torch.randn(2, 4, 9, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(reparameterize(multi)(x), multi(x), **TOLERANCE)
+
+
+@pytest.mark.parametrize("name", ["tv:mobilenet_v3_small", "tv:vgg11_bn"])
+def test_torchvision_mobilenet_and_vgg_merge_exactly(name: str) -> None:
+    multi = randomise_batchnorm(expand(build(name, 10))).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(reparameterize(multi)(x), multi(x), **TOLERANCE)
