@@ -46,30 +46,27 @@ def _tensorrt() -> tuple[bool, str]:
     return True, f"tensorrt {trt.__version__}"
 
 
+def _version_line(program: str) -> str:
+    """The first line `program --version` prints ('version unknown' if it prints nothing)."""
+    try:
+        lines = subprocess.run([program, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        lines = ""
+    return lines.splitlines()[0] if lines.strip() else "version unknown"
+
+
 def _aoti() -> tuple[bool, str]:
     compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
     if compiler is None:
         return False, "no C++ compiler on PATH: AOTInductor cannot compile (install g++ or clang++)"
-    try:
-        line = subprocess.run(
-            [compiler, "--version"], capture_output=True, text=True, timeout=10
-        ).stdout.splitlines()
-    except (OSError, subprocess.SubprocessError):
-        line = []
-    return True, f"C++ compiler {compiler} ({line[0] if line else 'version unknown'})"
+    return True, f"C++ compiler {compiler} ({_version_line(compiler)})"
 
 
 def _cmake() -> tuple[bool, str]:
     cmake = shutil.which("cmake")
     if cmake is None:
         return False, "cmake not on PATH: the native latency runner cannot be built (pip install cmake)"
-    try:
-        line = subprocess.run(
-            [cmake, "--version"], capture_output=True, text=True, timeout=10
-        ).stdout.splitlines()
-    except (OSError, subprocess.SubprocessError):
-        line = []
-    return True, line[0] if line else cmake
+    return True, _version_line(cmake)
 
 
 CHECKS: dict[str, Callable[[], tuple[bool, str]]] = {
