@@ -1,0 +1,185 @@
+"""Deploy figures measured here: ONNX parity across the zoo, the digits teacher and student per precision
+(accuracy in ONNX Runtime, latency per backend), student vs teacher, and the profiler's run-to-run stability.
+
+Trains (or reuses) the `make demo` pipeline (recipes/digits.yaml: resnet56 teacher -> KD resnet8 student)
+under runs/bench-deploy, then deploys both with `export.deploy`. Checks (issue 6):
+  - ONNX parity (rtol 1e-3, atol 1e-5) for every CIFAR zoo model and tv:resnet18 / tv:mobilenet_v3_small
+    at batch 1 and 8;
+  - student int8 (Q/DQ) accuracy within 1.0 point of fp32, and int8 ONNX Runtime p50 at batch 64 at most
+    0.8x fp32's;
+  - ONNX Runtime CPU no slower than torch eager at batch 1 (student);
+  - two profiler runs of the same configuration agree on p50 within 10%.
+
+    python benchmarks/deploy.py [--batches 1 64] [--skip-zoo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from common import machine, write_results
+from rich.console import Console
+
+from compress.config import load_recipe
+from compress.models import available, build
+from export.bench import OnnxRuntime, TimingPolicy, measure
+from export.deploy import DeployOptions, deploy
+from export.onnx import check_parity, to_onnx
+from kdforge.pipeline import run_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+EXTRA_MODELS = ("tv:resnet18", "tv:mobilenet_v3_small")
+
+
+def zoo_parity(console: Console) -> list[dict[str, Any]]:
+    """Export every zoo model (random weights, eval) and check it against PyTorch at batch 1 and 8."""
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        for name in [*available(), *EXTRA_MODELS]:
+            torch.manual_seed(0)
+            model = build(name, 100).eval()
+            tick = time.perf_counter()
+            try:
+                path = to_onnx(model, Path(work) / "m.onnx", (1, 3, 32, 32))
+                results = check_parity(model, path, torch.randn(8, 3, 32, 32))
+                row = {"model": name, "ok": True, "max_abs": max(r.max_abs for r in results)}
+            except Exception as exc:  # record and go on: the table shows which model failed and why
+                row = {"model": name, "ok": False, "error": str(exc).splitlines()[0][:200]}
+            row["seconds"] = round(time.perf_counter() - tick, 1)
+            console.print(f"parity {name}: {'ok' if row['ok'] else 'FAILED ' + row['error']}")
+            rows.append(row)
+    return rows
+
+
+def stability(path: str, batch: int, policy: TimingPolicy) -> tuple[float, float]:
+    """p50 of two separate profiler runs (fresh sessions) of the same ONNX file."""
+    first = measure(OnnxRuntime(path).prepare(batch), batch, policy).p50
+    second = measure(OnnxRuntime(path).prepare(batch), batch, policy).p50
+    return first, second
+
+
+def _p50(result: dict[str, Any], backend: str, precision: str, batch: int) -> float:
+    for row in result["latency"]:
+        if (row["backend"], row["precision"], row["batch"]) == (backend, precision, batch):
+            return row["p50"]
+    raise KeyError((backend, precision, batch))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--skip-zoo", action="store_true", help="skip the zoo-wide parity check")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-deploy")
+    args = parser.parse_args()
+    console = Console(width=140)
+    started = time.perf_counter()
+
+    config = load_recipe(REPO / "recipes" / "digits.yaml")
+    rows = run_pipeline(config, args.out, resume=True, progress=False, console=console)
+    teacher_ckpt = rows[0].checkpoint
+    student_ckpt = next(r.checkpoint for r in rows if r.method == "kd")
+    options = DeployOptions(batches=tuple(args.batches))
+    deployed = {
+        role: deploy(path, args.out / f"deploy-{role}", options)
+        for role, path in (("teacher", teacher_ckpt), ("student", student_ckpt))
+    }
+    student, teacher = deployed["student"], deployed["teacher"]
+    big = max(args.batches)
+    acc = student["accuracy"]
+    int8_drop = acc["onnxruntime fp32"] - acc["onnxruntime int8"]
+    int8_speed = _p50(student, "onnxruntime", "int8", big) / _p50(student, "onnxruntime", "fp32", big)
+    ort_vs_torch = _p50(student, "onnxruntime", "fp32", 1) / _p50(student, "torch", "fp32", 1)
+    first, second = stability(student["files"]["fp32"], big, options.policy)
+    drift = abs(first - second) / min(first, second)
+    checks = {
+        f"student int8 accuracy within 1.0 point of fp32 (drop {int8_drop:+.2f})": int8_drop <= 1.0,
+        f"student int8 ORT p50 at batch {big} <= 0.8x fp32 ({int8_speed:.2f}x)": int8_speed <= 0.8,
+        f"student ORT fp32 no slower than torch eager at batch 1 ({ort_vs_torch:.2f}x)": ort_vs_torch <= 1.0,
+        f"profiler: two runs agree on p50 within 10% ({first:.3f} vs {second:.3f} ms)": drift <= 0.10,
+    }
+    payoff = []
+    for backend, precision in [("torch", "fp32"), *[("onnxruntime", p) for p in student["files"]]]:
+        for batch in args.batches:
+            t, s = _p50(teacher, backend, precision, batch), _p50(student, backend, precision, batch)
+            size_t = next(
+                r["size_mb"]
+                for r in teacher["latency"]
+                if (r["backend"], r["precision"]) == (backend, precision)
+            )
+            size_s = next(
+                r["size_mb"]
+                for r in student["latency"]
+                if (r["backend"], r["precision"]) == (backend, precision)
+            )
+            payoff.append([backend, precision, batch, t, s, t / s, size_t / size_s])
+    zoo = [] if args.skip_zoo else zoo_parity(console)
+    if zoo:
+        checks[f"ONNX parity at batch 1 and 8 for {len(zoo)} models"] = all(r["ok"] for r in zoo)
+
+    info = machine()
+    minutes = (time.perf_counter() - started) / 60
+    lines = [
+        "# Deploy figures: digits teacher and student, ONNX parity across the zoo",
+        "",
+        f"{info['date']}, {info['device']} ({info['cores']} cores, {info['torch_threads']} torch threads), "
+        f"torch {info['torch']}; `python benchmarks/deploy.py` ({minutes:.1f} min). "
+        "Teacher resnet56 -> KD student resnet8 from recipes/digits.yaml; ONNX Runtime CPU provider; "
+        "latency excludes copies (inputs already in place).",
+        "",
+        "## Accuracy per precision (test split, top-1 %)",
+        "",
+        "| network | " + " | ".join(student["accuracy"]) + " |",
+        "|---|" + "---:|" * len(student["accuracy"]),
+        *[
+            f"| {role} | " + " | ".join(f"{v:.2f}" for v in deployed[role]["accuracy"].values()) + " |"
+            for role in ("teacher", "student")
+        ],
+        "",
+        "## Student vs teacher (p50 ms, ratio = teacher / student)",
+        "",
+        "| backend | precision | batch | teacher p50 | student p50 | latency ratio | size ratio |",
+        "|---|---|---:|---:|---:|---:|---:|",
+        *[f"| {b} | {p} | {n} | {t:.3f} | {s:.3f} | {r:.1f}x | {z:.1f}x |" for b, p, n, t, s, r, z in payoff],
+        "",
+        "## Checks",
+        "",
+        *[f"- {name}: **{'PASS' if ok else 'FAIL'}**" for name, ok in checks.items()],
+        "",
+        "Full per-backend tables: runs/bench-deploy/deploy-{teacher,student}/deploy.md (also in the JSON).",
+    ]
+    if zoo:
+        lines += [
+            "",
+            "## ONNX parity (random weights, batch 1 and 8)",
+            "",
+            "| model | ok | max abs error | s |",
+            "|---|---|---:|---:|",
+        ]
+        lines += [
+            f"| {r['model']} | {'yes' if r['ok'] else 'NO: ' + r['error']} "
+            f"| {r.get('max_abs', float('nan')):.1e} | {r['seconds']} |"
+            for r in zoo
+        ]
+    console.print("\n".join(lines), markup=False, highlight=False)
+    payload = {
+        "benchmark": "deploy",
+        "machine": info,
+        "teacher": teacher,
+        "student": student,
+        "payoff": payoff,
+        "stability_p50_ms": [first, second],
+        "zoo_parity": zoo,
+        "checks": checks,
+    }
+    write_results("deploy", payload, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
