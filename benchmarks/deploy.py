@@ -6,7 +6,8 @@ under runs/bench-deploy, then deploys both with `export.deploy`. Checks (issue 6
   - ONNX parity (rtol 1e-3, atol 1e-5) for every CIFAR zoo model and tv:resnet18 / tv:mobilenet_v3_small
     at batch 1 and 8;
   - student int8 (Q/DQ) accuracy within 1.0 point of fp32, and int8 ONNX Runtime p50 at batch 64 at most
-    0.8x fp32's;
+    0.8x fp32's (the uint8-activation form ONNX Runtime's CPU kernels run fast; the symmetric int8 form
+    built for TensorRT is reported next to it);
   - ONNX Runtime CPU no slower than torch eager at batch 1 (student);
   - two profiler runs of the same configuration agree on p50 within 10%.
 
@@ -93,14 +94,21 @@ def main() -> None:
     student, teacher = deployed["student"], deployed["teacher"]
     big = max(args.batches)
     acc = student["accuracy"]
-    int8_drop = acc["onnxruntime fp32"] - acc["onnxruntime int8"]
-    int8_speed = _p50(student, "onnxruntime", "int8", big) / _p50(student, "onnxruntime", "fp32", big)
+    int8_drop = acc["onnxruntime fp32"] - min(acc["onnxruntime int8"], acc["onnxruntime int8-u8"])
+    fp32_p50 = _p50(student, "onnxruntime", "fp32", big)
+    int8_speed = _p50(student, "onnxruntime", "int8-u8", big) / fp32_p50
+    trt_form_speed = _p50(student, "onnxruntime", "int8", big) / fp32_p50
     ort_vs_torch = _p50(student, "onnxruntime", "fp32", 1) / _p50(student, "torch", "fp32", 1)
     first, second = stability(student["files"]["fp32"], big, options.policy)
     drift = abs(first - second) / min(first, second)
     checks = {
-        f"student int8 accuracy within 1.0 point of fp32 (drop {int8_drop:+.2f})": int8_drop <= 1.0,
-        f"student int8 ORT p50 at batch {big} <= 0.8x fp32 ({int8_speed:.2f}x)": int8_speed <= 0.8,
+        f"student int8 accuracy (both forms) within 1.0 point of fp32 (worst drop {int8_drop:+.2f})": (
+            int8_drop <= 1.0
+        ),
+        f"student int8 ORT p50 at batch {big} <= 0.8x fp32 (u8 activations, ORT's CPU form: "
+        f"{int8_speed:.2f}x; the symmetric int8 TensorRT form runs {trt_form_speed:.2f}x on ORT CPU)": (
+            int8_speed <= 0.8
+        ),
         f"student ORT fp32 no slower than torch eager at batch 1 ({ort_vs_torch:.2f}x)": ort_vs_torch <= 1.0,
         f"profiler: two runs agree on p50 within 10% ({first:.3f} vs {second:.3f} ms)": drift <= 0.10,
     }

@@ -18,11 +18,11 @@ from compress.config import RunConfig, from_dict
 from compress.data import build_data
 from compress.errors import UserError
 from compress.train.checkpoint import load_model, read_checkpoint, versions
-from export.bench import COV_WARNING, OnnxRuntime, TimingPolicy, TorchEager, measure
+from export.bench import COV_WARNING, OnnxRuntime, TimingPolicy, TorchEager, measure_interleaved
 from export.onnx import check_parity, to_onnx
 from export.quantize import CALIBRATION_METHODS, onnx_top1, to_fp16, to_int8
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-u8")  # int8: TensorRT's form; int8-u8: ONNX Runtime CPU's
 BACKENDS = ("torch", "onnxruntime")
 
 
@@ -120,10 +120,15 @@ def deploy(
         files["fp32"] = fp32
     if "fp16" in options.precisions:
         files["fp16"] = to_fp16(fp32, out / f"{stem}-fp16.onnx")
-    if "int8" in options.precisions:
-        files["int8"] = to_int8(
-            fp32, out / f"{stem}-int8.onnx", calibration, method=options.calibration_method
-        )
+    for precision, activations in (("int8", "int8"), ("int8-u8", "uint8")):
+        if precision in options.precisions:
+            files[precision] = to_int8(
+                fp32,
+                out / f"{stem}-{precision}.onnx",
+                calibration,
+                method=options.calibration_method,
+                activations=activations,
+            )
     with torch.no_grad():
         correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in test)
     torch_top1 = 100.0 * correct / sum(len(y) for _, y in test)
@@ -138,9 +143,13 @@ def deploy(
         runs.append(("torch", "fp32", TorchEager(model, shape)))
     if "onnxruntime" in options.backends:
         runs += [("onnxruntime", p, OnnxRuntime(f)) for p, f in files.items()]
-    for backend, precision, runner in runs:
-        for batch in options.batches:
-            stats = measure(runner.prepare(batch), batch, options.policy, runner.sync)
+    for batch in options.batches:  # every backend and precision of one batch size timed together
+        calls = {(backend, precision): runner.prepare(batch) for backend, precision, runner in runs}
+        timed = measure_interleaved(
+            {f"{b} {p}": call for (b, p), call in calls.items()}, batch, options.policy, _sync(runs)
+        )
+        for backend, precision, runner in runs:
+            stats = timed[f"{backend} {precision}"]
             size = f.stat().st_size if (f := files.get(precision)) and backend == "onnxruntime" else None
             latency.append(
                 {
@@ -171,6 +180,14 @@ def deploy(
     }
     _write(out, result)
     return result
+
+
+def _sync(runs: list[tuple[str, str, Any]]) -> Any:
+    def sync() -> None:
+        for _, _, runner in runs:
+            runner.sync()
+
+    return sync
 
 
 def _param_bytes(model: nn.Module) -> int:
@@ -208,7 +225,8 @@ def _write(out: Path, result: dict[str, Any]) -> None:
         "",
         f"Input {result['input_shape']}; ONNX parity with PyTorch (ONNX Runtime, real test images): "
         + ", ".join(f"batch {p['batch']} max |error| {p['max_abs']:.2e}" for p in result["parity"])
-        + ". Latency excludes host-to-device copies (CPU here: inputs are already in place).",
+        + ". Latency excludes host-to-device copies (CPU here: inputs are already in place); at each batch "
+        "size every backend and precision is timed in the same rotating rounds, so drift hits all alike.",
         "",
         "| precision / runtime | test top-1 % | vs PyTorch fp32 |",
         "|---|---:|---:|",

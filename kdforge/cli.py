@@ -91,7 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deploy.add_argument("checkpoint", help="a .safetensors checkpoint written by kdforge (merged or not)")
     deploy.add_argument("--out", help="output folder (default: <checkpoint folder>/../deploy)")
-    deploy.add_argument("--precision", default="fp32,fp16,int8", help="comma list of fp32, fp16, int8")
+    deploy.add_argument(
+        "--precision",
+        default="fp32,fp16,int8,int8-u8",
+        help="comma list of fp32, fp16, int8 (symmetric Q/DQ, TensorRT's form), int8-u8 (ONNX Runtime CPU's)",
+    )
     deploy.add_argument("--backends", default="torch,onnxruntime", help="comma list of torch, onnxruntime")
     deploy.add_argument("--batches", default="1,64", help="comma list of batch sizes")
     deploy.add_argument("--calibration", type=int, default=256, help="int8: number of training images")

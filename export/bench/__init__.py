@@ -1,7 +1,15 @@
 """The latency profiler: backends behind one interface and trtexec-style measurement."""
 
 from export.bench.backends import Backend, OnnxRuntime, TorchEager
-from export.bench.timing import COV_WARNING, LatencyStats, TimingPolicy, measure, percentile, summarize
+from export.bench.timing import (
+    COV_WARNING,
+    LatencyStats,
+    TimingPolicy,
+    measure,
+    measure_interleaved,
+    percentile,
+    summarize,
+)
 
 __all__ = [
     "COV_WARNING",
@@ -11,6 +19,7 @@ __all__ = [
     "TimingPolicy",
     "TorchEager",
     "measure",
+    "measure_interleaved",
     "percentile",
     "summarize",
 ]

@@ -102,3 +102,35 @@ def measure(
         sync()
         samples.append((time.perf_counter() - tick) * 1000.0)
     return summarize(samples, batch)
+
+
+def measure_interleaved(
+    calls: dict[str, Callable[[], object]],
+    batch: int,
+    policy: TimingPolicy,
+    sync: Callable[[], None] | None = None,
+) -> dict[str, LatencyStats]:
+    """Time several calls together: warm each up, then rounds that run every call once in rotating order,
+    until each has `min_iterations` samples and the rounds have lasted `min_duration_s` per call. Drift
+    of the machine then hits every call alike, so their ratios are fair within one run."""
+    sync = sync or (lambda: None)
+    names = list(calls)
+    for name in names:
+        start = time.perf_counter()
+        while time.perf_counter() - start < policy.warmup_s:
+            calls[name]()
+        sync()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    began, round_index = time.perf_counter(), 0
+    while round_index < policy.max_iterations and (
+        round_index < policy.min_iterations
+        or time.perf_counter() - began < policy.min_duration_s * len(names)
+    ):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            tick = time.perf_counter()
+            calls[name]()
+            sync()
+            samples[name].append((time.perf_counter() - tick) * 1000.0)
+        round_index += 1
+    return {name: summarize(values, batch) for name, values in samples.items()}

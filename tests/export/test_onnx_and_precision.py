@@ -99,16 +99,37 @@ def test_deploy_builds_every_precision_and_reports_accuracy_and_latency(trained:
     assert accuracy["onnxruntime fp32"] == pytest.approx(accuracy["torch fp32"])
     assert abs(accuracy["onnxruntime fp16"] - accuracy["torch fp32"]) <= 1.0
     assert abs(accuracy["onnxruntime int8"] - accuracy["torch fp32"]) <= 3.0
+    assert abs(accuracy["onnxruntime int8-u8"] - accuracy["torch fp32"]) <= 3.0
     half = onnx.load(result["files"]["fp16"])
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in half.graph.initializer)
     int8 = onnx.load(result["files"]["int8"])
     ops = {node.op_type for node in int8.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    zero_points = {t.data_type for t in int8.graph.initializer if t.name.endswith("zero_point")}
+    assert onnx.TensorProto.INT8 in zero_points and onnx.TensorProto.UINT8 not in zero_points, (
+        "TensorRT's form"
+    )
+    u8 = onnx.load(result["files"]["int8-u8"])
+    assert onnx.TensorProto.UINT8 in {
+        t.data_type for t in u8.graph.initializer if t.name.endswith("zero_point")
+    }
     assert onnx_metadata(result["files"]["int8"])["classes"] == [str(i) for i in range(10)]
     rows = {(r["backend"], r["precision"], r["batch"]) for r in result["latency"]}
     assert rows == {("torch", "fp32", 1), ("torch", "fp32", 4)} | {
-        ("onnxruntime", p, b) for p in ("fp32", "fp16", "int8") for b in (1, 4)
+        ("onnxruntime", p, b) for p in ("fp32", "fp16", "int8", "int8-u8") for b in (1, 4)
     }
     assert all(r["p50"] <= r["p90"] <= r["p99"] for r in result["latency"])
     assert "| onnxruntime int8 |" in (tmp_path / "deploy.md").read_text()
     assert (tmp_path / "deploy.csv").read_text().count("\n") == 1 + len(rows)
+
+
+def test_interleaved_measurement_rotates_and_times_every_call_alike() -> None:
+    from export.bench import measure_interleaved
+
+    order: list[str] = []
+    calls = {name: (lambda name=name: order.append(name)) for name in ("a", "b", "c")}
+    policy = TimingPolicy(warmup_s=0.0, min_iterations=4, min_duration_s=0.0)
+    stats = measure_interleaved(calls, 2, policy)
+    assert {name: s.iterations for name, s in stats.items()} == {"a": 4, "b": 4, "c": 4}
+    timed = order[-12:]
+    assert [timed[i * 3] for i in range(4)] == ["a", "b", "c", "a"], "each round starts one later"
