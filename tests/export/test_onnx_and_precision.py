@@ -18,7 +18,7 @@ from export.bench import OnnxRuntime, TimingPolicy, measure, percentile, summari
 from export.deploy import DeployOptions, deploy
 from export.onnx import check_parity, onnx_metadata, ort_session, to_onnx
 from tests.compress.conftest import tiny_config
-from tests.export.test_reparameterize import randomise_batchnorm
+from tests.export.conftest import randomise_batchnorm
 
 
 @pytest.mark.parametrize("name", ["resnet8", "mobilenetv2"])
