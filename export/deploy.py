@@ -64,7 +64,8 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+def load_network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The eval-mode network of a kdforge checkpoint (multi-branch, plain or merged) and its metadata."""
     checkpoint = read_checkpoint(path)
     if checkpoint.meta["model"].get("reparameterized"):
         from export.reparam import load_merged
@@ -83,7 +84,7 @@ def deploy(
     options.check()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model, meta = _network(checkpoint)
+    model, meta = load_network(checkpoint)
     config = from_dict(RunConfig, meta["config"])
     data = build_data(config.data)
     shape = (1, *meta["data"]["input_shape"])

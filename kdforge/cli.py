@@ -101,6 +101,22 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--calibration", type=int, default=256, help="int8: number of training images")
     deploy.add_argument("--calibration-method", default="minmax", help="int8: minmax, entropy or percentile")
     commands.add_parser("doctor", help="which backends are usable on this machine")
+    bench = commands.add_parser(
+        "bench", help="latency of a checkpoint or an .onnx file per backend and batch"
+    )
+    bench.add_argument("model", help="a kdforge .safetensors checkpoint or an .onnx file")
+    bench.add_argument(
+        "--backends", help="comma list of torch, onnxruntime (default: every one that can run the file)"
+    )
+    bench.add_argument("--batches", default="1,64", help="comma list of batch sizes")
+    bench.add_argument("--input-shape", help="C,H,W the model must take (checked against the file)")
+    bench.add_argument("--min-duration", type=float, default=1.0, help="seconds of timing per variant")
+    predict = commands.add_parser("predict", help="top-k classes of image files with a deployed model")
+    predict.add_argument(
+        "model", help="a kdforge .safetensors checkpoint or an .onnx file from kdforge deploy"
+    )
+    predict.add_argument("images", nargs="+", help="image files (any format Pillow reads)")
+    predict.add_argument("--top", type=int, default=3, help="how many classes to print per image")
     return parser
 
 
@@ -215,10 +231,7 @@ def _split(text: str, what: str) -> tuple[str, ...]:
 def _cmd_deploy(args: argparse.Namespace, console: Console) -> int:
     from export.deploy import DeployOptions, deploy
 
-    try:
-        batches = tuple(int(b) for b in _split(args.batches, "batches"))
-    except ValueError:
-        raise UserError(f"--batches: expected integers like 1,64, got {args.batches!r}") from None
+    batches = _batches(args.batches)
     options = DeployOptions(
         precisions=_split(args.precision, "precision"),
         backends=_split(args.backends, "backends"),
@@ -231,6 +244,57 @@ def _cmd_deploy(args: argparse.Namespace, console: Console) -> int:
     deploy(args.checkpoint, out, options)
     console.print((out / "deploy.md").read_text(), markup=False, highlight=False)
     console.print(f"wrote {out / 'deploy.md'}, deploy.json, deploy.csv and the ONNX files")
+    return 0
+
+
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(b) for b in _split(text, "batches"))
+    except ValueError:
+        raise UserError(f"--batches: expected integers like 1,64, got {text!r}") from None
+
+
+def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    from export.bench import TimingPolicy
+    from export.bench.run import bench_artifact
+
+    shape = None
+    if args.input_shape:
+        try:
+            shape = tuple(int(v) for v in args.input_shape.split(","))
+        except ValueError:
+            shape = ()
+        if len(shape) != 3:
+            raise UserError(f"--input-shape: expected C,H,W like 3,32,32, got {args.input_shape!r}")
+    policy = TimingPolicy(min_duration_s=args.min_duration)
+    backends = _split(args.backends, "backends") if args.backends else None
+    rows = bench_artifact(args.model, backends, _batches(args.batches), policy, shape)
+    console.print("backend       batch    p50 ms    p90 ms    p99 ms   CoV     images/s", markup=False)
+    for row in rows:
+        flag = "  (noisy)" if row["cov"] > 0.05 else ""
+        console.print(
+            f"{row['backend']:<12} {row['batch']:>6} {row['p50']:>9.3f} {row['p90']:>9.3f} "
+            f"{row['p99']:>9.3f} {100 * row['cov']:>5.1f}% {row['throughput']:>10.0f}{flag}",
+            markup=False,
+        )
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace, console: Console) -> int:
+    import numpy as np
+
+    from export.artifact import open_artifact, preprocess
+
+    if args.top < 1:
+        raise UserError(f"--top must be >= 1, got {args.top}")
+    artifact = open_artifact(args.model)
+    logits = artifact.run(preprocess([Path(p) for p in args.images], artifact))
+    shifted = np.exp(logits - logits.max(1, keepdims=True))
+    probabilities = shifted / shifted.sum(1, keepdims=True)
+    for image, row in zip(args.images, probabilities, strict=True):
+        best = np.argsort(-row)[: args.top]
+        ranked = ", ".join(f"{artifact.classes[i]} {100 * row[i]:.1f}%" for i in best)
+        console.print(f"{image}: {ranked}", markup=False, highlight=False)
     return 0
 
 
@@ -266,6 +330,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_deploy(args, console)
         if args.command == "doctor":
             return _cmd_doctor(console)
+        if args.command == "bench":
+            return _cmd_bench(args, console)
+        if args.command == "predict":
+            return _cmd_predict(args, console)
         return _cmd_models(console)
     except UserError as exc:
         errors.print(f"kdforge: error: {exc}", highlight=False, markup=False, soft_wrap=True)

@@ -114,7 +114,10 @@ def onnx_metadata(path: str | Path) -> dict[str, Any]:
     """The metadata_props of an ONNX file, JSON-decoded where possible."""
     import json
 
-    graph = onnx.load(str(path), load_external_data=False)
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError, OSError, ...
+        raise UserError(f"{str(path)!r} is not a readable ONNX file ({type(exc).__name__})") from None
     found: dict[str, Any] = {}
     for entry in graph.metadata_props:
         try:
