@@ -43,6 +43,7 @@ from train_step import trainer_for
 
 from compress.models import build
 from compress.rep import expand, multi_branch_blocks
+from export.onnx.parity import ort_session
 from export.reparam.merge import reparameterize
 
 TOLERANCE = 0.05
@@ -111,14 +112,8 @@ def _export(model: nn.Module, path: Path, batch: int | None) -> None:
 
 
 def _session(path: Path) -> ort.InferenceSession:
-    """A CPU ONNX Runtime session with as many intra-op threads as torch uses, not spinning when idle."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    # interleaved sessions each own a thread pool: idle spinning would steal the cores from the next one
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    """A CPU ONNX Runtime session, not spinning when idle (interleaved sessions would steal the cores)."""
+    return ort_session(path, spinning=False)
 
 
 def _sessions(

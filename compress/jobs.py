@@ -220,13 +220,20 @@ def distill_student(
     )
 
 
-def evaluate_checkpoint(path: str | Path, config: RunConfig, split: str = "test") -> dict[str, float]:
-    """Top-1/top-5 of a checkpoint on a split of the recipe's data set."""
+def evaluate_model(
+    model: nn.Module, config: RunConfig, split: str = "test", data: DataBundle | None = None
+) -> dict[str, float]:
+    """Top-1/top-5 of a network on a split of the recipe's data set."""
     from compress.train.metrics import evaluate
 
-    data = build_data(config.data)
-    model, _ = load_model(path, num_classes=data.num_classes)
+    data = data or build_data(config.data)
     device = resolve_device(config.device)
     model.to(device).eval()
-    loader = data.loader(split, seed=config.seed, device=device)
-    return evaluate(model, loader, device)
+    return evaluate(model, data.loader(split, seed=config.seed, device=device), device)
+
+
+def evaluate_checkpoint(path: str | Path, config: RunConfig, split: str = "test") -> dict[str, float]:
+    """Top-1/top-5 of a checkpoint on a split of the recipe's data set (its class count checked)."""
+    data = build_data(config.data)
+    model, _ = load_model(path, num_classes=data.num_classes)
+    return evaluate_model(model, config, split, data)

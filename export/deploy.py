@@ -19,11 +19,11 @@ from compress.data import build_data
 from compress.errors import UserError
 from compress.train.checkpoint import load_model, read_checkpoint, versions
 from export.bench import COV_WARNING, OnnxRuntime, TimingPolicy, TorchEager, measure_interleaved
+from export.bench.run import KNOWN_BACKENDS, check_backends
 from export.onnx import check_parity, to_onnx
 from export.quantize import CALIBRATION_METHODS, onnx_top1, to_fp16, to_int8
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-u8")  # int8: TensorRT's form; int8-u8: ONNX Runtime CPU's
-BACKENDS = ("torch", "onnxruntime")
 
 
 @dataclass
@@ -31,7 +31,7 @@ class DeployOptions:
     """What to build and measure."""
 
     precisions: tuple[str, ...] = PRECISIONS
-    backends: tuple[str, ...] = BACKENDS
+    backends: tuple[str, ...] = KNOWN_BACKENDS
     batches: tuple[int, ...] = (1, 64)
     calibration_images: int = 256
     calibration_method: str = "minmax"
@@ -42,12 +42,7 @@ class DeployOptions:
         for p in self.precisions:
             if p not in PRECISIONS:
                 raise UserError(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
-        for b in self.backends:
-            if b not in BACKENDS:
-                hint = (
-                    " (TensorRT engines arrive with the TensorRT layer)" if b in ("tensorrt", "trt") else ""
-                )
-                raise UserError(f"unknown backend {b!r}; choose from {', '.join(BACKENDS)}{hint}")
+        check_backends(self.backends)
         if any(b < 1 for b in self.batches):
             raise UserError(f"batch sizes must be >= 1, got {list(self.batches)}")
         if self.calibration_method not in CALIBRATION_METHODS:

@@ -56,17 +56,10 @@ def evaluate_any(path: str | Path, config: RunConfig, split: str = "test") -> di
 
     if not read_checkpoint(path).meta["model"].get("reparameterized"):
         return evaluate_checkpoint(path, config, split)
-    import torch
-
-    from compress.jobs import resolve_device
-    from compress.train.metrics import evaluate
+    from compress.jobs import evaluate_model
     from export.reparam import load_merged
 
-    data = build_data(config.data)
-    model, _ = load_merged(path)
-    device = resolve_device(config.device)
-    loader = data.loader(split, seed=config.seed, device=device)
-    return evaluate(model.to(device), loader, torch.device(device))
+    return evaluate_model(load_merged(path)[0], config, split)
 
 
 def _reuse(stage_dir: Path, resume: bool) -> TrainResult | None:

@@ -68,20 +68,11 @@ class OnnxRuntime(Backend):
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
+        from export.onnx.parity import ort_session
 
         self.path = Path(path)
-        options = ort.SessionOptions()
         self.threads = threads or torch.get_num_threads()
-        options.intra_op_num_threads = self.threads
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise UserError(
-                f"ONNX Runtime cannot load {str(path)!r}: {str(exc).splitlines()[0][:200]}"
-            ) from exc
+        self.session = ort_session(path, self.threads, spinning=False)  # backends are timed in turn
         spec = self.session.get_inputs()[0]
         self.input_name, self.input_shape = spec.name, spec.shape
         self.dtype = np.float16 if "float16" in spec.type else np.float32

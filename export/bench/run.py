@@ -13,6 +13,16 @@ from export.bench.timing import TimingPolicy, measure_interleaved
 KNOWN_BACKENDS = ("torch", "onnxruntime")
 
 
+def check_backends(names: tuple[str, ...]) -> None:
+    """One line naming an unknown backend name and the known ones."""
+    for name in names:
+        if name not in KNOWN_BACKENDS:
+            later = (
+                " (TensorRT engines arrive with the TensorRT layer)" if name in ("tensorrt", "trt") else ""
+            )
+            raise UserError(f"unknown backend {name!r}; choose from {', '.join(KNOWN_BACKENDS)}{later}")
+
+
 def bench_artifact(
     path: str | Path,
     backends: tuple[str, ...] | None = None,
@@ -26,9 +36,7 @@ def bench_artifact(
 
     if backends is None:
         backends = KNOWN_BACKENDS if Path(path).suffix.lower() == ".safetensors" else ("onnxruntime",)
-    unknown = [b for b in backends if b not in KNOWN_BACKENDS]
-    if unknown:
-        raise UserError(f"unknown backend {unknown[0]!r}; choose from {', '.join(KNOWN_BACKENDS)}")
+    check_backends(backends)
     artifact = open_artifact(path)
     if input_shape is not None and tuple(input_shape) != tuple(artifact.input_shape):
         raise UserError(

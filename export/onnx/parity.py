@@ -12,13 +12,16 @@ from torch import nn
 from compress.errors import UserError
 
 
-def ort_session(path: str | Path, threads: int | None = None):  # -> onnxruntime.InferenceSession
-    """A CPU ONNX Runtime session (threads: intra-op threads; default: torch's)."""
+def ort_session(path: str | Path, threads: int | None = None, spinning: bool = True):  # -> InferenceSession
+    """A CPU ONNX Runtime session; `threads` intra-op threads (default: torch's). `spinning=False` stops
+    idle pool threads from busy-waiting, so sessions timed in turn do not steal each other's cores."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.log_severity_level = 3
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
