@@ -104,7 +104,6 @@ def _train(
 ) -> TrainResult:
     context = context or DistContext()
     device = resolve_device(config.device, context)
-    prepare_run_dir(out_dir, config, resume, context.is_main)
     torch.manual_seed(config.seed)  # the network's initial weights are a function of the seed
     student = build_network(network, data.num_classes)
     method_context = MethodContext(
@@ -115,6 +114,8 @@ def _train(
     distiller = build_method(
         method, student, teacher[0] if teacher else None, method_context, registry=registry
     )
+    # only now, with every option and network validated, may the run directory's config.yaml change
+    prepare_run_dir(out_dir, config, resume, context.is_main)
     trainer = Trainer(
         distiller,
         data,

@@ -162,3 +162,15 @@ def test_generous_refuses_a_standard_teacher_that_does_not_fit(
 def test_generous_without_a_standard_teacher_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="needs a standard teacher: pass --standard PATH"):
         train_teacher(tiny_config("teacher_strategy.name=generous"), tmp_path, progress=False)
+
+
+def test_a_bad_method_option_on_resume_leaves_the_run_as_it_was(teacher: str, tmp_path: Path) -> None:
+    good = tiny_config("student_train.epochs=1", "method.name=dist_plus")
+    distill_student(good, tmp_path, teacher_path=teacher, progress=False)
+    before = {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    bad = tiny_config(
+        "student_train.epochs=1", "method.name=dist_plus", "method.options={student_stages: [layer9]}"
+    )
+    with pytest.raises(UserError, match="no module 'layer9'"):
+        distill_student(bad, tmp_path, teacher_path=teacher, resume=True, progress=False)
+    assert {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before, "config.yaml kept"
