@@ -4,7 +4,6 @@ accuracy per precision in ONNX Runtime -> latency per backend and batch -> deplo
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from export.bench import COV_WARNING, OnnxRuntime, TimingPolicy, TorchEager, mea
 from export.bench.run import KNOWN_BACKENDS, check_backends
 from export.onnx import check_parity, to_onnx
 from export.quantize import CALIBRATION_METHODS, onnx_top1, to_fp16, to_int8
+from export.sidecar import sha256
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-u8")  # int8: TensorRT's form; int8-u8: ONNX Runtime CPU's
 
@@ -49,14 +49,6 @@ class DeployOptions:
             raise UserError(
                 f"unknown calibration method {self.calibration_method!r}; choose from {CALIBRATION_METHODS}"
             )
-
-
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
