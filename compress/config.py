@@ -84,6 +84,20 @@ class TeacherStrategyConfig:
 
 
 @dataclass
+class DeployConfig:
+    """`kdforge run`'s deploy stages for the teacher and the distilled student (as `kdforge deploy`)."""
+
+    enabled: bool = True
+    precisions: list[str] = field(default_factory=lambda: ["fp32", "fp16", "int8", "int8-u8"])
+    backends: list[str] | None = None  # None: every backend usable on this machine (kdforge doctor)
+    batches: list[int] = field(default_factory=lambda: [1, 64])
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # torch, torch-compile and aoti
+    min_duration_s: float = 1.0  # timing per variant and batch size
+    calibration_images: int = 256
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+
+
+@dataclass
 class RunConfig:
     """One recipe: data, teacher, student, method and how each network trains."""
 
@@ -97,6 +111,7 @@ class RunConfig:
     student: NetworkConfig = field(default_factory=lambda: NetworkConfig(arch="resnet8x4"))
     student_train: TrainConfig = field(default_factory=TrainConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -312,3 +327,10 @@ def check(config: RunConfig) -> None:
             )
     if config.seed < 0:
         raise UserError(f"seed: must be >= 0, got {config.seed}")
+    deploy = config.deploy
+    _positive("deploy.min_duration_s", deploy.min_duration_s)
+    _positive("deploy.calibration_images", deploy.calibration_images)
+    if not deploy.batches or any(b < 1 for b in deploy.batches):
+        raise UserError(f"deploy.batches: give batch sizes >= 1, got {deploy.batches}")
+    if not deploy.precisions:
+        raise UserError("deploy.precisions: give at least one of fp32, fp16, int8, int8-u8")

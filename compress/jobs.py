@@ -29,7 +29,9 @@ def resolve_device(name: str, context: DistContext | None = None) -> torch.devic
     """'auto' picks CUDA when present; asking for CUDA without one is a user error."""
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise UserError("device=cuda but no CUDA device is visible; use --set device=cpu")
+            raise UserError(
+                "device cuda: no CUDA device is visible; use cpu (--set device=cpu, --device cpu)"
+            )
         return torch.device("cuda", context.local_rank if context else 0)
     return torch.device("cpu")
 

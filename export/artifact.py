@@ -1,5 +1,6 @@
-"""A deployed artifact (kdforge checkpoint or ONNX file) as something that runs: its network or session,
-its input shape, and the preprocessing stored in its metadata."""
+"""A deployed artifact (kdforge checkpoint, ONNX file, AOTInductor package or TensorRT engine) as something
+that runs: its network, session or engine, its input shape, and the preprocessing stored in its metadata
+(ONNX metadata_props, or the JSON sidecar of a compiled file)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,7 @@ import torch
 
 from compress.errors import UserError
 
-NOT_YET = {
-    ".pt2": "AOTInductor packages arrive with the AOTInductor backend",
-    ".engine": "TensorRT engines arrive with the TensorRT layer",
-    ".plan": "TensorRT engines arrive with the TensorRT layer",
-}
+SUFFIXES = ".safetensors, .onnx, .pt2 or .engine"
 
 
 @dataclass
@@ -24,7 +21,7 @@ class Artifact:
     """What kdforge needs to run an artifact outside its own data loaders."""
 
     path: Path
-    kind: str  # 'checkpoint' or 'onnx'
+    kind: str  # 'checkpoint', 'onnx', 'aoti' or 'engine'
     input_shape: tuple[int, int, int]  # C, H, W
     mean: list[float]
     std: list[float]
@@ -36,6 +33,14 @@ class Artifact:
         if self.model is not None:
             with torch.no_grad():
                 return self.model.eval()(images).numpy()
+        if self.kind == "aoti":
+            from export.aoti import AotiPackage
+
+            return AotiPackage(self.path)(images).float().cpu().numpy()
+        if self.kind == "engine":
+            from export.tensorrt import TensorRTEngine
+
+            return TensorRTEngine(self.path).infer(images).float().cpu().numpy()
         from export.onnx import ort_session
 
         session = ort_session(self.path)
@@ -46,12 +51,10 @@ def open_artifact(path: str | Path) -> Artifact:
     """Open a kdforge checkpoint (.safetensors, merged or not) or an ONNX file written by kdforge."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{str(path)!r} not found; pass a .safetensors checkpoint or an .onnx file")
+        raise UserError(f"{str(path)!r} not found; pass a {SUFFIXES} file")
     suffix = path.suffix.lower()
-    if suffix in NOT_YET:
-        raise UserError(
-            f"{path.name}: {NOT_YET[suffix]}; use the .safetensors checkpoint or its .onnx for now"
-        )
+    if suffix in (".pt2", ".engine", ".plan"):
+        return _compiled(path, "aoti" if suffix == ".pt2" else "engine")
     if suffix == ".onnx":
         from export.onnx import onnx_metadata, ort_session
 
@@ -76,7 +79,22 @@ def open_artifact(path: str | Path) -> Artifact:
         return Artifact(
             path, "checkpoint", tuple(data["input_shape"]), data["mean"], data["std"], data["classes"], model
         )
-    raise UserError(f"{path.name}: unknown artifact type {suffix!r}; pass a .safetensors or an .onnx file")
+    raise UserError(f"{path.name}: unknown artifact type {suffix!r}; pass a {SUFFIXES} file")
+
+
+def _compiled(path: Path, kind: str) -> Artifact:
+    """An AOTInductor package or a TensorRT engine, described by its (checked) sidecar."""
+    if kind == "aoti":
+        from export.aoti import package_metadata as read
+    else:
+        from export.tensorrt import engine_metadata as read
+    meta = read(path)
+    missing = [k for k in ("input_shape", "mean", "std", "classes") if k not in meta]
+    if missing:
+        listed = ", ".join(missing)
+        raise UserError(f"{path.name}: no {listed} in its sidecar; rebuild it with kdforge deploy")
+    shape = tuple(int(d) for d in meta["input_shape"])
+    return Artifact(path, kind, shape, meta["mean"], meta["std"], [str(c) for c in meta["classes"]])
 
 
 def preprocess(images: list[Path], artifact: Artifact) -> torch.Tensor:

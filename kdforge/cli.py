@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 
 from compress.errors import UserError
+from export.bench.available import BACKENDS
 
 EXIT_USER_ERROR = 2
 
@@ -44,6 +45,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bars (epoch lines still print)"
+    )
+
+
+def _device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="where torch, torch-compile and aoti run (auto: CUDA when present)",
     )
 
 
@@ -96,24 +106,32 @@ def build_parser() -> argparse.ArgumentParser:
         default="fp32,fp16,int8,int8-u8",
         help="comma list of fp32, fp16, int8 (symmetric Q/DQ, TensorRT's form), int8-u8 (ONNX Runtime CPU's)",
     )
-    deploy.add_argument("--backends", default="torch,onnxruntime", help="comma list of torch, onnxruntime")
+    deploy.add_argument(
+        "--backends",
+        help=f"comma list of {', '.join(BACKENDS)} (default: every one usable here; see kdforge doctor)",
+    )
     deploy.add_argument("--batches", default="1,64", help="comma list of batch sizes")
+    _device_option(deploy)
+    deploy.add_argument("--cuda-graph", action="store_true", help="tensorrt: replay a captured CUDA graph")
+    deploy.add_argument("--min-duration", type=float, default=1.0, help="seconds of timing per variant")
     deploy.add_argument("--calibration", type=int, default=256, help="int8: number of training images")
     deploy.add_argument("--calibration-method", default="minmax", help="int8: minmax, entropy or percentile")
     commands.add_parser("doctor", help="which backends are usable on this machine")
     bench = commands.add_parser(
-        "bench", help="latency of a checkpoint or an .onnx file per backend and batch"
+        "bench", help="latency of a checkpoint, .onnx, .pt2 or .engine per backend and batch"
     )
-    bench.add_argument("model", help="a kdforge .safetensors checkpoint or an .onnx file")
+    bench.add_argument("model", help="a kdforge .safetensors checkpoint, .onnx, .pt2 or .engine file")
     bench.add_argument(
-        "--backends", help="comma list of torch, onnxruntime (default: every one that can run the file)"
+        "--backends",
+        help=f"comma list of {', '.join(BACKENDS)} (default: every one usable here that runs the file)",
     )
+    _device_option(bench)
     bench.add_argument("--batches", default="1,64", help="comma list of batch sizes")
     bench.add_argument("--input-shape", help="C,H,W the model must take (checked against the file)")
     bench.add_argument("--min-duration", type=float, default=1.0, help="seconds of timing per variant")
     predict = commands.add_parser("predict", help="top-k classes of image files with a deployed model")
     predict.add_argument(
-        "model", help="a kdforge .safetensors checkpoint or an .onnx file from kdforge deploy"
+        "model", help="a kdforge .safetensors checkpoint, or an .onnx, .pt2 or .engine from kdforge deploy"
     )
     predict.add_argument("images", nargs="+", help="image files (any format Pillow reads)")
     predict.add_argument("--top", type=int, default=3, help="how many classes to print per image")
@@ -183,6 +201,7 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
                 progress=progress,
                 context=context,
                 console=console,
+                recipe_path=args.recipe,
             )
             return 0
         if context.is_main:
@@ -229,21 +248,27 @@ def _split(text: str, what: str) -> tuple[str, ...]:
 
 
 def _cmd_deploy(args: argparse.Namespace, console: Console) -> int:
+    from export.bench import TimingPolicy
     from export.deploy import DeployOptions, deploy
 
     batches = _batches(args.batches)
+    if args.min_duration <= 0:
+        raise UserError(f"--min-duration must be > 0 seconds, got {args.min_duration}")
     options = DeployOptions(
         precisions=_split(args.precision, "precision"),
-        backends=_split(args.backends, "backends"),
+        backends=_split(args.backends, "backends") if args.backends else None,
         batches=batches,
         calibration_images=args.calibration,
         calibration_method=args.calibration_method,
+        device=args.device,
+        cuda_graph=args.cuda_graph,
+        policy=TimingPolicy(min_duration_s=args.min_duration),
     )
     options.check()
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent / "deploy"
-    deploy(args.checkpoint, out, options)
+    deploy(args.checkpoint, out, options, log=lambda line: console.print(line, markup=False, highlight=False))
     console.print((out / "deploy.md").read_text(), markup=False, highlight=False)
-    console.print(f"wrote {out / 'deploy.md'}, deploy.json, deploy.csv and the ONNX files")
+    console.print(f"wrote {out / 'deploy.md'}, deploy.json, deploy.csv, latency.png and the deployed files")
     return 0
 
 
@@ -266,14 +291,16 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
             shape = ()
         if len(shape) != 3:
             raise UserError(f"--input-shape: expected C,H,W like 3,32,32, got {args.input_shape!r}")
+    if args.min_duration <= 0:
+        raise UserError(f"--min-duration must be > 0 seconds, got {args.min_duration}")
     policy = TimingPolicy(min_duration_s=args.min_duration)
     backends = _split(args.backends, "backends") if args.backends else None
-    rows = bench_artifact(args.model, backends, _batches(args.batches), policy, shape)
-    console.print("backend       batch    p50 ms    p90 ms    p99 ms   CoV     images/s", markup=False)
+    rows = bench_artifact(args.model, backends, _batches(args.batches), policy, shape, args.device)
+    console.print("backend            batch    p50 ms    p90 ms    p99 ms   CoV     images/s", markup=False)
     for row in rows:
         flag = "  (noisy)" if row["cov"] > 0.05 else ""
         console.print(
-            f"{row['backend']:<12} {row['batch']:>6} {row['p50']:>9.3f} {row['p90']:>9.3f} "
+            f"{row['backend']:<17} {row['batch']:>6} {row['p50']:>9.3f} {row['p90']:>9.3f} "
             f"{row['p99']:>9.3f} {100 * row['cov']:>5.1f}% {row['throughput']:>10.0f}{flag}",
             markup=False,
         )

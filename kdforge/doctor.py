@@ -39,11 +39,9 @@ def _onnxruntime() -> tuple[bool, str]:
 
 
 def _tensorrt() -> tuple[bool, str]:
-    try:
-        trt = importlib.import_module("tensorrt")
-    except ImportError:
-        return False, "not installed: pip install 'kdforge[tensorrt]' on a machine with an NVIDIA GPU"
-    return True, f"tensorrt {trt.__version__}"
+    from export.tensorrt import tensorrt_status
+
+    return tensorrt_status()
 
 
 def _version_line(program: str) -> str:
@@ -56,7 +54,9 @@ def _version_line(program: str) -> str:
 
 
 def _aoti() -> tuple[bool, str]:
-    compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    from export.bench.available import cxx_compiler
+
+    compiler = cxx_compiler()
     if compiler is None:
         return False, "no C++ compiler on PATH: AOTInductor cannot compile (install g++ or clang++)"
     return True, f"C++ compiler {compiler} ({_version_line(compiler)})"
@@ -69,6 +69,16 @@ def _cmake() -> tuple[bool, str]:
     return True, _version_line(cmake)
 
 
+def _backends() -> tuple[bool, str]:
+    from export.bench.available import BACKENDS, why_unavailable
+
+    usable = [name for name in BACKENDS if why_unavailable(name) is None]
+    missing = [name for name in BACKENDS if name not in usable]
+    return bool(usable), f"deploy/bench run here on {', '.join(usable)}" + (
+        f"; not here: {', '.join(missing)}" if missing else ""
+    )
+
+
 CHECKS: dict[str, Callable[[], tuple[bool, str]]] = {
     "torch": _torch,
     "triton": _triton,
@@ -76,6 +86,7 @@ CHECKS: dict[str, Callable[[], tuple[bool, str]]] = {
     "tensorrt": _tensorrt,
     "aotinductor": _aoti,
     "cmake": _cmake,
+    "backends": _backends,
 }
 
 

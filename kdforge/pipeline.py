@@ -1,7 +1,9 @@
-"""`kdforge run`: teacher [-> generous teacher] -> CE student -> distilled student, then one results table.
+"""`kdforge run`: teacher [-> generous teacher] -> CE student -> distilled student [-> merged] -> deploy
+teacher and student (ONNX, fp16 / int8, AOTInductor, TensorRT where present; accuracy and latency per
+backend) -> results table and report.md.
 
-Each stage has its own run directory under the pipeline's; with `--resume` a finished stage is reused
-and an interrupted one continues from its `last` checkpoint.
+Each stage has its own directory under the pipeline's; with `--resume` a finished stage is reused and an
+interrupted training stage continues from its `last` checkpoint.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -93,12 +96,20 @@ def run_pipeline(
     progress: bool = True,
     context: DistContext | None = None,
     console: Console | None = None,
+    recipe_path: str | None = None,
 ) -> list[StageRow]:
     """Train (or reuse) the teacher (and, with teacher_strategy generous, the generous teacher from it),
-    a CE student and a student distilled from the last teacher with the recipe's method."""
+    a CE student and a student distilled from the last teacher with the recipe's method; then deploy the
+    last teacher and the distilled student and write report.md (unless deploy.enabled is false)."""
     out_dir = Path(out_dir)
     context = context or DistContext()
     console = console or Console()
+    deploy_options = None
+    if config.deploy.enabled:  # a typo in the deploy section fails now, not after the training
+        from export.deploy import DeployOptions
+
+        deploy_options = DeployOptions.from_config(config.deploy)
+        deploy_options.check()
     data = build_data(config.data)
     rows: list[StageRow] = []
 
@@ -176,7 +187,77 @@ def run_pipeline(
     if context.is_main:
         write_results(out_dir, config, rows)
         console.print(results_table(config, rows))
+        if deploy_options is not None:
+            student_path = rows[-1].checkpoint  # the distilled student, merged when it had branches
+            report = deploy_and_report(
+                config, out_dir, teacher_path, student_path, deploy_options, resume, console, recipe_path
+            )
+            console.print(f"wrote {report}")
     return rows
+
+
+def _deployed(stage: Path, checkpoint: str, options: Any, resume: bool) -> dict[str, Any] | None:
+    """A finished deploy stage of the same checkpoint bytes and options, when resuming."""
+    from export.sidecar import sha256
+
+    found = stage / "deploy.json"
+    if not (resume and found.is_file()):
+        return None
+    result = json.loads(found.read_text())
+    same = result.get("checkpoint_sha256") == sha256(checkpoint) and all(
+        result["options"].get(key) == value
+        for key, value in (
+            ("precisions", list(options.precisions)),
+            ("backends", list(options.resolved_backends())),
+            ("batches", list(options.batches)),
+        )
+    )
+    return result if same else None
+
+
+def deploy_and_report(
+    config: RunConfig,
+    out_dir: Path,
+    teacher_path: str,
+    student_path: str,
+    options: Any,
+    resume: bool,
+    console: Console,
+    recipe_path: str | None = None,
+) -> Path:
+    """Deploy the teacher and the student (each reused when resuming), then write report.md."""
+    from export.deploy import deploy
+    from export.report import write_report
+
+    def log(line: str) -> None:
+        console.print(line, markup=False, highlight=False)
+
+    results = {}
+    for role, path in (("teacher", teacher_path), ("student", student_path)):
+        stage = out_dir / f"deploy-{role}"
+        results[role] = _deployed(stage, path, options, resume) or deploy(path, stage, options, log=log)
+    recipe = recipe_path or "RECIPE"
+    backends = ",".join(options.resolved_backends())
+    flags = (
+        f"--precision {','.join(options.precisions)} --backends {backends} "
+        f"--batches {','.join(map(str, options.batches))}"
+    )
+    student_onnx = results["student"]["files"].get("fp32", "STUDENT.onnx")
+    commands = [
+        f"kdforge run {recipe} --out {out_dir} --resume   # everything below, finished stages reused",
+        f"kdforge deploy {teacher_path} --out {out_dir / 'deploy-teacher'} {flags}",
+        f"kdforge deploy {student_path} --out {out_dir / 'deploy-student'} {flags}",
+        f"kdforge bench {student_onnx} --batches {','.join(map(str, options.batches))}",
+        f"kdforge predict {student_onnx} IMAGE.png",
+    ]
+    return write_report(
+        out_dir,
+        f"kdforge run `{config.name}` on {config.data.name}: compress and deploy",
+        (out_dir / "results.md").read_text(),
+        results["teacher"],
+        results["student"],
+        commands,
+    )
 
 
 def results_table(config: RunConfig, rows: list[StageRow]) -> Table:

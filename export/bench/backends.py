@@ -1,5 +1,6 @@
 """Inference backends behind one interface: `prepare(batch)` returns a zero-argument call that runs one
-batch already resident where the backend computes (host->device copies excluded, and said so)."""
+batch already resident where the backend computes (host->device copies excluded unless a backend says
+`copies_included`), and `timer()` says how one call is timed (host clock, or CUDA events on GPU)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import torch
 from torch import nn
 
 from compress.errors import UserError
+from compress.jobs import resolve_device
+from export.bench.timing import Timer, cuda_event_timer, wall_clock_timer
 
 
 class Backend(abc.ABC):
@@ -29,53 +32,130 @@ class Backend(abc.ABC):
     def sync(self) -> None:  # noqa: B027 - a no-op on the CPU backends, overridden for GPU streams
         """Wait for queued work (a GPU stream); nothing on the CPU."""
 
+    def timer(self) -> Timer:
+        """How one call is timed: the host clock after `sync`."""
+        return wall_clock_timer(self.sync)
+
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "copies_included": self.copies_included}
 
 
-class TorchEager(Backend):
+class _TorchDevice(Backend):
+    """Shared by the backends that run torch tensors on a CPU or a CUDA device."""
+
+    device: torch.device
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def timer(self) -> Timer:
+        if self.device.type == "cuda":
+            return cuda_event_timer(torch.cuda.current_stream(self.device))
+        return super().timer()
+
+    def describe(self) -> dict[str, Any]:
+        where = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        return {**super().describe(), "device": where, "threads": torch.get_num_threads()}
+
+
+class TorchEager(_TorchDevice):
     """PyTorch eager under inference_mode, on CPU or CUDA."""
 
     name = "torch"
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], device: str = "cpu") -> None:
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise UserError("backend torch on cuda needs a CUDA GPU; use device cpu")
+        self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
         self.input_shape = tuple(input_shape[1:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
 
     def prepare(self, batch: int) -> Callable[[], object]:
         x = torch.randn(batch, *self.input_shape, device=self.device)
 
         def run() -> object:
             with torch.inference_mode():
-                return self.model(x)
+                return self.forward(x)
 
         return run
 
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+
+class TorchCompile(TorchEager):
+    """torch.compile (Inductor), one graph per batch size; compiled in `prepare`, outside the timing."""
+
+    name = "torch-compile"
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], device: str = "cpu") -> None:
+        super().__init__(model, input_shape, device)
+        self.compiled = torch.compile(self.model, dynamic=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.compiled(x)
+
+    def prepare(self, batch: int) -> Callable[[], object]:
+        run = super().prepare(batch)
+        try:
+            run()
+        except Exception as exc:  # inductor needs a working C++ compiler on the CPU
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"torch.compile failed at batch {batch}: {first[:200]}") from exc
+        return run
+
+
+class AotInductor(_TorchDevice):
+    """An AOTInductor `.pt2` package on the device it was compiled for."""
+
+    name = "aoti"
+
+    def __init__(self, path: str | Path) -> None:
+        from export.aoti import AotiPackage
+
+        self.path = Path(path)
+        self.package = AotiPackage(path)
+        self.device = self.package.device
+        self.input_shape = tuple(self.package.meta["input_shape"])
+
+    def prepare(self, batch: int) -> Callable[[], object]:
+        self.package.check_batch(batch)
+        x = torch.randn(batch, *self.input_shape, device=self.device)
+
+        def run() -> object:
+            with torch.inference_mode():
+                return self.package.runner(x)
+
+        return run
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "device": str(self.device), "threads": torch.get_num_threads()}
+        size = os.path.getsize(self.path) / 1e6
+        return {**super().describe(), "file": self.path.name, "size_mb": round(size, 3)}
+
+
+ORT_BACKENDS = {"onnxruntime": "cpu", "onnxruntime-cuda": "cuda", "onnxruntime-trt": "tensorrt"}
 
 
 class OnnxRuntime(Backend):
-    """ONNX Runtime with the CPU execution provider (one session, intra-op threads = torch's)."""
+    """ONNX Runtime: the CPU execution provider (intra-op threads = torch's), or the CUDA / TensorRT
+    providers, which are fed host arrays, so their figures include the copies."""
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, provider: str = "cpu") -> None:
         from export.onnx.parity import ort_session
 
         self.path = Path(path)
+        self.provider = provider
         self.threads = threads or torch.get_num_threads()
-        self.session = ort_session(path, self.threads, spinning=False)  # backends are timed in turn
+        # backends are timed in turn, so idle ONNX Runtime threads must not spin on the cores
+        self.session = ort_session(path, self.threads, spinning=False, provider=provider)
         spec = self.session.get_inputs()[0]
         self.input_name, self.input_shape = spec.name, spec.shape
         self.dtype = np.float16 if "float16" in spec.type else np.float32
+
+    @property
+    def backend_name(self) -> str:
+        return next(name for name, provider in ORT_BACKENDS.items() if provider == self.provider)
 
     def prepare(self, batch: int) -> Callable[[], object]:
         fixed = self.input_shape[0]
@@ -96,8 +176,35 @@ class OnnxRuntime(Backend):
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
-            "provider": "CPUExecutionProvider",
+            "backend": self.backend_name,
+            "copies_included": self.provider != "cpu",
+            "provider": self.session.get_providers()[0],
             "threads": self.threads,
             "file": self.path.name,
             "size_mb": round(os.path.getsize(self.path) / 1e6, 3),
         }
+
+
+class TensorRT(Backend):
+    """A serialized TensorRT engine run with execute_async_v3 on its own CUDA stream (CUDA events)."""
+
+    name = "tensorrt"
+
+    def __init__(self, path: str | Path, cuda_graph: bool = False) -> None:
+        from export.tensorrt import TensorRTEngine
+
+        self.path = Path(path)
+        self.engine = TensorRTEngine(path, cuda_graph=cuda_graph)
+
+    def prepare(self, batch: int) -> Callable[[], object]:
+        return self.engine.prepare(batch)
+
+    def sync(self) -> None:
+        self.engine.sync()
+
+    def timer(self) -> Timer:
+        return cuda_event_timer(self.engine.stream)
+
+    def describe(self) -> dict[str, Any]:
+        size = round(os.path.getsize(self.path) / 1e6, 3)
+        return {**super().describe(), **self.engine.describe(), "file": self.path.name, "size_mb": size}

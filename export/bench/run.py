@@ -1,4 +1,5 @@
-"""`bench_artifact`: time a checkpoint or an ONNX file on every requested backend and batch size."""
+"""`bench_artifact`: time a checkpoint, an ONNX file, an AOTInductor package or a TensorRT engine on every
+requested backend and batch size; what a backend needs (ONNX, .pt2, engine) is built in a scratch folder."""
 
 from __future__ import annotations
 
@@ -7,20 +8,67 @@ from pathlib import Path
 from typing import Any
 
 from compress.errors import UserError
-from export.bench.backends import Backend, OnnxRuntime, TorchEager
+from export.bench.available import available_backends, check_backends
+from export.bench.backends import (
+    ORT_BACKENDS,
+    AotInductor,
+    Backend,
+    OnnxRuntime,
+    TensorRT,
+    TorchCompile,
+    TorchEager,
+)
 from export.bench.timing import TimingPolicy, measure_interleaved
 
-KNOWN_BACKENDS = ("torch", "onnxruntime")
+RUNS_ON = {  # which backends can run each kind of artifact
+    "checkpoint": ("torch", "torch-compile", "aoti", *ORT_BACKENDS, "tensorrt"),
+    "onnx": (*ORT_BACKENDS, "tensorrt"),
+    "aoti": ("aoti",),
+    "engine": ("tensorrt",),
+}
 
 
-def check_backends(names: tuple[str, ...]) -> None:
-    """One line naming an unknown backend name and the known ones."""
-    for name in names:
-        if name not in KNOWN_BACKENDS:
-            later = (
-                " (TensorRT engines arrive with the TensorRT layer)" if name in ("tensorrt", "trt") else ""
+def _runners(artifact: Any, backends: tuple[str, ...], work: Path, device: str) -> dict[str, Backend]:
+    """One backend object per name, building the ONNX / .pt2 / engine it needs from the artifact."""
+    shape = (1, *artifact.input_shape)
+    runners: dict[str, Backend] = {}
+    onnx_path = artifact.path if artifact.kind == "onnx" else None
+    for name in backends:
+        if name not in RUNS_ON[artifact.kind]:
+            raise UserError(
+                f"backend {name} cannot run {artifact.path.name} (a {artifact.kind}); it runs on "
+                f"{', '.join(RUNS_ON[artifact.kind])}, and every backend runs a kdforge checkpoint"
             )
-            raise UserError(f"unknown backend {name!r}; choose from {', '.join(KNOWN_BACKENDS)}{later}")
+        if name in ("torch", "torch-compile"):
+            runners[name] = (TorchEager if name == "torch" else TorchCompile)(artifact.model, shape, device)
+        elif name == "aoti":
+            path = artifact.path
+            if artifact.kind == "checkpoint":
+                from export.aoti import compile_package
+
+                path = compile_package(
+                    artifact.model,
+                    work / "model.pt2",
+                    shape,
+                    device=device,
+                    metadata={"input_shape": list(artifact.input_shape)},
+                )
+            runners[name] = AotInductor(path)
+        else:
+            if onnx_path is None and artifact.kind == "checkpoint":
+                from export.onnx import to_onnx
+
+                onnx_path = to_onnx(artifact.model, work / "model.onnx", shape)
+            if name in ORT_BACKENDS:
+                runners[name] = OnnxRuntime(onnx_path, provider=ORT_BACKENDS[name])
+            else:
+                engine = artifact.path
+                if artifact.kind != "engine":
+                    from export.tensorrt import build_engine
+
+                    engine = build_engine(onnx_path, work / "model.engine", "fp32")
+                runners[name] = TensorRT(engine)
+    return runners
 
 
 def bench_artifact(
@@ -29,42 +77,31 @@ def bench_artifact(
     batches: tuple[int, ...] = (1, 64),
     policy: TimingPolicy | None = None,
     input_shape: tuple[int, int, int] | None = None,
+    device: str = "auto",
 ) -> list[dict[str, Any]]:
-    """Latency rows (one per backend and batch) for the artifact at `path`; variants share rounds.
-    `backends` None: every backend that can run it (torch needs a checkpoint)."""
+    """Latency rows (one per backend and batch) for the artifact at `path`; backends share rounds.
+    `backends` None: every backend available here that can run this kind of artifact."""
     from export.artifact import open_artifact
 
-    if backends is None:
-        backends = KNOWN_BACKENDS if Path(path).suffix.lower() == ".safetensors" else ("onnxruntime",)
-    check_backends(backends)
+    if backends is not None:
+        check_backends(backends)
+    if any(batch < 1 for batch in batches):
+        raise UserError(f"batch sizes must be >= 1, got {list(batches)}")
     artifact = open_artifact(path)
     if input_shape is not None and tuple(input_shape) != tuple(artifact.input_shape):
         raise UserError(
             f"{artifact.path.name} takes input (C, H, W) = {tuple(artifact.input_shape)}, "
             f"not {tuple(input_shape)}; drop --input-shape or pass the matching one"
         )
-    shape = (1, *artifact.input_shape)
+    if backends is None:
+        backends = tuple(b for b in available_backends() if b in RUNS_ON[artifact.kind])
     policy = policy or TimingPolicy()
     with tempfile.TemporaryDirectory() as work:
-        runners: dict[str, Backend] = {}
-        if "torch" in backends:
-            if artifact.model is None:
-                raise UserError(
-                    f"backend torch needs a kdforge checkpoint; {artifact.path.name} is an ONNX file"
-                )
-            runners["torch"] = TorchEager(artifact.model, shape)
-        if "onnxruntime" in backends:
-            onnx_path = artifact.path
-            if artifact.model is not None:
-                from export.onnx import to_onnx
-
-                onnx_path = to_onnx(artifact.model, Path(work) / "model.onnx", shape)
-            runners["onnxruntime"] = OnnxRuntime(onnx_path)
+        runners = _runners(artifact, backends, Path(work), device)
         rows = []
         for batch in batches:
-            if batch < 1:
-                raise UserError(f"batch sizes must be >= 1, got {batch}")
             calls = {name: runner.prepare(batch) for name, runner in runners.items()}
-            timed = measure_interleaved(calls, batch, policy)
+            timers = {name: runner.timer() for name, runner in runners.items()}
+            timed = measure_interleaved(calls, batch, policy, timers=timers)
             rows += [{**runners[name].describe(), **stats.as_dict()} for name, stats in timed.items()]
     return rows

@@ -83,25 +83,43 @@ def summarize(samples_ms: list[float], batch: int) -> LatencyStats:
     )
 
 
+Timer = Callable[[Callable[[], object]], float]
+
+
+def wall_clock_timer(sync: Callable[[], None] | None = None) -> Timer:
+    """Milliseconds of one call by the host clock, after `sync` (a GPU stream's work finished)."""
+    sync = sync or (lambda: None)
+
+    def time_one(call: Callable[[], object]) -> float:
+        tick = time.perf_counter()
+        call()
+        sync()
+        return (time.perf_counter() - tick) * 1000.0
+
+    return time_one
+
+
+def cuda_event_timer(stream: Any) -> Timer:
+    """Milliseconds of one call by CUDA events recorded on `stream` (a torch.cuda.Stream), as trtexec
+    times GPU work: the host's launch overhead before the first kernel does not count."""
+    import torch
+
+    def time_one(call: Callable[[], object]) -> float:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record(stream)
+        call()
+        end.record(stream)
+        end.synchronize()
+        return float(start.elapsed_time(end))
+
+    return time_one
+
+
 def measure(
     call: Callable[[], object], batch: int, policy: TimingPolicy, sync: Callable[[], None] | None = None
 ) -> LatencyStats:
     """Warm up for `policy.warmup_s`, then time single calls until both minimums are met."""
-    sync = sync or (lambda: None)
-    start = time.perf_counter()
-    while time.perf_counter() - start < policy.warmup_s:
-        call()
-    sync()
-    samples: list[float] = []
-    began = time.perf_counter()
-    while len(samples) < policy.max_iterations and (
-        len(samples) < policy.min_iterations or time.perf_counter() - began < policy.min_duration_s
-    ):
-        tick = time.perf_counter()
-        call()
-        sync()
-        samples.append((time.perf_counter() - tick) * 1000.0)
-    return summarize(samples, batch)
+    return measure_interleaved({"only": call}, batch, policy, sync)["only"]
 
 
 def measure_interleaved(
@@ -109,17 +127,20 @@ def measure_interleaved(
     batch: int,
     policy: TimingPolicy,
     sync: Callable[[], None] | None = None,
+    timers: dict[str, Timer] | None = None,
 ) -> dict[str, LatencyStats]:
     """Time several calls together: warm each up, then rounds that run every call once in rotating order,
     until each has `min_iterations` samples and the rounds have lasted `min_duration_s` per call. Drift
-    of the machine then hits every call alike, so their ratios are fair within one run."""
-    sync = sync or (lambda: None)
+    of the machine then hits every call alike, so their ratios are fair within one run. `timers` gives a
+    call its own clock (CUDA events); the others use the host clock after `sync`."""
+    default = wall_clock_timer(sync)
+    clocks = {name: (timers or {}).get(name, default) for name in calls}
     names = list(calls)
     for name in names:
         start = time.perf_counter()
         while time.perf_counter() - start < policy.warmup_s:
             calls[name]()
-        sync()
+        (sync or (lambda: None))()
     samples: dict[str, list[float]] = {name: [] for name in names}
     began, round_index = time.perf_counter(), 0
     while round_index < policy.max_iterations and (
@@ -128,9 +149,6 @@ def measure_interleaved(
     ):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
-            tick = time.perf_counter()
-            calls[name]()
-            sync()
-            samples[name].append((time.perf_counter() - tick) * 1000.0)
+            samples[name].append(clocks[name](calls[name]))
         round_index += 1
     return {name: summarize(values, batch) for name, values in samples.items()}

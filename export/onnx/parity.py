@@ -11,11 +11,27 @@ from torch import nn
 
 from compress.errors import UserError
 
+ORT_PROVIDERS = {  # the provider asked for first, then the fallbacks for nodes it does not take
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
 
-def ort_session(path: str | Path, threads: int | None = None, spinning: bool = True):  # -> InferenceSession
-    """A CPU ONNX Runtime session; `threads` intra-op threads (default: torch's). `spinning=False` stops
-    idle pool threads from busy-waiting, so sessions timed in turn do not steal each other's cores."""
+
+def ort_session(
+    path: str | Path, threads: int | None = None, spinning: bool = True, provider: str = "cpu"
+):  # -> onnxruntime.InferenceSession
+    """An ONNX Runtime session on `provider` (cpu, cuda or tensorrt, CPU as fallback for unsupported
+    nodes); `threads` intra-op threads (default: torch's). `spinning=False` stops idle pool threads from
+    busy-waiting, so sessions timed in turn do not steal each other's cores."""
     import onnxruntime as ort
+
+    providers = ORT_PROVIDERS[provider]
+    if providers[0] not in ort.get_available_providers():
+        raise UserError(
+            f"this ONNX Runtime has no {providers[0]} (it has {', '.join(ort.get_available_providers())}); "
+            "install the GPU build as the README's 'GPU machines' section says"
+        )
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
@@ -23,7 +39,7 @@ def ort_session(path: str | Path, threads: int | None = None, spinning: bool = T
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
         raise UserError(f"ONNX Runtime cannot load {str(path)!r}: {str(exc).splitlines()[0][:200]}") from exc
 

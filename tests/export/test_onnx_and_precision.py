@@ -92,7 +92,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def test_deploy_builds_every_precision_and_reports_accuracy_and_latency(trained: str, tmp_path: Path) -> None:
     options = DeployOptions(
-        batches=(1, 4), policy=TimingPolicy(warmup_s=0.01, min_iterations=5, min_duration_s=0.0)
+        backends=("torch", "onnxruntime"),
+        batches=(1, 4),
+        policy=TimingPolicy(warmup_s=0.01, min_iterations=5, min_duration_s=0.0),
     )
     result = deploy(trained, tmp_path, options)
     accuracy = result["accuracy"]

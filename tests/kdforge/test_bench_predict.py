@@ -1,7 +1,9 @@
-"""`kdforge bench` and `kdforge predict` on a checkpoint and on its ONNX file; bad input: one line, exit 2."""
+"""`kdforge bench` and `kdforge predict` on a checkpoint, its ONNX file and its AOTInductor package; bad
+input (wrong shape, corrupt files, unknown backend, TensorRT absent): one line, exit 2."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -17,28 +19,35 @@ from export.deploy import DeployOptions, deploy
 from kdforge.cli import main
 from tests.compress.conftest import tiny_config
 
+TENSORRT_PRESENT = importlib.util.find_spec("tensorrt") is not None
+
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, list[Path]]:
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, list[Path], str]:
     out = tmp_path_factory.mktemp("bench-predict")
     checkpoint = train_teacher(
         tiny_config("teacher.arch=resnet8", "teacher_train.epochs=3"), out / "run", progress=False
     )
     options = DeployOptions(
-        precisions=("fp32",), backends=("onnxruntime",), batches=(1,), policy=TimingPolicy(0.0, 2, 0.0)
+        precisions=("fp32",),
+        backends=("onnxruntime", "aoti"),
+        batches=(1,),
+        device="cpu",
+        policy=TimingPolicy(0.0, 2, 0.0),
     )
-    onnx_path = deploy(checkpoint.best_path, out / "deploy", options)["files"]["fp32"]
+    result = deploy(checkpoint.best_path, out / "deploy", options)
+    onnx_path, package = result["files"]["fp32"], result["artifacts"]["aoti fp32"]
     images, _ = load_raw()
     paths = []
     for i in range(4):  # digits as 8x8 grey PNGs, the way a user would save them
         path = out / f"digit{i}.png"
         Image.fromarray(np.round(images[i] / 16 * 255).astype(np.uint8)).save(path)
         paths.append(path)
-    return checkpoint.best_path, onnx_path, paths
+    return checkpoint.best_path, onnx_path, paths, package
 
 
 def test_preprocessing_from_metadata_matches_the_training_pipeline(deployed) -> None:
-    checkpoint, _, paths = deployed
+    checkpoint, _, paths, _ = deployed
     artifact = open_artifact(checkpoint)
     got = preprocess(paths, artifact)
     images, _ = load_images(artifact.input_shape[-1])
@@ -48,8 +57,8 @@ def test_preprocessing_from_metadata_matches_the_training_pipeline(deployed) -> 
     torch.testing.assert_close(got, expected, rtol=0, atol=1.0 / 255 / min(artifact.std) + 1e-6)
 
 
-def test_predict_gives_the_same_answer_from_the_checkpoint_and_from_onnx(deployed, capsys) -> None:
-    checkpoint, onnx_path, paths = deployed
+def test_predict_gives_the_same_answer_from_the_checkpoint_onnx_and_pt2(deployed, capsys) -> None:
+    checkpoint, onnx_path, paths, package = deployed
     argv = [str(p) for p in paths]
     assert main(["predict", checkpoint, *argv, "--top", "2"]) == 0
     from_checkpoint = capsys.readouterr().out.strip().splitlines()
@@ -58,14 +67,30 @@ def test_predict_gives_the_same_answer_from_the_checkpoint_and_from_onnx(deploye
     assert len(from_checkpoint) == 4
     top1 = [line.split(": ")[1].split()[0] for line in from_checkpoint]
     assert top1 == [line.split(": ")[1].split()[0] for line in from_onnx]
+    assert main(["predict", package, *argv, "--top", "2"]) == 0
+    from_package = capsys.readouterr().out.strip().splitlines()
+    assert top1 == [line.split(": ")[1].split()[0] for line in from_package]
     artifact = open_artifact(checkpoint)
     logits = artifact.run(preprocess(paths, artifact))
     assert top1 == [artifact.classes[i] for i in logits.argmax(1)]
+    compiled = open_artifact(package)
+    assert compiled.kind == "aoti" and compiled.input_shape == artifact.input_shape
+    np.testing.assert_allclose(compiled.run(preprocess(paths, compiled)), logits, rtol=1e-4, atol=1e-4)
 
 
 def test_bench_times_a_checkpoint_on_both_backends(deployed, capsys) -> None:
-    checkpoint, _, _ = deployed
-    assert main(["bench", checkpoint, "--batches", "1,2", "--min-duration", "0.02"]) == 0
+    checkpoint, _, _, _ = deployed
+    argv = [
+        "bench",
+        checkpoint,
+        "--backends",
+        "torch,onnxruntime",
+        "--batches",
+        "1,2",
+        "--min-duration",
+        "0.02",
+    ]
+    assert main(argv) == 0
     rows = capsys.readouterr().out.strip().splitlines()[1:]
     assert sorted((r.split()[0], r.split()[1]) for r in rows) == [
         ("onnxruntime", "1"),
@@ -75,24 +100,60 @@ def test_bench_times_a_checkpoint_on_both_backends(deployed, capsys) -> None:
     ]
 
 
+def test_bench_runs_the_aoti_package_alone_by_default(deployed, capsys) -> None:
+    _, _, _, package = deployed
+    assert main(["bench", package, "--batches", "1,3", "--min-duration", "0.02"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()[1:]
+    assert [(r.split()[0], r.split()[1]) for r in rows] == [("aoti", "1"), ("aoti", "3")]
+
+
 def test_bad_bench_and_predict_input_is_one_line(deployed, tmp_path: Path, capsys) -> None:
-    checkpoint, onnx_path, paths = deployed
+    from export.sidecar import write_sidecar
+
+    checkpoint, onnx_path, paths, package = deployed
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x00garbage")
+    bare_engine = tmp_path / "bare.engine"
+    bare_engine.write_bytes(b"\x00")
     engine = tmp_path / "model.engine"
-    engine.write_bytes(b"\x00")
+    engine.write_bytes(b"engine bytes")
+    meta = {
+        "kind": "tensorrt-engine",
+        "classes": ["0"],
+        "mean": [0.0],
+        "std": [1.0],
+        "input_shape": [3, 16, 16],
+    }
+    write_sidecar(engine, meta)
+    truncated_engine = tmp_path / "truncated.engine"
+    truncated_engine.write_bytes(b"engine bytes")
+    write_sidecar(truncated_engine, meta)
+    truncated_engine.write_bytes(b"engine by")
+    truncated_package = tmp_path / "truncated.pt2"
+    truncated_package.write_bytes(Path(package).read_bytes())
+    Path(str(truncated_package) + ".json").write_text(Path(package + ".json").read_text())
+    with open(truncated_package, "r+b") as handle:
+        handle.truncate(1000)
     cases = [
         (
             ["bench", onnx_path, "--input-shape", "3,64,64"],
             "takes input (C, H, W) = (3, 16, 16), not (3, 64, 64)",
         ),
-        (["bench", onnx_path, "--backends", "tensorrt"], "unknown backend 'tensorrt'"),
-        (["bench", onnx_path, "--backends", "torch"], "backend torch needs a kdforge checkpoint"),
+        (["bench", onnx_path, "--backends", "tensorrtt"], "unknown backend 'tensorrtt'"),
+        (["bench", onnx_path, "--backends", "tensorrt"], "TensorRT is not installed: pip install"),
+        (["bench", onnx_path, "--backends", "torch"], "backend torch cannot run"),
         (["bench", str(corrupt)], "is not a readable ONNX file"),
-        (["bench", str(engine)], "TensorRT engines arrive with the TensorRT layer"),
+        (["bench", str(bare_engine)], "has no sidecar bare.engine.json"),
+        (["bench", str(truncated_engine)], "truncated.engine is corrupt"),
+        (["predict", str(truncated_engine), str(paths[0])], "truncated.engine is corrupt"),
+        (["bench", str(engine)], "TensorRT is not installed: pip install"),
+        (["bench", str(truncated_package)], "truncated.pt2 is corrupt"),
+        (["bench", package, "--batches", "2000"], "compiled for batches 1-1024, not 2000"),
         (["predict", checkpoint, str(corrupt)], "is not a readable image file"),
         (["predict", checkpoint, str(paths[0]), "--top", "0"], "--top must be >= 1"),
     ]
+    if TENSORRT_PRESENT:  # those cases check the message of a machine without TensorRT
+        cases = [(argv, message) for argv, message in cases if "TensorRT is not installed" not in message]
     for argv, message in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()

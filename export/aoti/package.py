@@ -1,0 +1,109 @@
+"""`compile_package`: eval network -> torch.export (symbolic batch) -> AOTInductor `.pt2` with a sidecar;
+`AotiPackage`: load one back (after the sidecar's corruption check) and run it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.errors import UserError
+from compress.jobs import resolve_device
+from export.reparam import reparameterize
+from export.sidecar import PREPROCESSING_KEYS, read_sidecar, write_sidecar
+
+REBUILD_HINT = "rebuild it with `kdforge deploy CHECKPOINT --backends aoti`"
+KIND = "aoti-package"
+
+
+def compile_package(
+    model: nn.Module,
+    path: str | Path,
+    input_shape: tuple[int, int, int, int],
+    *,
+    device: str = "cpu",
+    max_batch: int = 1024,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Compile the reparameterized eval network into an AOTInductor package at `path` for `device`,
+    batch dimension symbolic in [1, max_batch]; the package is written atomically, then its sidecar."""
+    path = Path(path)
+    if path.suffix != ".pt2":
+        raise UserError(f"{path.name}: an AOTInductor package file must end in .pt2")
+    target = resolve_device(device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        network = reparameterize(model).eval().to(target).float()
+    example = torch.randn(2, *input_shape[1:], device=target)  # batch 2: a batch of 1 would specialise
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.pt2")
+    quiet = io.StringIO()
+    try:
+        with torch.inference_mode(False), contextlib.redirect_stdout(quiet), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(network, (example,), dynamic_shapes=({0: batch},))
+            torch._inductor.aoti_compile_and_package(program, package_path=str(tmp))
+        os.replace(tmp, path)
+    except UserError:
+        raise
+    except Exception as exc:  # export and inductor raise many types; one line, the cause kept for --debug
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"AOTInductor compile of {type(model).__name__} failed: {first[:200]}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    info = {
+        "kind": KIND,
+        "device": target.type,
+        "torch": torch.__version__,
+        "precision": "fp32",
+        "batch_range": [1, max_batch],
+        "compile_seconds": round(time.perf_counter() - began, 2),
+        **{k: v for k, v in (metadata or {}).items() if k in (*PREPROCESSING_KEYS, "name", "arch")},
+    }
+    write_sidecar(path, info)
+    return path
+
+
+def package_metadata(path: str | Path) -> dict[str, Any]:
+    """The sidecar of a `.pt2` package, after checking the package matches it."""
+    record = read_sidecar(path, REBUILD_HINT)
+    if record.get("kind") != KIND:
+        raise UserError(f"{Path(path).name}: its sidecar describes a {record.get('kind')!r}, not a {KIND}")
+    return record
+
+
+class AotiPackage:
+    """A loaded `.pt2` package on the device it was compiled for."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.meta = package_metadata(path)
+        self.device = resolve_device(self.meta["device"])
+        try:
+            self.runner = torch._inductor.aoti_load_package(str(self.path))
+        except Exception as exc:  # a package from another torch build or a damaged archive
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"cannot load {self.path.name}: {first[:200]}; {REBUILD_HINT}") from exc
+        self.min_batch, self.max_batch = self.meta["batch_range"]
+
+    def check_batch(self, batch: int) -> None:
+        if not self.min_batch <= batch <= self.max_batch:
+            raise UserError(
+                f"{self.path.name} was compiled for batches {self.min_batch}-{self.max_batch}, not {batch}"
+            )
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits of preprocessed (N, C, H, W) images (any device; the result stays on the package's)."""
+        self.check_batch(images.shape[0])
+        with torch.inference_mode():
+            out = self.runner(images.to(self.device, torch.float32))
+        return out[0] if isinstance(out, list | tuple) else out

@@ -1,0 +1,135 @@
+"""`report.md` of `kdforge run`: the training table, then one table of accuracy x latency x size for the
+teacher and the student per backend and precision, the student's speed-up and size ratio, the plots,
+and the commands that reproduce it all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from compress.atomic import atomic_write_text
+from export.report.plots import plot_teacher_vs_student
+
+SAME_FILE_AS = {"torch-compile": "torch", "onnxruntime-cuda": "onnxruntime", "onnxruntime-trt": "onnxruntime"}
+
+
+def accuracy_of(result: dict[str, Any], backend: str, precision: str) -> float | None:
+    """Test top-1 of a variant: measured for it, or (marked by the caller) that of the file it runs."""
+    accuracy = result["accuracy"]
+    return accuracy.get(f"{backend} {precision}", accuracy.get(f"{SAME_FILE_AS.get(backend)} {precision}"))
+
+
+def comparison_rows(teacher: dict[str, Any], student: dict[str, Any]) -> list[dict[str, Any]]:
+    """One record per (network, backend, precision): accuracy, p50 per batch, size, student ratios."""
+    batches = sorted({r["batch"] for r in student["latency"]})
+    index = {
+        (role, r["backend"], r["precision"], r["batch"]): r
+        for role, result in (("teacher", teacher), ("student", student))
+        for r in result["latency"]
+    }
+    variants = list(dict.fromkeys((r["backend"], r["precision"]) for r in student["latency"]))
+    records = []
+    for backend, precision in variants:
+        for role, result in (("teacher", teacher), ("student", student)):
+            rows = {b: index.get((role, backend, precision, b)) for b in batches}
+            first = next((r for r in rows.values() if r), None)
+            record = {
+                "network": f"{role} {result['arch']}",
+                "backend": backend,
+                "precision": precision,
+                "top1": accuracy_of(result, backend, precision),
+                "measured_top1": f"{backend} {precision}" in result["accuracy"],
+                "p50": {b: (r["p50"] if r else None) for b, r in rows.items()},
+                "size_mb": first["size_mb"] if first else None,
+            }
+            if role == "student":
+                teacher_rows = {b: index.get(("teacher", backend, precision, b)) for b in batches}
+                record["speedup"] = {
+                    b: teacher_rows[b]["p50"] / rows[b]["p50"] if rows[b] and teacher_rows[b] else None
+                    for b in batches
+                }
+                teacher_first = next((r for r in teacher_rows.values() if r), None)
+                record["size_ratio"] = (
+                    teacher_first["size_mb"] / first["size_mb"] if teacher_first and first else None
+                )
+            records.append(record)
+    return records
+
+
+def write_report(
+    out_dir: str | Path,
+    title: str,
+    training_markdown: str,
+    teacher: dict[str, Any],
+    student: dict[str, Any],
+    commands: list[str],
+) -> Path:
+    """report.md and teacher_vs_student_b<batch>.png in `out_dir`; returns the report's path."""
+    out = Path(out_dir)
+    batches = sorted({r["batch"] for r in student["latency"]})
+    plots = [
+        plot_teacher_vs_student(
+            teacher["latency"],
+            student["latency"],
+            batch,
+            out / f"teacher_vs_student_b{batch}.png",
+            f"p50 at batch {batch}: teacher {teacher['arch']} vs student {student['arch']}",
+        )
+        for batch in (batches[0], batches[-1])
+        if batch in batches
+    ]
+    plots = list(dict.fromkeys(plots))
+    header = "| network | backend | precision | test top-1 % | " + " | ".join(f"p50 ms b{b}" for b in batches)
+    header += " | size MB | student speed-up | size ratio |"
+    lines = [
+        f"# {title}",
+        "",
+        training_markdown.strip().split("\n", 1)[1].strip() if "\n" in training_markdown else "",
+        "",
+        "## Deployed: accuracy x latency x size",
+        "",
+        header,
+        "|---|---|---|---:|" + "---:|" * len(batches) + "---:|---:|---:|",
+    ]
+    for record in comparison_rows(teacher, student):
+        top1 = (
+            "-"
+            if record["top1"] is None
+            else f"{record['top1']:.2f}" + ("" if record["measured_top1"] else "*")
+        )
+        speed = ""
+        ratio = ""
+        if "speedup" in record:
+            speed = " / ".join(f"{s:.1f}x" if s else "-" for s in record["speedup"].values())
+            ratio = f"{record['size_ratio']:.1f}x" if record["size_ratio"] else "-"
+        size = "-" if record["size_mb"] is None else f"{record['size_mb']:.2f}"
+        p50 = " | ".join("-" if v is None else f"{v:.3f}" for v in record["p50"].values())
+        lines.append(
+            f"| {record['network']} | {record['backend']} | {record['precision']} | {top1} | {p50} "
+            f"| {size} | {speed} | {ratio} |"
+        )
+    env = student["environment"]
+    lines += [
+        "",
+        f"Test top-1 on the test split, run in that runtime; * = the same file measured on another runtime "
+        f"(torch-compile runs the torch weights; ONNX Runtime GPU providers run the CPU-tested ONNX file). "
+        f"Speed-up = teacher p50 / student p50 at batch {' / '.join(map(str, batches))}; size ratio = "
+        "teacher file / student file. Each network's variants were timed together in rotating rounds; "
+        f"teacher and student were timed one after the other on the same machine "
+        f"(torch {env.get('torch', '?')}, {env.get('threads', '?')} threads). Per-network tables with "
+        "p90/p99, CoV and throughput: deploy-teacher/deploy.md and deploy-student/deploy.md.",
+        "",
+        *[f"![{p.stem}]({p.name})" for p in plots],
+        "",
+        "![teacher latency per image against batch](deploy-teacher/latency.png)",
+        "![student latency per image against batch](deploy-student/latency.png)",
+        "",
+        "## Reproduce",
+        "",
+        "```",
+        *commands,
+        "```",
+    ]
+    report = out / "report.md"
+    atomic_write_text(report, "\n".join(lines) + "\n")
+    return report

@@ -1,0 +1,72 @@
+"""Whether TensorRT can be used here: the `tensorrt` module, a CUDA GPU, and a major version we build for
+(10.x, as on JetPack 6, or 11.x). Every refusal is one line that names the fix."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from compress.errors import UserError
+
+INSTALL_HINT = "pip install 'kdforge[tensorrt]' on a machine with an NVIDIA GPU"
+SUPPORTED_MAJORS = (10, 11)
+
+_loggers: dict[int, Any] = {}
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def require_tensorrt() -> ModuleType:
+    """The imported `tensorrt` module, once it is known to be usable on this machine (else one UserError)."""
+    try:
+        trt = importlib.import_module("tensorrt")
+    except ModuleNotFoundError as exc:
+        if exc.name not in (None, "tensorrt"):  # installed, but one of its own imports is missing
+            raise UserError(f"TensorRT cannot be imported ({_first_line(exc)}); {INSTALL_HINT}") from None
+        raise UserError(f"TensorRT is not installed: {INSTALL_HINT}") from None
+    except (ImportError, OSError) as exc:  # e.g. the wheel is there but libnvinfer cannot be loaded
+        raise UserError(f"TensorRT cannot be imported ({_first_line(exc)}); {INSTALL_HINT}") from None
+    if not torch.cuda.is_available():
+        raise UserError(
+            "TensorRT needs a CUDA GPU and none is visible here (torch.cuda.is_available() is False); "
+            "run on a machine with an NVIDIA GPU and a CUDA build of PyTorch"
+        )
+    version = str(getattr(trt, "__version__", "unknown"))
+    major = version.split(".")[0]
+    if not major.isdigit() or int(major) not in SUPPORTED_MAJORS:
+        supported = " and ".join(f"{m}.x" for m in SUPPORTED_MAJORS)
+        raise UserError(f"TensorRT {version} is not supported; kdforge builds with TensorRT {supported}")
+    return trt
+
+
+def trt_logger(trt: ModuleType) -> Any:
+    """One `trt.Logger` (warnings and errors to stderr) shared by builders and runtimes, as TensorRT asks."""
+    key = id(trt)
+    if key not in _loggers:
+        _loggers[key] = trt.Logger(trt.Logger.WARNING)
+    return _loggers[key]
+
+
+def gpu_description() -> tuple[str, str]:
+    """(name, compute capability such as '9.0') of the current CUDA device."""
+    major, minor = torch.cuda.get_device_capability()
+    return torch.cuda.get_device_name(), f"{major}.{minor}"
+
+
+def tensorrt_status() -> tuple[bool, str]:
+    """(usable?, one-line detail) for `kdforge doctor`; never raises."""
+    try:
+        trt = require_tensorrt()
+        name, capability = gpu_description()
+    except UserError as exc:
+        return False, _first_line(exc)
+    except Exception as exc:  # a broken driver or install must not break `doctor`
+        return False, f"TensorRT check failed: {type(exc).__name__}: {_first_line(exc)}"
+    return True, f"tensorrt {trt.__version__}: GPU {name} (compute capability {capability})"
