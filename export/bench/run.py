@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.errors import UserError
-from export.bench.available import available_backends, check_backends
+from export.bench.available import available_backends, check_backends, why_unavailable
 from export.bench.backends import (
     ORT_BACKENDS,
     AotInductor,
@@ -95,6 +95,9 @@ def bench_artifact(
         )
     if backends is None:
         backends = tuple(b for b in available_backends() if b in RUNS_ON[artifact.kind])
+        if not backends:  # e.g. an engine on a machine without TensorRT: say what is missing
+            reasons = "; ".join(filter(None, (why_unavailable(b) for b in RUNS_ON[artifact.kind])))
+            raise UserError(f"nothing here can run {artifact.path.name}: {reasons}")
     policy = policy or TimingPolicy()
     with tempfile.TemporaryDirectory() as work:
         runners = _runners(artifact, backends, Path(work), device)

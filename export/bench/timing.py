@@ -133,6 +133,8 @@ def measure_interleaved(
     until each has `min_iterations` samples and the rounds have lasted `min_duration_s` per call. Drift
     of the machine then hits every call alike, so their ratios are fair within one run. `timers` gives a
     call its own clock (CUDA events); the others use the host clock after `sync`."""
+    if not calls:
+        raise ValueError("measure_interleaved needs at least one call")
     default = wall_clock_timer(sync)
     clocks = {name: (timers or {}).get(name, default) for name in calls}
     names = list(calls)

@@ -56,6 +56,13 @@ def test_teacher_checkpoint_with_other_classes_is_refused(tmp_path: Path, capsys
     assert not (tmp_path / "s" / "checkpoints").exists()
 
 
+def test_a_deploy_backend_missing_here_stops_the_run_before_training(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["run", DIGITS, "--out", str(out), "--set", "deploy.backends=[torch,onnxruntime-cuda]"]) == 2
+    assert "onnxruntime-cuda needs CUDAExecutionProvider" in _error_line(capsys)
+    assert not (out / "teacher").exists(), "nothing was trained"
+
+
 def test_the_installed_command_prints_no_traceback() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "kdforge", "run", DIGITS, "--set", "data.batch_size=-3"],
@@ -75,9 +82,18 @@ def test_models_lists_the_zoo(capsys) -> None:
     assert {"resnet8x4", "resnet32x4", "wrn_40_2", "vgg13", "mobilenetv2", "shufflenetv2"} <= set(names)
 
 
+QUICK_DEPLOY = (
+    "deploy.backends=[torch,onnxruntime]",
+    "deploy.batches=[1,2]",
+    "deploy.min_duration_s=0.01",
+    "deploy.precisions=[fp32,int8]",
+    "deploy.calibration_images=32",
+)
+
+
 def test_run_end_to_end_then_refuse_then_resume_then_eval(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
-    sets = _sets(*TINY, "teacher_train.epochs=2", "student_train.epochs=1")
+    sets = _sets(*TINY, "teacher_train.epochs=2", "student_train.epochs=1", *QUICK_DEPLOY)
     assert main(["run", DIGITS, "--out", str(out), "--no-progress", *sets]) == 0
     printed = capsys.readouterr().out
     for needle in ("teacher", "student", "resnet14", "resnet8", " kd ", " ce "):
@@ -89,6 +105,15 @@ def test_run_end_to_end_then_refuse_then_resume_then_eval(tmp_path: Path, capsys
         ("student", "kd"),
     ]
     assert (out / "results.md").read_text().count("| student |") == 2
+    report = (out / "report.md").read_text()
+    for backend, precision in (("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")):
+        for network in ("teacher resnet14", "student resnet8"):
+            assert f"| {network} | {backend} | {precision} |" in report, (network, backend, precision)
+    student = json.loads((out / "deploy-student" / "deploy.json").read_text())
+    assert student["checkpoint"] == results["rows"][-1]["checkpoint"], "the distilled student is deployed"
+    assert (out / "teacher_vs_student_b1.png").is_file() and (out / "teacher_vs_student_b2.png").is_file()
+    assert "kdforge deploy " in report and "![teacher_vs_student_b2](teacher_vs_student_b2.png)" in report
+    deployed_at = (out / "deploy-teacher" / "deploy.json").stat().st_mtime_ns
 
     assert main(["run", DIGITS, "--out", str(out), *sets]) == 2
     assert "already holds a run" in _error_line(capsys)
@@ -96,6 +121,7 @@ def test_run_end_to_end_then_refuse_then_resume_then_eval(tmp_path: Path, capsys
     assert main(["run", DIGITS, "--out", str(out), "--resume", "--no-progress", *sets]) == 0
     again = json.loads((out / "results.json").read_text())
     assert again["rows"] == results["rows"], "a finished run is reused, not retrained"
+    assert (out / "deploy-teacher" / "deploy.json").stat().st_mtime_ns == deployed_at, "deploy reused"
     capsys.readouterr()
 
     kd = out / "student-kd"
@@ -161,7 +187,9 @@ def test_method_flag_replaces_the_recipes_method_and_keeps_set_options(
 def test_run_chains_standard_then_generous_teacher_then_students(tmp_path: Path) -> None:
     out = tmp_path / "run"
     recipe = str(REPO / "recipes" / "digits" / "generous_kd.yaml")
-    assert main(["run", recipe, "--out", str(out), "--no-progress", *ONE_EPOCH]) == 0
+    argv = ["run", recipe, "--out", str(out), "--no-progress", *ONE_EPOCH, "--set", "deploy.enabled=false"]
+    assert main(argv) == 0
+    assert not (out / "report.md").exists() and not (out / "deploy-teacher").exists()
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [(r["stage"], r["method"]) for r in rows] == [
         ("teacher", "ce"),
