@@ -1,36 +1,39 @@
-"""Deploy figures measured here: ONNX parity across the zoo, the digits teacher and student per precision
-(accuracy in ONNX Runtime, latency per backend), student vs teacher, and the profiler's run-to-run stability.
+"""Deploy figures measured here: ONNX parity across the zoo, the digits teacher and student per backend and
+precision (accuracy and latency), student vs teacher, and the profiler's run-to-run stability.
 
-Trains (or reuses) the `make demo` pipeline (recipes/digits.yaml: resnet56 teacher -> KD resnet8 student)
-under runs/bench-deploy, then deploys both with `export.deploy`. Checks (issue 6):
+Runs (or reuses) the `make demo` pipeline (recipes/digits.yaml: resnet56 teacher -> KD resnet8 student,
+then its deploy stages on every backend usable here) under --out. Checks (issue 6):
   - ONNX parity (rtol 1e-3, atol 1e-5) for every CIFAR zoo model and tv:resnet18 / tv:mobilenet_v3_small
     at batch 1 and 8;
   - student int8 (Q/DQ) accuracy within 1.0 point of fp32, and int8 ONNX Runtime p50 at batch 64 at most
     0.8x fp32's (the uint8-activation form ONNX Runtime's CPU kernels run fast; the symmetric int8 form
     built for TensorRT is reported next to it);
   - ONNX Runtime CPU no slower than torch eager at batch 1 (student);
-  - two profiler runs of the same configuration agree on p50 within 10%.
+  - two profiler runs of the same configuration (`kdforge bench STUDENT.onnx --backends onnxruntime
+    --batches 64`) agree on p50 within 10%.
 
-    python benchmarks/deploy.py [--batches 1 64] [--skip-zoo]
+    python benchmarks/deploy.py [--batches 1 64] [--skip-zoo] [--device cuda --results DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from common import machine, write_results
+from common import RESULTS, machine, slug, write_results
 from rich.console import Console
 
 from compress.config import load_recipe
 from compress.models import available, build
-from export.bench import OnnxRuntime, TimingPolicy, measure
-from export.deploy import DeployOptions, deploy
+from export.bench import TimingPolicy
+from export.bench.run import bench_artifact
 from export.onnx import check_parity, to_onnx
+from export.report import comparison_rows
 from kdforge.pipeline import run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,8 +50,14 @@ def zoo_parity(console: Console) -> list[dict[str, Any]]:
             tick = time.perf_counter()
             try:
                 path = to_onnx(model, Path(work) / "m.onnx", (1, 3, 32, 32))
-                results = check_parity(model, path, torch.randn(8, 3, 32, 32))
-                row = {"model": name, "ok": True, "max_abs": max(r.max_abs for r in results)}
+                samples = torch.randn(8, 3, 32, 32)
+                results = check_parity(model, path, samples)
+                row = {
+                    "model": name,
+                    "ok": True,
+                    "max_abs": max(r.max_abs for r in results),
+                    "max_logit": float(model(samples).abs().max()),
+                }
             except Exception as exc:  # record and go on: the table shows which model failed and why
                 row = {"model": name, "ok": False, "error": str(exc).splitlines()[0][:200]}
             row["seconds"] = round(time.perf_counter() - tick, 1)
@@ -58,10 +67,14 @@ def zoo_parity(console: Console) -> list[dict[str, Any]]:
 
 
 def stability(path: str, batch: int, policy: TimingPolicy) -> tuple[float, float]:
-    """p50 of two separate profiler runs (fresh sessions) of the same ONNX file."""
-    first = measure(OnnxRuntime(path).prepare(batch), batch, policy).p50
-    second = measure(OnnxRuntime(path).prepare(batch), batch, policy).p50
+    """p50 of two separate profiler runs (fresh sessions) of the same ONNX file, as `kdforge bench` runs."""
+    first, second = (bench_artifact(path, ("onnxruntime",), (batch,), policy)[0]["p50"] for _ in range(2))
     return first, second
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the repository when inside it (results are committed)."""
+    return str(path.resolve().relative_to(REPO)) if path.resolve().is_relative_to(REPO) else str(path)
 
 
 def _p50(result: dict[str, Any], backend: str, precision: str, batch: int) -> float:
@@ -78,18 +91,18 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--skip-zoo", action="store_true", help="skip the zoo-wide parity check")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-deploy")
+    parser.add_argument("--device", default="auto", help="where torch, torch-compile and aoti run")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for deploy.json|md")
     args = parser.parse_args()
     console = Console(width=140)
     started = time.perf_counter()
 
-    config = load_recipe(REPO / "recipes" / "digits.yaml")
-    rows = run_pipeline(config, args.out, resume=True, progress=False, console=console)
-    teacher_ckpt = rows[0].checkpoint
-    student_ckpt = next(r.checkpoint for r in rows if r.method == "kd")
-    options = DeployOptions(batches=tuple(args.batches))
+    sets = [f"deploy.batches=[{','.join(map(str, args.batches))}]", f"deploy.device={args.device}"]
+    config = load_recipe(REPO / "recipes" / "digits.yaml", sets)
+    run_pipeline(config, args.out, resume=True, progress=False, console=console)
     deployed = {
-        role: deploy(path, args.out / f"deploy-{role}", options)
-        for role, path in (("teacher", teacher_ckpt), ("student", student_ckpt))
+        role: json.loads((args.out / f"deploy-{role}" / "deploy.json").read_text())
+        for role in ("teacher", "student")
     }
     student, teacher = deployed["student"], deployed["teacher"]
     big = max(args.batches)
@@ -99,7 +112,7 @@ def main() -> None:
     int8_speed = _p50(student, "onnxruntime", "int8-u8", big) / fp32_p50
     trt_form_speed = _p50(student, "onnxruntime", "int8", big) / fp32_p50
     ort_vs_torch = _p50(student, "onnxruntime", "fp32", 1) / _p50(student, "torch", "fp32", 1)
-    first, second = stability(student["files"]["fp32"], big, options.policy)
+    first, second = stability(student["files"]["fp32"], big, TimingPolicy())
     drift = abs(first - second) / min(first, second)
     checks = {
         f"student int8 accuracy (both forms) within 1.0 point of fp32 (worst drop {int8_drop:+.2f})": (
@@ -112,21 +125,21 @@ def main() -> None:
         f"student ORT fp32 no slower than torch eager at batch 1 ({ort_vs_torch:.2f}x)": ort_vs_torch <= 1.0,
         f"profiler: two runs agree on p50 within 10% ({first:.3f} vs {second:.3f} ms)": drift <= 0.10,
     }
-    payoff = []
-    for backend, precision in [("torch", "fp32"), *[("onnxruntime", p) for p in student["files"]]]:
-        for batch in args.batches:
-            t, s = _p50(teacher, backend, precision, batch), _p50(student, backend, precision, batch)
-            size_t = next(
-                r["size_mb"]
-                for r in teacher["latency"]
-                if (r["backend"], r["precision"]) == (backend, precision)
-            )
-            size_s = next(
-                r["size_mb"]
-                for r in student["latency"]
-                if (r["backend"], r["precision"]) == (backend, precision)
-            )
-            payoff.append([backend, precision, batch, t, s, t / s, size_t / size_s])
+    payoff = [
+        [
+            r["backend"],
+            r["precision"],
+            batch,
+            r["p50"][batch] * r["speedup"][batch],
+            r["p50"][batch],
+            r["speedup"][batch],
+            r["size_ratio"],
+        ]
+        for r in comparison_rows(teacher, student)
+        if "speedup" in r
+        for batch in args.batches
+        if r["speedup"].get(batch)
+    ]
     zoo = [] if args.skip_zoo else zoo_parity(console)
     if zoo:
         checks[f"ONNX parity at batch 1 and 8 for {len(zoo)} models"] = all(r["ok"] for r in zoo)
@@ -138,8 +151,9 @@ def main() -> None:
         "",
         f"{info['date']}, {info['device']} ({info['cores']} cores, {info['torch_threads']} torch threads), "
         f"torch {info['torch']}; `python benchmarks/deploy.py` ({minutes:.1f} min). "
-        "Teacher resnet56 -> KD student resnet8 from recipes/digits.yaml; ONNX Runtime CPU provider; "
-        "latency excludes copies (inputs already in place).",
+        "Teacher resnet56 -> KD student resnet8 from recipes/digits.yaml, deployed by `kdforge run` on "
+        f"{', '.join(student['options']['backends'])}; latency excludes host-device copies except where "
+        "a row says otherwise (ONNX Runtime GPU providers).",
         "",
         "## Accuracy per precision (test split, top-1 %)",
         "",
@@ -160,19 +174,23 @@ def main() -> None:
         "",
         *[f"- {name}: **{'PASS' if ok else 'FAIL'}**" for name, ok in checks.items()],
         "",
-        "Full per-backend tables: runs/bench-deploy/deploy-{teacher,student}/deploy.md (also in the JSON).",
+        f"Full per-backend tables: {_shown(args.out)}/deploy-{{teacher,student}}/deploy.md and the run's "
+        "report.md (also in the JSON). The stability runs time ONNX Runtime alone, as `kdforge bench` "
+        "does for one backend, so its idle threads spin between operators; inside the deploy rounds they "
+        "do not.",
     ]
     if zoo:
         lines += [
             "",
             "## ONNX parity (random weights, batch 1 and 8)",
             "",
-            "| model | ok | max abs error | s |",
-            "|---|---|---:|---:|",
+            "| model | ok | max abs error | max abs logit | s |",
+            "|---|---|---:|---:|---:|",
         ]
         lines += [
             f"| {r['model']} | {'yes' if r['ok'] else 'NO: ' + r['error']} "
-            f"| {r.get('max_abs', float('nan')):.1e} | {r['seconds']} |"
+            f"| {r.get('max_abs', float('nan')):.1e} | {r.get('max_logit', float('nan')):.1e} "
+            f"| {r['seconds']} |"
             for r in zoo
         ]
     console.print("\n".join(lines), markup=False, highlight=False)
@@ -186,7 +204,8 @@ def main() -> None:
         "zoo_parity": zoo,
         "checks": checks,
     }
-    write_results("deploy", payload, "\n".join(lines))
+    name = "deploy" if info["device"] == "cpu" else f"deploy-{slug(info['device'])}"
+    write_results(name, payload, "\n".join(lines), args.results)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@
 #   tests-gpu.txt       every test marked `gpu` across the suite
 #   kernels-*.{json,md} benchmarks/loss_kernels.py: Triton vs eager vs torch.compile (vs Liger when installed)
 #   train_step-*.{json,md} benchmarks/train_step.py on CUDA
+#   deploy-*.{json,md}  benchmarks/deploy.py --device cuda: the digits pipeline deployed on every backend usable
+#                       there (torch / torch.compile / AOTInductor on CUDA, ONNX Runtime CUDA and TensorRT when
+#                       installed), CUDA-event latency, teacher vs student
 # Python: $PYTHON, else .venv/bin/python when it sees a GPU, else python3 (GPU images ship their own torch).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,8 +35,10 @@ status=0
   > "$out/environment.txt" 2>&1
 
 "$py" -m pytest -q -rs tests/kernels 2>&1 | tee "$out/tests-kernels.txt" || status=1
-"$py" -m pytest -q -rs -m gpu tests 2>&1 | tee "$out/tests-gpu.txt" || status=1
+"$py" -m pytest -q -rs -m "gpu or tensorrt" tests 2>&1 | tee "$out/tests-gpu.txt" || status=1
 "$py" benchmarks/loss_kernels.py --out "$out" || status=1
 "$py" benchmarks/train_step.py --device cuda --out "$out" || status=1
+"$py" benchmarks/deploy.py --device cuda --skip-zoo --out runs/gpu-deploy --results "$out" || status=1
+"$py" -m kdforge doctor > "$out/doctor.txt" 2>&1 || status=1
 echo "gpu_suite: results in $out (exit $status)"
 exit $status

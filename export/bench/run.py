@@ -60,7 +60,8 @@ def _runners(artifact: Any, backends: tuple[str, ...], work: Path, device: str) 
 
                 onnx_path = to_onnx(artifact.model, work / "model.onnx", shape)
             if name in ORT_BACKENDS:
-                runners[name] = OnnxRuntime(onnx_path, provider=ORT_BACKENDS[name])
+                alone = len(backends) == 1
+                runners[name] = OnnxRuntime(onnx_path, provider=ORT_BACKENDS[name], alone=alone)
             else:
                 engine = artifact.path
                 if artifact.kind != "engine":

@@ -129,6 +129,9 @@ def test_bad_bench_and_predict_input_is_one_line(deployed, tmp_path: Path, capsy
     truncated_engine.write_bytes(b"engine bytes")
     write_sidecar(truncated_engine, meta)
     truncated_engine.write_bytes(b"engine by")
+    from export.onnx import to_onnx
+
+    not_an_image = to_onnx(torch.nn.Linear(12, 3), tmp_path / "linear.onnx", (1, 12))
     truncated_package = tmp_path / "truncated.pt2"
     truncated_package.write_bytes(Path(package).read_bytes())
     Path(str(truncated_package) + ".json").write_text(Path(package + ".json").read_text())
@@ -143,6 +146,10 @@ def test_bad_bench_and_predict_input_is_one_line(deployed, tmp_path: Path, capsy
         (["bench", onnx_path, "--backends", "tensorrt"], "TensorRT is not installed: pip install"),
         (["bench", onnx_path, "--backends", "torch"], "backend torch cannot run"),
         (["bench", str(corrupt)], "is not a readable ONNX file"),
+        (
+            ["bench", str(not_an_image)],
+            "expected an (N, C, H, W) image input with fixed C, H, W, got ['batch', 12]",
+        ),
         (["bench", str(bare_engine)], "has no sidecar bare.engine.json"),
         (["bench", str(truncated_engine)], "truncated.engine is corrupt"),
         (["predict", str(truncated_engine), str(paths[0])], "truncated.engine is corrupt"),
