@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -145,6 +146,7 @@ def main() -> None:
         checks[f"ONNX parity at batch 1 and 8 for {len(zoo)} models"] = all(r["ok"] for r in zoo)
 
     info = machine()
+    name = "deploy" if info["device"] == "cpu" else f"deploy-{slug(info['device'])}"
     minutes = (time.perf_counter() - started) / 60
     lines = [
         "# Deploy figures: digits teacher and student, ONNX parity across the zoo",
@@ -169,6 +171,8 @@ def main() -> None:
         "| backend | precision | batch | teacher p50 | student p50 | latency ratio | size ratio |",
         "|---|---|---:|---:|---:|---:|---:|",
         *[f"| {b} | {p} | {n} | {t:.3f} | {s:.3f} | {r:.1f}x | {z:.1f}x |" for b, p, n, t, s, r, z in payoff],
+        "",
+        f"Plots: {name}-teacher_vs_student_b*.png, {name}-student_latency.png (next to this file).",
         "",
         "## Checks",
         "",
@@ -204,8 +208,11 @@ def main() -> None:
         "zoo_parity": zoo,
         "checks": checks,
     }
-    name = "deploy" if info["device"] == "cpu" else f"deploy-{slug(info['device'])}"
     write_results(name, payload, "\n".join(lines), args.results)
+    plots = sorted(args.out.glob("teacher_vs_student_b*.png"))
+    for plot in [*plots, args.out / "deploy-student" / "latency.png"]:
+        stem = plot.stem if plot.parent == args.out else "student_latency"
+        shutil.copyfile(plot, args.results / f"{name}-{stem}.png")
 
 
 if __name__ == "__main__":
