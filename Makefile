@@ -29,6 +29,10 @@ demo: $(RUNTIME_STAMP)
 test: $(DEV_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## native: build kdforge-runner (C++, CMake) into build/native; prints the backends compiled in.
+native: $(RUNTIME_STAMP)
+	$(BIN)/kdforge build-native
+
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 

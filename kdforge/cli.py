@@ -127,8 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _device_option(bench)
     bench.add_argument("--batches", default="1,64", help="comma list of batch sizes")
+    bench.add_argument(
+        "--native", action="store_true", help="also time it with kdforge-runner (see kdforge build-native)"
+    )
     bench.add_argument("--input-shape", help="C,H,W the model must take (checked against the file)")
     bench.add_argument("--min-duration", type=float, default=1.0, help="seconds of timing per variant")
+    native = commands.add_parser(
+        "build-native", help="build kdforge-runner, the C++ latency runner, with CMake into build/native"
+    )
+    native.add_argument("--build-dir", help="build directory (default: build/native in the source checkout)")
+    native.add_argument("--tensorrt-root", help="TensorRT install prefix (headers + libnvinfer)")
+    native.add_argument("--onnxruntime-root", help="an extracted ONNX Runtime release (include/ + lib/)")
     predict = commands.add_parser("predict", help="top-k classes of image files with a deployed model")
     predict.add_argument(
         "model", help="a kdforge .safetensors checkpoint, or an .onnx, .pt2 or .engine from kdforge deploy"
@@ -295,7 +304,8 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
         raise UserError(f"--min-duration must be > 0 seconds, got {args.min_duration}")
     policy = TimingPolicy(min_duration_s=args.min_duration)
     backends = _split(args.backends, "backends") if args.backends else None
-    rows = bench_artifact(args.model, backends, _batches(args.batches), policy, shape, args.device)
+    batches = _batches(args.batches)
+    rows = bench_artifact(args.model, backends, batches, policy, shape, args.device, args.native)
     console.print("backend            batch    p50 ms    p90 ms    p99 ms   CoV     images/s", markup=False)
     for row in rows:
         flag = "  (noisy)" if row["cov"] > 0.05 else ""
@@ -322,6 +332,20 @@ def _cmd_predict(args: argparse.Namespace, console: Console) -> int:
         best = np.argsort(-row)[: args.top]
         ranked = ", ".join(f"{artifact.classes[i]} {100 * row[i]:.1f}%" for i in best)
         console.print(f"{image}: {ranked}", markup=False, highlight=False)
+    return 0
+
+
+def _cmd_build_native(args: argparse.Namespace, console: Console) -> int:
+    from export.native import build_native
+    from export.native.build import DEFAULT_BUILD_DIR
+
+    built = build_native(
+        args.build_dir or DEFAULT_BUILD_DIR,
+        tensorrt_root=args.tensorrt_root,
+        onnxruntime_root=args.onnxruntime_root,
+        log=lambda line: console.print(line, markup=False, highlight=False),
+    )
+    console.print(f"built {built.binary}; backends compiled in: {', '.join(built.backends) or 'none'}")
     return 0
 
 
@@ -359,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_doctor(console)
         if args.command == "bench":
             return _cmd_bench(args, console)
+        if args.command == "build-native":
+            return _cmd_build_native(args, console)
         if args.command == "predict":
             return _cmd_predict(args, console)
         return _cmd_models(console)

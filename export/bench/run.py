@@ -79,9 +79,11 @@ def bench_artifact(
     policy: TimingPolicy | None = None,
     input_shape: tuple[int, int, int] | None = None,
     device: str = "auto",
+    native: bool = False,
 ) -> list[dict[str, Any]]:
     """Latency rows (one per backend and batch) for the artifact at `path`; backends share rounds.
-    `backends` None: every backend available here that can run this kind of artifact."""
+    `backends` None: every backend available here that can run this kind of artifact. `native` adds the
+    rows of kdforge-runner (build/native) timing the same artifact (a checkpoint: its .pt2) afterwards."""
     from export.artifact import open_artifact
 
     if backends is not None:
@@ -108,4 +110,31 @@ def bench_artifact(
             timers = {name: runner.timer() for name, runner in runners.items()}
             timed = measure_interleaved(calls, batch, policy, timers=timers)
             rows += [{**runners[name].describe(), **stats.as_dict()} for name, stats in timed.items()]
+        if native:
+            rows += _native_rows(artifact, runners, Path(work), batches, policy, device)
     return rows
+
+
+def _native_rows(
+    artifact: Any,
+    runners: dict[str, Backend],
+    work: Path,
+    batches: tuple[int, ...],
+    policy: TimingPolicy,
+    device: str,
+) -> list[dict[str, Any]]:
+    """kdforge-runner on the artifact itself, or on a .pt2 compiled from a checkpoint."""
+    from export.native import run_native
+
+    target = artifact.path
+    if artifact.kind == "checkpoint":
+        aoti = runners.get("aoti")
+        if isinstance(aoti, AotInductor):
+            target = aoti.path
+        else:
+            from export.aoti import compile_package
+
+            shape = (1, *artifact.input_shape)
+            meta = {"input_shape": list(artifact.input_shape)}
+            target = compile_package(artifact.model, work / "native.pt2", shape, device=device, metadata=meta)
+    return run_native(target, batches, policy)

@@ -1,0 +1,141 @@
+"""kdforge-runner, the C++ latency runner: built with CMake here (build/native is reused between runs), its
+outputs match Python AOTInductor on a fixed batch, its statistics match an independent numpy computation
+from its own raw samples, its JSON rows conform to the profiler's schema, and bad input is one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from compress.errors import UserError
+from compress.models import build
+from export.aoti import AotiPackage, compile_package
+from export.bench.schema import row_problems
+from export.native import build_native, run_native
+from tests.export.conftest import randomise_batchnorm
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("cmake") is None or shutil.which("c++") is None, reason="needs cmake and a C++ compiler"
+)
+SHAPE = (1, 3, 16, 16)
+
+
+@pytest.fixture(scope="module")
+def runner() -> Path:
+    return build_native().binary  # incremental: seconds when build/native is up to date
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    network = randomise_batchnorm(build("resnet8", num_classes=10)).eval()
+    folder = tmp_path_factory.mktemp("native")
+    meta = {
+        "input_shape": [3, 16, 16],
+        "classes": [str(i) for i in range(10)],
+        "mean": [0.5] * 3,
+        "std": [0.2] * 3,
+    }
+    return compile_package(network, folder / "m.pt2", SHAPE, device="cpu", max_batch=32, metadata=meta)
+
+
+def _run(runner: Path, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(runner), *argv], capture_output=True, text=True, check=False)
+
+
+def test_native_outputs_match_python_aoti(runner: Path, package: Path, tmp_path: Path) -> None:
+    batch = np.random.default_rng(0).standard_normal((5, 3, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", batch)
+    argv = [
+        "--model",
+        str(package),
+        "--input",
+        str(tmp_path / "x.npy"),
+        "--dump-output",
+        str(tmp_path / "y.npy"),
+    ]
+    done = _run(
+        runner,
+        *argv,
+        "--min-iters",
+        "3",
+        "--min-ms",
+        "0",
+        "--warmup-ms",
+        "0",
+        "--json",
+        str(tmp_path / "o.json"),
+    )
+    assert done.returncode == 0, done.stderr
+    native = np.load(tmp_path / "y.npy")
+    python = AotiPackage(package)(torch.from_numpy(batch)).numpy()
+    assert native.shape == (5, 10)
+    np.testing.assert_allclose(native, python, rtol=1e-5, atol=1e-5)
+    report = json.loads((tmp_path / "o.json").read_text())
+    assert report["config"]["input"] == str(tmp_path / "x.npy") and [
+        r["batch"] for r in report["latency"]
+    ] == [5]
+
+
+def test_native_rows_follow_the_profiler_schema_and_its_statistics(runner: Path, package: Path) -> None:
+    from export.bench import TimingPolicy
+
+    rows = run_native(package, (1, 4), TimingPolicy(warmup_s=0.0, min_iterations=9, min_duration_s=0.0))
+    assert [(r["backend"], r["batch"]) for r in rows] == [("native-aoti", 1), ("native-aoti", 4)]
+    for row in rows:
+        assert row_problems(row) == [], row_problems(row)
+        samples = np.asarray(row["samples_ms"])
+        assert row["iterations"] == len(samples) >= 9
+        for q in (50, 90, 95, 99):  # numpy's default (linear) percentile of the runner's own samples
+            assert row[f"p{q}"] == pytest.approx(np.percentile(samples, q), rel=1e-9)
+        assert row["mean"] == pytest.approx(samples.mean(), rel=1e-9)
+        assert row["std"] == pytest.approx(samples.std(), rel=1e-9, abs=1e-12)
+        assert row["throughput"] == pytest.approx(1000 * row["batch"] / row["p50"], rel=1e-9)
+        assert row["copies_included"] is False and row["file"] == "m.pt2"
+
+
+def test_python_profiler_rows_follow_the_same_schema(package: Path) -> None:
+    from export.bench import TimingPolicy
+    from export.bench.run import bench_artifact
+
+    rows = bench_artifact(package, ("aoti",), (2,), TimingPolicy(0.0, 3, 0.0))
+    assert rows and all(row_problems(r) == [] for r in rows)
+    assert row_problems({**rows[0], "p90": rows[0]["p50"] - 1}) == ["percentiles are not ordered"]
+    assert "missing samples_ms" in row_problems({k: v for k, v in rows[0].items() if k != "samples_ms"})
+
+
+def test_bad_input_is_one_line_and_a_nonzero_exit(runner: Path, package: Path, tmp_path: Path) -> None:
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"not an engine")
+    not_npy = tmp_path / "x.npy"
+    not_npy.write_bytes(b"garbage")
+    cases = [
+        (["--model", str(tmp_path / "missing.pt2")], "missing.pt2 not found"),
+        (["--model", str(package), "--batch", "64"], "was compiled for batches 1-32, not 64"),
+        (["--model", str(package), "--batch", "0"], "--batch: batch sizes are integers >= 1"),
+        (["--model", str(package), "--input", str(not_npy)], "is not a .npy file"),
+        (["--model", str(package), "--frobnicate"], "unknown option --frobnicate"),
+        (["--batch", "1"], "--model is required"),
+    ]
+    compiled = _run(runner, "--list-backends").stdout
+    if "tensorrt" not in compiled:
+        cases.append((["--model", str(engine)], "built without TensorRT"))
+    for argv, message in cases:
+        done = _run(runner, *argv)
+        assert done.returncode == 2, (argv, done.stderr)
+        line = done.stderr.strip()
+        assert "\n" not in line and line.startswith("kdforge-runner: error: ") and message in line, (
+            argv,
+            line,
+        )
+
+
+def test_run_native_reports_the_runners_error_as_a_user_error(runner: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"missing\.pt2 not found"):
+        run_native(tmp_path / "missing.pt2", (1,))
