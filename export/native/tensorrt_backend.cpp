@@ -252,8 +252,8 @@ int select_device(const std::string& device, const std::string& file) {
     }
     throw UserError("--device " + device + ": this machine has CUDA devices 0-" + std::to_string(count - 1));
   }
-  throw UserError(file + " is a TensorRT engine and runs on a CUDA GPU; use --device cuda (or cuda:N), not --device " +
-                  device);
+  throw UserError(file + " is a TensorRT engine and runs on a CUDA GPU; use --device cuda (or cuda:N), not " +
+                  "--device " + device);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -264,7 +264,8 @@ class TensorRTBackend final : public Backend {
   explicit TensorRTBackend(const BackendOptions& options)
       : options_(options), file_(std::filesystem::path(options.model).filename().string()) {
     if (!std::filesystem::is_regular_file(options.model)) {
-      throw UserError(options.model + " not found; build it with `kdforge deploy CHECKPOINT --backends tensorrt`");
+      throw UserError(options.model + " not found; build it with `kdforge deploy CHECKPOINT --backends " +
+                      "tensorrt`");
     }
     sidecar_ = read_sidecar(options.model);
     load_device_facts();
@@ -361,7 +362,8 @@ class TensorRTBackend final : public Backend {
         {"copies_included", "false"},
     };
     if (sidecar_) {
-      if (const auto precision = json_text(*sidecar_, "precision")) fields["precision"] = json_string(*precision);
+      const auto precision = json_text(*sidecar_, "precision");
+      if (precision) fields["precision"] = json_string(*precision);
     }
     return fields;
   }
@@ -428,7 +430,9 @@ class TensorRTBackend final : public Backend {
   // (C, H, W) from the engine, and the batch range from optimization profile 0 (the one a new context uses).
   void read_input_shape() {
     const nvinfer1::Dims dims = engine_->getTensorShape(input_name_.c_str());
-    if (dims.nbDims < 2) throw UserError(file_ + ": input " + input_name_ + " has no batch dimension; " + kRebuild);
+    if (dims.nbDims < 2) {
+      throw UserError(file_ + ": input " + input_name_ + " has no batch dimension; " + kRebuild);
+    }
     for (int32_t i = 1; i < dims.nbDims; ++i) {
       if (dims.d[i] <= 0) {
         throw UserError(file_ + ": input " + input_name_ + " has a dynamic dimension other than the batch; " +
@@ -487,7 +491,8 @@ class TensorRTBackend final : public Backend {
     dims.nbDims = static_cast<int32_t>(shape.size());
     for (size_t i = 0; i < shape.size(); ++i) dims.d[i] = shape[i];
     if (!context_->setInputShape(input_name_.c_str(), dims)) {
-      throw UserError("TensorRT rejected input shape " + shape_text(shape) + " for " + file_ + logger_.suffix());
+      throw UserError("TensorRT rejected input shape " + shape_text(shape) + " for " + file_ +
+                      logger_.suffix());
     }
   }
 

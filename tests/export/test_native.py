@@ -139,3 +139,32 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(runner: Path, package: Path, t
 def test_run_native_reports_the_runners_error_as_a_user_error(runner: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"missing\.pt2 not found"):
         run_native(tmp_path / "missing.pt2", (1,))
+
+
+def test_build_native_from_the_cli_reuses_the_build_and_names_the_backends(runner: Path, capsys) -> None:
+    from kdforge.cli import main
+
+    before = runner.stat().st_mtime_ns
+    assert main(["build-native"]) == 0
+    printed = capsys.readouterr().out
+    assert f"built {runner}; backends compiled in: aoti" in printed
+    assert runner.stat().st_mtime_ns == before, "an up-to-date build is reused, not relinked"
+
+
+def test_bench_native_adds_the_runners_rows(runner: Path, package: Path, capsys) -> None:
+    from kdforge.cli import main
+
+    argv = [
+        "bench",
+        str(package),
+        "--backends",
+        "aoti",
+        "--native",
+        "--batches",
+        "1,2",
+        "--min-duration",
+        "0.01",
+    ]
+    assert main(argv) == 0
+    rows = [line.split()[:2] for line in capsys.readouterr().out.strip().splitlines()[1:]]
+    assert rows == [["aoti", "1"], ["aoti", "2"], ["native-aoti", "1"], ["native-aoti", "2"]]
