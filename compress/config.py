@@ -92,6 +92,7 @@ class DeployConfig:
     backends: list[str] | None = None  # None: every backend usable on this machine (kdforge doctor)
     batches: list[int] = field(default_factory=lambda: [1, 64])
     device: Literal["auto", "cpu", "cuda"] = "auto"  # torch, torch-compile and aoti
+    native: Literal["auto", "always", "never"] = "auto"  # kdforge-runner rows (auto: when it is built)
     min_duration_s: float = 1.0  # timing per variant and batch size
     calibration_images: int = 256
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"

@@ -39,6 +39,7 @@ from export.sidecar import sha256
 PRECISIONS = ("fp32", "fp16", "int8", "int8-u8")  # int8: TensorRT's form; int8-u8: ONNX Runtime CPU's
 TENSORRT_PRECISIONS = ("fp32", "fp16", "int8")  # the u8-activation form is for ONNX Runtime's CPU kernels
 Log = Callable[[str], None]
+NATIVE_CHOICES = ("auto", "always", "never")
 
 
 @dataclass
@@ -53,6 +54,7 @@ class DeployOptions:
     opset: int = 18
     device: str = "auto"  # for torch, torch-compile and aoti
     cuda_graph: bool = False  # TensorRT: replay a captured CUDA graph
+    native: str = "auto"  # kdforge-runner rows too: auto (when build/native holds it), always, never
     policy: TimingPolicy = field(default_factory=TimingPolicy)
 
     def check(self) -> None:
@@ -63,6 +65,8 @@ class DeployOptions:
             check_backends(self.backends)
         if not self.batches or any(b < 1 for b in self.batches):
             raise UserError(f"batch sizes must be >= 1, got {list(self.batches)}")
+        if self.native not in NATIVE_CHOICES:
+            raise UserError(f"native: choose one of {', '.join(NATIVE_CHOICES)}, not {self.native!r}")
         if self.calibration_method not in CALIBRATION_METHODS:
             raise UserError(
                 f"unknown calibration method {self.calibration_method!r}; choose from {CALIBRATION_METHODS}"
@@ -78,6 +82,7 @@ class DeployOptions:
             calibration_images=config.calibration_images,
             calibration_method=config.calibration_method,
             device=config.device,
+            native=config.native,
             policy=TimingPolicy(min_duration_s=config.min_duration_s),
         )
 
@@ -212,6 +217,7 @@ def deploy(
                     "size_mb": described.get("size_mb", round(_param_bytes(model) / 1e6, 3)),
                 }
             )
+    latency += _native_latency(onnx_files, compiled, options, step)
     files = {f"onnx {p}": str(f) for p, f in onnx_files.items()}
     files.update({f"{b} {p}": str(r.path) for b, by in compiled.items() for p, r in by.items()})
     result = {
@@ -229,6 +235,7 @@ def deploy(
             "backends": list(backends),
             "batches": list(options.batches),
             "device": options.device,
+            "native": options.native,
             "calibration_images": len(calibration),
             "calibration_method": options.calibration_method,
             "policy": vars(options.policy),
@@ -289,6 +296,33 @@ def _compile(
                 )
                 compiled["tensorrt"][precision] = TensorRT(engine, cuda_graph=options.cuda_graph)
     return compiled
+
+
+def _native_latency(
+    onnx_files: dict[str, Path], compiled: dict[str, dict[str, Any]], options: DeployOptions, step: Log
+) -> list[dict[str, Any]]:
+    """kdforge-runner's rows for every artifact it was built to run (timed after the Python rounds)."""
+    if options.native == "never":
+        return []
+    from export.native import find_runner, run_native
+
+    try:
+        runner = find_runner()
+    except UserError:
+        if options.native == "always":
+            raise
+        return []
+    targets = [("aoti", p, r.path) for p, r in compiled.get("aoti", {}).items()]
+    targets += [("tensorrt", p, r.path) for p, r in compiled.get("tensorrt", {}).items()]
+    targets += [("onnxruntime", p, f) for p, f in onnx_files.items()]
+    rows = []
+    for backend, precision, path in targets:
+        if backend in runner.backends:
+            step(f"kdforge-runner on {Path(path).name}")
+            rows += [
+                {**row, "precision": precision} for row in run_native(path, options.batches, options.policy)
+            ]
+    return rows
 
 
 def _param_bytes(model: nn.Module) -> int:

@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--batches", default="1,64", help="comma list of batch sizes")
     _device_option(deploy)
     deploy.add_argument("--cuda-graph", action="store_true", help="tensorrt: replay a captured CUDA graph")
+    deploy.add_argument(
+        "--native",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="also time with kdforge-runner (auto: when `kdforge build-native` has built it)",
+    )
     deploy.add_argument("--min-duration", type=float, default=1.0, help="seconds of timing per variant")
     deploy.add_argument("--calibration", type=int, default=256, help="int8: number of training images")
     deploy.add_argument("--calibration-method", default="minmax", help="int8: minmax, entropy or percentile")
@@ -271,6 +277,7 @@ def _cmd_deploy(args: argparse.Namespace, console: Console) -> int:
         calibration_method=args.calibration_method,
         device=args.device,
         cuda_graph=args.cuda_graph,
+        native=args.native,
         policy=TimingPolicy(min_duration_s=args.min_duration),
     )
     options.check()

@@ -168,3 +168,32 @@ def test_bench_native_adds_the_runners_rows(runner: Path, package: Path, capsys)
     assert main(argv) == 0
     rows = [line.split()[:2] for line in capsys.readouterr().out.strip().splitlines()[1:]]
     assert rows == [["aoti", "1"], ["aoti", "2"], ["native-aoti", "1"], ["native-aoti", "2"]]
+
+
+def test_deploy_adds_native_rows_to_its_tables(runner: Path, tmp_path: Path) -> None:
+    from compress.jobs import train_teacher
+    from export.bench import TimingPolicy
+    from export.deploy import DeployOptions, deploy
+    from tests.compress.conftest import tiny_config
+
+    trained = train_teacher(
+        tiny_config("teacher.arch=resnet8", "teacher_train.epochs=1"), tmp_path / "t", progress=False
+    )
+    options = DeployOptions(
+        precisions=("fp32",),
+        backends=("aoti",),
+        batches=(1, 2),
+        device="cpu",
+        native="always",
+        policy=TimingPolicy(0.0, 3, 0.0),
+    )
+    result = deploy(trained.best_path, tmp_path / "deploy", options)
+    rows = [(r["backend"], r["precision"], r["batch"]) for r in result["latency"]]
+    assert rows == [
+        ("aoti", "fp32", 1),
+        ("aoti", "fp32", 2),
+        ("native-aoti", "fp32", 1),
+        ("native-aoti", "fp32", 2),
+    ]
+    assert all(row_problems(r) == [] for r in result["latency"])
+    assert "| native-aoti | fp32 | 2 |" in (tmp_path / "deploy" / "deploy.md").read_text()

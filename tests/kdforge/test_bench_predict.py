@@ -33,6 +33,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, list[P
         backends=("onnxruntime", "aoti"),
         batches=(1,),
         device="cpu",
+        native="never",
         policy=TimingPolicy(0.0, 2, 0.0),
     )
     result = deploy(checkpoint.best_path, out / "deploy", options)

@@ -88,6 +88,7 @@ QUICK_DEPLOY = (
     "deploy.min_duration_s=0.01",
     "deploy.precisions=[fp32,int8]",
     "deploy.calibration_images=32",
+    "deploy.native=never",
 )
 
 
