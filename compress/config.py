@@ -55,6 +55,9 @@ class TrainConfig:
     grad_clip: float | None = None  # max global L2 norm of the gradients
     deterministic: bool = False  # deterministic kernels (bitwise repeatable on CPU)
     checkpoint_every: int = 1  # epochs between `last` checkpoints
+    checkpoint_every_steps: int = 0  # also a `last` checkpoint every N steps inside an epoch (0: off)
+    nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss: stop, or skip that update (single process)
+    nonfinite_limit: int = 10  # skip: at most this many skipped updates in a run, then stop
 
 
 @dataclass
@@ -320,6 +323,12 @@ def check(config: RunConfig) -> None:
             raise UserError(f"{section}.lr_decay: must be in (0, 1], got {train.lr_decay}")
         if train.warmup_epochs < 0 or train.warmup_epochs > train.epochs:
             raise UserError(f"{section}.warmup_epochs: must be in [0, epochs], got {train.warmup_epochs}")
+        if train.checkpoint_every_steps < 0:
+            raise UserError(
+                f"{section}.checkpoint_every_steps: must be >= 0, got {train.checkpoint_every_steps}"
+            )
+        if train.nonfinite_limit < 0:
+            raise UserError(f"{section}.nonfinite_limit: must be >= 0, got {train.nonfinite_limit}")
         if train.grad_clip is not None:
             _positive(f"{section}.grad_clip", train.grad_clip)
         if any(m <= 0 for m in train.milestones) or train.milestones != sorted(train.milestones):

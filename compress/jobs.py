@@ -20,6 +20,7 @@ from compress.data import DataBundle, build_data
 from compress.errors import UserError
 from compress.methods import TEACHER_STRATEGIES, MethodContext, NetworkSpec, build_method, method_class
 from compress.models import build
+from compress.runlock import run_lock
 from compress.train.checkpoint import check_fits, load_model, load_weights, read_checkpoint
 from compress.train.distributed import DistContext
 from compress.train.trainer import Trainer, TrainResult
@@ -116,22 +117,23 @@ def _train(
     distiller = build_method(
         method, student, teacher[0] if teacher else None, method_context, registry=registry
     )
-    # only now, with every option and network validated, may the run directory's config.yaml change
-    prepare_run_dir(out_dir, config, resume, context.is_main)
-    trainer = Trainer(
-        distiller,
-        data,
-        train,
-        out_dir,
-        seed=config.seed,
-        device=device,
-        meta=network_meta(network, data, role, method.name, config),
-        context=context,
-        resume=resume,
-        progress=progress,
-        title=title,
-    )
-    return trainer.fit()
+    with run_lock(out_dir, enabled=context.is_main):  # one run per directory
+        # only now, with every option and network validated, may the run directory's config.yaml change
+        prepare_run_dir(out_dir, config, resume, context.is_main)
+        trainer = Trainer(
+            distiller,
+            data,
+            train,
+            out_dir,
+            seed=config.seed,
+            device=device,
+            meta=network_meta(network, data, role, method.name, config),
+            context=context,
+            resume=resume,
+            progress=progress,
+            title=title,
+        )
+        return trainer.fit()
 
 
 def train_teacher(

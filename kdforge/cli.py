@@ -7,6 +7,7 @@ User mistakes print one line `kdforge: error: ...` and exit 2; anything else is 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -16,6 +17,12 @@ from compress.errors import UserError
 from export.bench.available import BACKENDS
 
 EXIT_USER_ERROR = 2
+STORAGE_ERRORS = {  # the machine, not kdforge: one line and exit 2, like any other user-fixable problem
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "the output directory is on a read-only file system",
+    errno.EACCES: "permission denied",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -397,6 +404,18 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_models(console)
     except UserError as exc:
         errors.print(f"kdforge: error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRORS:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        errors.print(
+            f"kdforge: error: {STORAGE_ERRORS[exc.errno]}{where}; make room or fix the permissions, then "
+            "rerun with --resume (the last complete checkpoint is kept, no partial file is left)",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         errors.print(

@@ -20,6 +20,7 @@ from compress.atomic import atomic_write_text
 from compress.config import MethodConfig, RunConfig, TeacherStrategyConfig
 from compress.data import build_data
 from compress.jobs import distill_student, evaluate_checkpoint, train_teacher
+from compress.runlock import run_lock
 from compress.train.checkpoint import load_model
 from compress.train.distributed import DistContext
 from compress.train.trainer import TrainResult
@@ -104,6 +105,19 @@ def run_pipeline(
     out_dir = Path(out_dir)
     context = context or DistContext()
     console = console or Console()
+    with run_lock(out_dir, enabled=context.is_main):  # one pipeline per directory
+        return _run_pipeline(config, out_dir, resume, progress, context, console, recipe_path)
+
+
+def _run_pipeline(
+    config: RunConfig,
+    out_dir: Path,
+    resume: bool,
+    progress: bool,
+    context: DistContext,
+    console: Console,
+    recipe_path: str | None,
+) -> list[StageRow]:
     deploy_options = None
     if config.deploy.enabled:  # a typo in the deploy section fails now, not after the training
         from export.deploy import DeployOptions

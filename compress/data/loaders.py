@@ -25,6 +25,30 @@ class ShardSampler(Sampler[int]):
         """Evaluation order does not depend on the epoch."""
 
 
+class SkippingSampler(Sampler[int]):
+    """Another sampler's indices, less the first `skip` of them: resuming mid-epoch replays the epoch's
+    order (a pure function of (seed, epoch)) from the first batch not yet trained on, without loading or
+    augmenting the ones before it (augmentation is a pure function of (seed, epoch, sample))."""
+
+    def __init__(self, inner: Sampler[int]) -> None:
+        self.inner, self.skip = inner, 0
+
+    def __iter__(self):
+        for position, index in enumerate(self.inner):
+            if position >= self.skip:
+                yield index
+
+    def __len__(self) -> int:
+        return max(len(self.inner) - self.skip, 0)  # type: ignore[arg-type]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.set_epoch(epoch)  # type: ignore[attr-defined]
+
+    @property
+    def epoch(self) -> int:
+        return int(getattr(self.inner, "epoch", 0))
+
+
 class EpochLoader(DataLoader):
     """A DataLoader with `set_epoch` (call it before every epoch). Training shuffles with a
     DistributedSampler (order a pure function of (seed, epoch), ranks padded to equal length);
@@ -52,6 +76,7 @@ class EpochLoader(DataLoader):
             )
         else:
             sampler = ShardSampler(len(dataset), rank, world_size)  # type: ignore[arg-type]
+        sampler = SkippingSampler(sampler)
         generator = torch.Generator()
         generator.manual_seed(derive_seed(seed, 0))
         super().__init__(
@@ -66,9 +91,11 @@ class EpochLoader(DataLoader):
         )
         self.seed, self.epoch = int(seed), 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select `epoch`: sampler order, worker seeds and augmentation draws all follow (seed, epoch)."""
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select `epoch`: sampler order, worker seeds and augmentation draws all follow (seed, epoch).
+        `start_batch` > 0 resumes the epoch there (the earlier batches are not produced)."""
         self.epoch = int(epoch)
+        self.sampler.skip = int(start_batch) * int(self.batch_size)  # type: ignore[attr-defined]
         self.sampler.set_epoch(self.epoch)  # type: ignore[attr-defined]
         self.generator.manual_seed(derive_seed(self.seed, self.epoch))  # type: ignore[union-attr]
         if isinstance(self.dataset, EpochSeeded):

@@ -130,6 +130,12 @@ class Trainer:
         self.step_module = step
         self.start_epoch, self.global_step = 0, 0
         self.best_val, self.best_epoch = -math.inf, -1
+        self.skipped_updates = 0
+        self.start_batch, self.partial = 0, None  # resuming inside an epoch: where, and its running sums
+        if self.config.nonfinite == "skip" and self.context.enabled:
+            raise UserError(
+                "nonfinite: skip needs a single process (every rank must skip together); use stop under DDP"
+            )
         if self.resume:
             self._restore()
 
@@ -158,17 +164,22 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.start_epoch, self.global_step = int(state["epoch"]), int(state["step"])
+        self.skipped_updates = int(state.get("skipped_updates", 0))
+        self.start_batch, self.partial = int(state.get("batch", 0)), state.get("partial")
         self.best_val, self.best_epoch = float(state["best_val"]), int(state["best_epoch"])
 
     # ------------------------------------------------------------------------------------- training
-    def _train_epoch(self, epoch: int, bar: TrainProgress) -> dict[str, float]:
+    def _train_epoch(
+        self, epoch: int, bar: TrainProgress, start_batch: int = 0, partial: dict[str, Any] | None = None
+    ) -> dict[str, float]:
         self.method.train()
         self.method.on_epoch_start(epoch, self.config.epochs)
-        self.train_loader.set_epoch(epoch)
+        self.train_loader.set_epoch(epoch, start_batch)
         bar.start_epoch(epoch, self.steps_per_epoch)
-        sums: dict[str, float] = {}
-        correct = seen = 0
-        for images, labels in self.train_loader:
+        sums: dict[str, float] = dict(partial["sums"]) if partial else {}
+        correct, seen = (int(partial["correct"]), int(partial["seen"])) if partial else (0, 0)
+        every = self.config.checkpoint_every_steps
+        for batch_index, (images, labels) in enumerate(self.train_loader, start=start_batch):
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             if self.config.channels_last:
@@ -180,6 +191,9 @@ class Trainer:
             correct += topk_correct(logits.detach().float(), labels, (1,))[0]
             seen += batch
             bar.step(sum(losses.values()), 100.0 * correct / max(seen, 1))
+            done = batch_index + 1
+            if every and done % every == 0 and done < self.steps_per_epoch:
+                self._save_last(epoch, {"sums": sums, "correct": correct, "seen": seen}, done)
         names = sorted(sums)
         reduced = all_reduce_sum([sums[n] for n in names] + [correct, seen], self.context, self.device)
         seen_all = max(reduced[-1], 1)
@@ -196,11 +210,7 @@ class Trainer:
             logits, losses = self.step_module(images, labels)
         total = sum(losses.values())
         if not torch.isfinite(total):
-            terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
-            raise UserError(
-                f"training diverged: non-finite loss at epoch {epoch + 1}, step {self.global_step} "
-                f"({terms}); lower the lr or enable grad_clip (the last good checkpoint is kept)"
-            )
+            return self._nonfinite(logits, losses, labels, epoch)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if self.config.grad_clip is not None:
@@ -212,6 +222,39 @@ class Trainer:
         self.method.after_step()
         self.global_step += 1
         return logits, {name: float(value.detach()) for name, value in losses.items()}
+
+    def _nonfinite(
+        self, logits: torch.Tensor, losses: dict[str, torch.Tensor], labels: torch.Tensor, epoch: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """A NaN/inf loss: record the batch in nonfinite.jsonl, then skip the update (policy `skip`, within
+        its limit; the schedule still advances) or stop with one line (the last good checkpoint is kept)."""
+        terms = {name: float(value.detach()) for name, value in losses.items()}
+        record = {
+            "epoch": epoch + 1,
+            "step": self.global_step,
+            "terms": {k: repr(v) for k, v in terms.items()},
+            "labels": labels.tolist(),
+            "rank": self.context.rank,
+        }
+        with open(self.out_dir / "nonfinite.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.config.nonfinite == "skip" and self.skipped_updates < self.config.nonfinite_limit:
+            self.skipped_updates += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            self.global_step += 1
+            return logits, {}
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
+        limit = (
+            f"{self.skipped_updates} updates skipped already (limit {self.config.nonfinite_limit}); "
+            if self.config.nonfinite == "skip"
+            else ""
+        )
+        raise UserError(
+            f"training diverged: non-finite loss at epoch {epoch + 1}, step {self.global_step} ({shown}); "
+            f"{limit}batch recorded in {self.out_dir / 'nonfinite.jsonl'}; lower the lr or enable grad_clip "
+            "(the last good checkpoint is kept)"
+        )
 
     # ---------------------------------------------------------------------------------- checkpoints
     def _meta(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -227,30 +270,44 @@ class Trainer:
     def _save(self, epoch: int, metrics: dict[str, Any], improved: bool) -> None:
         if not self.context.is_main:
             return
-        meta = self._meta(epoch, metrics)
         if improved:
-            save_checkpoint(self.checkpoints, "best", self.method.deliverable(), meta)
+            save_checkpoint(self.checkpoints, "best", self.method.deliverable(), self._meta(epoch, metrics))
         if epoch % self.config.checkpoint_every == 0 or epoch == self.config.epochs:
-            state = {
-                "epoch": epoch,
-                "step": self.global_step,
-                "best_val": self.best_val,
-                "best_epoch": self.best_epoch,
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "rng": rng_state(),
-                "method": resume_state(self.method),
-            }
-            for name, (network, spec) in self.method.companions().items():  # before `last`: it commits
-                model = (
-                    {**meta["model"], "arch": spec.arch, "options": dict(spec.options)}
-                    if "model" in meta
-                    else None
-                )
-                companion_meta = {**meta, "role": name, **({"model": model} if model else {})}
-                save_checkpoint(self.checkpoints, name, network, companion_meta)
-            save_checkpoint(self.checkpoints, "last", self.method.deliverable(), meta, train_state=state)
+            self._save_last(epoch, None, 0, metrics)
+
+    def _save_last(
+        self, epoch: int, partial: dict[str, Any] | None, batch: int, metrics: dict[str, Any] | None = None
+    ) -> None:
+        """`last` (and the companions) with everything an exact resume needs: after `epoch` epochs and
+        `batch` more steps (mid-epoch, with the epoch's running sums in `partial`)."""
+        if not self.context.is_main:
+            return
+        meta = self._meta(epoch, metrics or {})
+        if batch:
+            meta["batch_in_epoch"] = batch
+        state = {
+            "epoch": epoch,
+            "batch": batch,
+            "partial": partial,
+            "step": self.global_step,
+            "best_val": self.best_val,
+            "best_epoch": self.best_epoch,
+            "skipped_updates": self.skipped_updates,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "method": resume_state(self.method),
+        }
+        for name, (network, spec) in self.method.companions().items():  # before `last`: it commits
+            model = (
+                {**meta["model"], "arch": spec.arch, "options": dict(spec.options)}
+                if "model" in meta
+                else None
+            )
+            companion_meta = {**meta, "role": name, **({"model": model} if model else {})}
+            save_checkpoint(self.checkpoints, name, network, companion_meta)
+        save_checkpoint(self.checkpoints, "last", self.method.deliverable(), meta, train_state=state)
 
     # ----------------------------------------------------------------------------------------- fit
     def fit(self) -> TrainResult:
@@ -269,13 +326,16 @@ class Trainer:
                     enabled=self.context.is_main,
                     bars=self.show_progress,
                 ) as bar:
-                    if self.start_epoch > 0:
-                        bar.print(
-                            f"{self.title}: resuming after epoch {self.start_epoch}/{self.config.epochs}"
-                        )
+                    if self.start_epoch > 0 or self.start_batch > 0:
+                        inside = f", step {self.start_batch} of the next" if self.start_batch else ""
+                        done = f"{self.start_epoch}/{self.config.epochs}{inside}"
+                        bar.print(f"{self.title}: resuming after epoch {done}")
                     for epoch in range(self.start_epoch, self.config.epochs):
                         tick = time.perf_counter()
-                        record = self._train_epoch(epoch, bar)
+                        first = epoch == self.start_epoch
+                        record = self._train_epoch(
+                            epoch, bar, self.start_batch if first else 0, self.partial if first else None
+                        )
                         sync_buffers(self.method, self.context)
                         self.method.eval()
                         val = evaluate(

@@ -218,6 +218,19 @@ def test_loader_augmentation_independent_of_workers_and_global_rng() -> None:
     assert not torch.equal(_epoch(other_seed, 1)[1], y1)  # the order follows the seed
 
 
+def test_an_epoch_resumed_at_a_batch_yields_exactly_the_rest_of_that_epoch(digits: DataBundle) -> None:
+    loader = digits.loader("train", seed=3)
+    loader.set_epoch(4)
+    full = list(loader)
+    loader.set_epoch(4, start_batch=2)
+    rest = list(loader)
+    assert len(rest) == len(full) - 2 and len(loader) == len(full) - 2
+    for (x, y), (fx, fy) in zip(rest, full[2:], strict=True):
+        assert torch.equal(x, fx) and torch.equal(y, fy), "same order, same augmentation draws"
+    loader.set_epoch(5)
+    assert len(list(loader)) == len(full), "the next epoch starts from its first batch"
+
+
 def test_train_loader_set_epoch_and_settings(digits: DataBundle) -> None:
     loader = digits.loader("train", seed=3)
     assert loader.batch_size == 64 and loader.num_workers == 0 and not loader.pin_memory
