@@ -239,6 +239,13 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
                     f"merged (deployable) network: test top-1 {merged[1]:.2f}%; checkpoint {merged[0]}"
                 )
         return 0
+    except (RuntimeError, OSError) as exc:
+        from compress.train.distributed import peer_failure
+
+        line = peer_failure(exc, context)
+        if line is None:
+            raise
+        raise UserError(line) from exc
     finally:
         shutdown(context)
 

@@ -42,6 +42,32 @@ def init_distributed(device_type: str, timeout_s: float = 300.0) -> DistContext:
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
+PEER_FAILURE_MARKERS = (
+    "connection reset",
+    "connection closed",
+    "broken pipe",
+    "timed out",
+    "timeout",
+    "nccl",
+)
+
+
+def peer_failure(error: BaseException, context: DistContext) -> str | None:
+    """One line when `error` means another process of this distributed run died or stopped answering;
+    None for anything else (or outside a distributed run)."""
+    if not context.enabled:
+        return None
+    text = str(error)
+    lowered = text.lower()
+    if not isinstance(error, dist.DistError) and not any(m in lowered for m in PEER_FAILURE_MARKERS):
+        return None
+    cause = next((m for m in PEER_FAILURE_MARKERS if m in lowered), type(error).__name__)
+    return (
+        f"rank {context.rank}: lost another process of the {context.world_size}-process run ({cause}); "
+        "relaunch the same command with --resume (the last checkpoint is kept)"
+    )
+
+
 def shutdown(context: DistContext) -> None:
     """Leave the process group if this process joined one."""
     if context.enabled and dist.is_initialized():
