@@ -5,6 +5,7 @@ latency per backend, precision and batch -> deploy.md / deploy.json / deploy.csv
 from __future__ import annotations
 
 import csv
+import io
 import json
 import time
 from collections.abc import Callable
@@ -352,10 +353,11 @@ def _write(out: Path, result: dict[str, Any]) -> None:
         "size_mb",
         "copies_included",
     ]
-    with open(out / "deploy.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(result["latency"])
+    table = io.StringIO()
+    writer = csv.DictWriter(table, columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(result["latency"])
+    atomic_write_text(out / "deploy.csv", table.getvalue())
     plot_latency_vs_batch(result["latency"], out / "latency.png", f"{result['arch']}: latency per image")
     acc, opts = result["accuracy"], result["options"]
     base = acc["torch fp32"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,16 @@ def _export(
             )
 
 
+def save_onnx(graph: onnx.ModelProto, path: str | Path) -> Path:
+    """Write `graph` to `path` as one file, atomically: a reader or a killed run sees the old file or the
+    new one, never a torn one."""
+    from compress.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        onnx.save(graph, str(tmp))
+    return Path(path)
+
+
 def _simplify(graph: onnx.ModelProto) -> onnx.ModelProto:
     import onnxslim
 
@@ -90,13 +101,19 @@ def to_onnx(
         warnings.simplefilter("ignore")  # a train-mode model is merged in eval form; that is intended here
         deployable = reparameterize(model).cpu().float()
     example = torch.randn(*input_shape)
+    raw = path.with_name(f".{path.stem}.{os.getpid()}.export.onnx")  # the exporter writes here first
     try:
-        _export(deployable, example, path, dynamic_batch, opset, exporter)
+        _export(deployable, example, raw, dynamic_batch, opset, exporter)
     except Exception as exc:  # the exporters raise many types; name the fallback in one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = " (try exporter='torchscript')" if exporter == "dynamo" else ""
         raise UserError(f"ONNX export of {type(model).__name__} failed: {first[:200]}{hint}") from exc
-    graph = onnx.load(str(path))
+    try:
+        graph = onnx.load(str(raw))
+    finally:
+        raw.unlink(missing_ok=True)
+        for stale in path.parent.glob(raw.name + ".data"):
+            stale.unlink()
     if simplify:
         graph = _simplify(graph)
     for key, value in (metadata or {}).items():
@@ -104,9 +121,7 @@ def to_onnx(
         entry.key, entry.value = str(key), json.dumps(value)
     onnx.checker.check_model(graph, full_check=True)
     onnx.shape_inference.infer_shapes(graph, check_type=True, strict_mode=True)
-    onnx.save(graph, str(path))
-    for stale in path.parent.glob(path.name + ".data"):  # weights live in the one file
-        stale.unlink()
+    save_onnx(graph, path)
     return path
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import onnx
 
+from export.onnx.export import save_onnx
+
 
 def topological_sort(graph: onnx.GraphProto) -> None:
     """Reorder `graph.node` so every node comes after the producers of its inputs (in place)."""
@@ -39,5 +41,5 @@ def to_fp16(source: str | Path, target: str | Path, *, keep_io_types: bool = Tru
     del half.metadata_props[:]
     half.metadata_props.extend(graph.metadata_props)
     onnx.checker.check_model(half, full_check=True)
-    onnx.save(half, str(target))
+    save_onnx(half, target)
     return Path(target)

@@ -17,6 +17,7 @@ import onnx
 import torch
 
 from compress.errors import UserError
+from export.onnx.export import save_onnx
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
@@ -80,9 +81,10 @@ def to_int8(
     ):
         prepared = Path(work) / "prepared.onnx"
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantized_path = Path(work) / "quantized.onnx"  # the target is written once, whole, below
         quantize_static(
             str(prepared),
-            str(target),
+            str(quantized_path),
             _Reader(name, calibration.float().cpu(), batch),
             quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
@@ -91,8 +93,8 @@ def to_int8(
             calibrate_method=calibrate,
             extra_options={"ActivationSymmetric": activations == "int8", "WeightSymmetric": True},
         )
-    quantized = onnx.load(str(target))
+        quantized = onnx.load(str(quantized_path))
     del quantized.metadata_props[:]
     quantized.metadata_props.extend(graph.metadata_props)
-    onnx.save(quantized, str(target))
+    save_onnx(quantized, target)
     return Path(target)

@@ -43,6 +43,29 @@ def test_export_merges_a_multi_branch_network_first(tmp_path: Path) -> None:
     check_parity(multi, path, torch.randn(8, 3, 16, 16))
 
 
+def test_a_failed_onnx_write_keeps_the_previous_file_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    path = to_onnx(build("resnet8", num_classes=10).eval(), tmp_path / "m.onnx", (1, 3, 16, 16))
+    before = path.read_bytes()
+
+    real_save = onnx.save
+
+    def disk_fills_midway(graph: onnx.ModelProto, target: str, *args, **kwargs) -> None:
+        if not str(target).endswith(".tmp"):  # the exporter's own scratch file is written normally
+            return real_save(graph, target, *args, **kwargs)
+        Path(target).write_bytes(graph.SerializeToString()[:100])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(onnx, "save", disk_fills_midway)
+    with pytest.raises(OSError, match="No space left"):
+        to_onnx(build("resnet14", num_classes=10).eval(), path, (1, 3, 16, 16))
+    assert path.read_bytes() == before, "the old file is untouched"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"], "no partial or temporary file is left"
+
+
 def test_parity_failure_names_the_worst_output(tmp_path: Path) -> None:
     torch.manual_seed(0)
     exported, other = build("resnet8", 10).eval(), randomise_batchnorm(build("resnet8", 10)).eval()
