@@ -184,6 +184,7 @@ class Trainer:
             labels = labels.to(self.device, non_blocking=True)
             if self.config.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
+            self.batch_index = batch_index  # names the samples if the loss turns non-finite
             logits, losses = self.train_step(images, labels, epoch)
             batch = labels.numel()
             for name, value in losses.items():
@@ -223,6 +224,16 @@ class Trainer:
         self.global_step += 1
         return logits, {name: float(value.detach()) for name, value in losses.items()}
 
+    def _batch_samples(self) -> list[int] | None:
+        """Positions in the training split of the current batch (this epoch's order is a pure function of
+        (seed, epoch), so they can be recomputed); None outside the epoch loop."""
+        index = getattr(self, "batch_index", None)
+        sampler = getattr(self.train_loader.sampler, "inner", None)
+        if index is None or sampler is None:
+            return None
+        size = int(self.train_loader.batch_size)
+        return [int(i) for i in list(sampler)[index * size : (index + 1) * size]]
+
     def _nonfinite(
         self, logits: torch.Tensor, losses: dict[str, torch.Tensor], labels: torch.Tensor, epoch: int
     ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -233,6 +244,7 @@ class Trainer:
             "epoch": epoch + 1,
             "step": self.global_step,
             "terms": {k: repr(v) for k, v in terms.items()},
+            "samples": self._batch_samples(),
             "labels": labels.tolist(),
             "rank": self.context.rank,
         }

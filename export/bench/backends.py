@@ -55,8 +55,14 @@ class _TorchDevice(Backend):
         return super().timer()
 
     def describe(self) -> dict[str, Any]:
-        where = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
-        return {**super().describe(), "device": where, "threads": torch.get_num_threads()}
+        if self.device.type != "cuda":
+            return {**super().describe(), "device": "cpu", "threads": torch.get_num_threads()}
+        peak = torch.cuda.max_memory_allocated(self.device) / 1e6  # since the process started
+        return {
+            **super().describe(),
+            "device": torch.cuda.get_device_name(self.device),
+            "cuda_max_allocated_mb": peak,
+        }
 
 
 class TorchEager(_TorchDevice):

@@ -148,7 +148,13 @@ def test_a_nan_loss_stops_by_default_keeping_the_last_checkpoint_and_recording_t
     assert "non-finite loss at epoch 2" in line and "nonfinite.jsonl" in line and "ce=nan" in line
     records = [json.loads(x) for x in (out / "nonfinite.jsonl").read_text().splitlines()]
     assert len(records) == 1 and records[0]["epoch"] == 2 and records[0]["terms"] == {"ce": "nan"}
-    assert len(records[0]["labels"]) > 0
+    assert len(records[0]["labels"]) == len(records[0]["samples"]) > 0
+    from compress.data import build_data
+    from tests.compress.conftest import tiny_config
+
+    data = build_data(tiny_config("teacher.arch=resnet8").data)
+    labels = [int(data.train[i][1]) for i in records[0]["samples"]]
+    assert labels == records[0]["labels"], "the recorded positions name the batch's samples"
     assert load_model(out / "checkpoints" / "last.safetensors")[1].meta["epoch"] == 1
 
 
