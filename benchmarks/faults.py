@@ -111,14 +111,24 @@ def kill_and_resume(
         point = rng.uniform(0.25, 1.0) * seconds
         code, _ = cli(train_argv(out), kill_after=point)
         torn = torn_checkpoints(out / "checkpoints")
+        resumed_from = _where(out)
         finished = code == 0 or cli([*train_argv(out), "--resume"])[0] == 0
-        exact = finished and all(
-            same_tensors(
-                reference / "checkpoints" / f"{n}.safetensors", out / "checkpoints" / f"{n}.safetensors"
-            )
-            for n in ("last", "best")
-        )
-        row.add(exact and torn == 0, torn, f"kill at {point:.2f}s: finished={finished}")
+        differ = ["(did not finish)"] if not finished else []
+        for name in ("last", "best") if finished else ():
+            expected, got = (folder / "checkpoints" / f"{name}.safetensors" for folder in (reference, out))
+            if not same_tensors(expected, got):
+                differ.append(name)
+        note = f"kill at {point:.2f}s (exit {code}), resumed from {resumed_from}: {', '.join(differ)} differ"
+        row.add(not differ and torn == 0, torn, note)
+
+
+def _where(out: Path) -> str:
+    """Where a resume of `out` starts: the `last` checkpoint's epoch and step within the next epoch."""
+    try:
+        meta = json.loads((out / "checkpoints" / "last.json").read_text())
+    except (OSError, ValueError):
+        return "scratch"
+    return f"epoch {meta.get('epoch')} + step {meta.get('batch_in_epoch', 0)}"
 
 
 def kill_mid_epoch(row: Row, work: Path, reference: Path, n: int) -> None:
