@@ -86,7 +86,12 @@ def torn_checkpoints(folder: Path) -> int:
                 load_train_state(checkpoint)
         except UserError:
             torn += 1
-    return torn + len(list(folder.glob("*.tmp"))) if folder.is_dir() else 0
+    return torn
+
+
+def leftovers(folder: Path) -> int:
+    """Temporary files of interrupted writes still present (a resume must have removed them)."""
+    return len(list(folder.glob(".*.tmp"))) if folder.is_dir() else 0
 
 
 class Row:
@@ -118,8 +123,9 @@ def kill_and_resume(
             expected, got = (folder / "checkpoints" / f"{name}.safetensors" for folder in (reference, out))
             if not same_tensors(expected, got):
                 differ.append(name)
+        left = leftovers(out / "checkpoints") + leftovers(out)
         note = f"kill at {point:.2f}s (exit {code}), resumed from {resumed_from}: {', '.join(differ)} differ"
-        row.add(not differ and torn == 0, torn, note)
+        row.add(not differ and torn == 0 and left == 0, torn, f"{note}; {left} temporary files left")
 
 
 def _where(out: Path) -> str:
@@ -486,8 +492,9 @@ def main() -> None:
         f"{args.command_lines} --seed {args.seed}` ({minutes:.1f} min).",
         "",
         "Survived: a clean one-line exit 2 (or exit 0), and where the run continues, an exact resume "
-        "(`last` and `best` bitwise equal to an uninterrupted run). Torn: checkpoint files on disk that do "
-        "not load, or temporary files left behind, counted right after each fault.",
+        "(`last` and `best` bitwise equal to an uninterrupted run) that leaves no temporary file of an "
+        "interrupted write behind. Torn: checkpoint files on disk that do not load, counted right after "
+        "each fault.",
         "",
         "| fault | trials | survived | files lost or torn |",
         "|---|---:|---:|---:|",

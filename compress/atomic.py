@@ -49,6 +49,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files of writes that were killed mid-way (SIGKILL skips the cleanup that an
+    exception gets). Call it only on a directory this process holds (see compress.runlock)."""
+    folder = Path(directory)
+    removed = [tmp for tmp in folder.glob(".*.tmp") if tmp.is_file()] if folder.is_dir() else []
+    for tmp in removed:
+        tmp.unlink(missing_ok=True)
+    return removed
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` atomically."""
     with atomic_path(path) as tmp:

@@ -14,7 +14,7 @@ import torch
 import yaml
 from torch import nn
 
-from compress.atomic import atomic_write_text
+from compress.atomic import atomic_write_text, remove_stale_temporaries
 from compress.config import MethodConfig, NetworkConfig, RunConfig, TrainConfig, to_dict
 from compress.data import DataBundle, build_data
 from compress.errors import UserError
@@ -45,6 +45,8 @@ def prepare_run_dir(out_dir: Path, config: RunConfig, resume: bool, is_main: boo
         )
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (out_dir, out_dir / "checkpoints"):  # debris of a killed run's unfinished writes
+            remove_stale_temporaries(folder)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
 
 

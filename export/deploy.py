@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.atomic import atomic_write_text
+from compress.atomic import atomic_write_text, remove_stale_temporaries
 from compress.config import DeployConfig, RunConfig, from_dict
 from compress.data import build_data
 from compress.errors import UserError
@@ -123,6 +123,7 @@ def deploy(
     backends = options.resolved_backends()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # left by a deploy killed mid-write
     began = time.perf_counter()
     model, meta = load_network(checkpoint)
     config = from_dict(RunConfig, meta["config"])

@@ -177,3 +177,14 @@ def test_skip_policy_skips_within_its_limit_then_stops(
     skip[-1] = "teacher_train.nonfinite_limit=2"
     assert main(["teacher", DIGITS, "--out", str(out), "--no-progress", *SETS, *skip]) == 2
     assert "2 updates skipped already (limit 2)" in _error_line(capsys)
+
+
+def test_resume_removes_the_temporary_files_of_writes_a_kill_interrupted(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["teacher", DIGITS, "--out", str(out), "--no-progress", *SETS]) == 0
+    debris = [out / "checkpoints" / ".last.safetensors.k1ll3d.tmp", out / ".config.yaml.k1ll3d.tmp"]
+    for path in debris:
+        path.write_bytes(b"half a file")
+    assert main(["teacher", DIGITS, "--out", str(out), "--no-progress", "--resume", *SETS]) == 0
+    assert not any(path.exists() for path in debris)
+    assert (out / "checkpoints" / "last.safetensors").is_file()
