@@ -41,7 +41,7 @@ from compress.runlock import LOCK_NAME, run_lock  # noqa: E402
 from compress.train.checkpoint import load_train_state, read_checkpoint  # noqa: E402
 from kdforge.cli import main as kdforge_main  # noqa: E402
 from tests.compress.conftest import TINY  # noqa: E402
-from tests.fault_harness import cli, same_tensors  # noqa: E402
+from tests.fault_harness import cli, launch_ranks, same_tensors  # noqa: E402
 from tests.fuzz_inputs import command_lines, recipes  # noqa: E402
 
 DIGITS = str(REPO / "recipes" / "digits.yaml")
@@ -311,35 +311,9 @@ def hostile_files(row: Row, work: Path) -> None:
 
 
 def dead_rank(row: Row, work: Path, n: int) -> None:
-    import socket
-
     for trial in range(n):
         out = work / f"ddp{trial}"
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        ranks = []
-        for rank in range(2):
-            env = {
-                **os.environ,
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": str(port),
-                "RANK": str(rank),
-                "LOCAL_RANK": str(rank),
-                "WORLD_SIZE": "2",
-                "OMP_NUM_THREADS": "1",
-                "PYTHONPATH": str(REPO),
-            }
-            ranks.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "kdforge", *train_argv(out)],
-                    env=env,
-                    cwd=REPO,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-            )
+        ranks = launch_ranks(train_argv(out))
         deadline = time.monotonic() + 120
         while (
             time.monotonic() < deadline and ranks[0].poll() is None and not (out / "metrics.jsonl").is_file()

@@ -74,3 +74,32 @@ def same_tensors(first: Path, second: Path) -> bool:
     return a.keys() == b.keys() and all(
         a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and bool((a[k] == b[k]).all()) for k in a
     )
+
+
+def launch_ranks(argv: list[str], world_size: int = 2) -> list[subprocess.Popen]:
+    """`python -m kdforge argv` as the ranks of one gloo run on this machine (what torchrun would set up),
+    stdout discarded, stderr piped."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ranks = []
+    for rank in range(world_size):
+        env = {
+            **os.environ,
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world_size),
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": str(REPO),
+        }
+        command = [sys.executable, "-m", "kdforge", *argv]
+        ranks.append(
+            subprocess.Popen(
+                command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            )
+        )
+    return ranks

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "backend.h"
+#include "convert.h"
 #include "sidecar.h"
 
 namespace kdforge {
@@ -41,9 +42,7 @@ class AotiBackend final : public Backend {
     try {
       loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(options.model);
     } catch (const std::exception& error) {
-      std::string first = error.what();
-      first = first.substr(0, first.find('\n'));
-      throw UserError("cannot load " + options.model + ": " + first.substr(0, 200) + "; " + kRebuild);
+      throw UserError("cannot load " + options.model + ": " + one_line(error.what()) + "; " + kRebuild);
     }
   }
 

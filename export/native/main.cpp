@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "backend.h"
+#include "convert.h"
 #include "npy.h"
 #include "timing.h"
 
@@ -213,13 +214,7 @@ int run(int argc, char** argv) {
   std::vector<HostTensor> inputs;
   if (!options.input_path.empty()) {
     HostTensor given = load_npy(options.input_path);
-    const auto expected = backend->sample_shape();
-    if (given.shape.size() != expected.size() + 1 ||
-        !std::equal(expected.begin(), expected.end(), given.shape.begin() + 1)) {
-      std::string want;
-      for (int64_t d : expected) want += ", " + std::to_string(d);
-      throw UserError(options.input_path + ": expected shape (N" + want + ")");
-    }
+    check_sample_shape(options.backend.model, backend->sample_shape(), given);
     inputs.push_back(std::move(given));
   } else {
     for (int64_t batch : options.batches) inputs.push_back(random_batch(batch, backend->sample_shape()));

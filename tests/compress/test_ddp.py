@@ -57,57 +57,12 @@ def test_two_gloo_ranks_end_with_identical_weights_and_exact_metrics(tmp_path: P
     assert logged[-1]["val_top1"] == single["top1"]
 
 
-def _launch(out: Path, port: int, extra: list[str]) -> list[subprocess.Popen]:
-    sets = [
-        arg
-        for item in (
-            "data.image_size=16",
-            "data.batch_size=32",
-            "teacher.arch=resnet8",
-            "teacher_train.epochs=4",
-        )
-        for arg in ("--set", item)
-    ]
-    processes = []
-    for rank in range(2):
-        env = {
-            **os.environ,
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": "2",
-            "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": str(REPO),
-        }
-        argv = [
-            "teacher",
-            str(REPO / "recipes" / "digits.yaml"),
-            "--out",
-            str(out),
-            "--no-progress",
-            *sets,
-            *extra,
-        ]
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "kdforge", *argv],
-                env=env,
-                cwd=REPO,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    return processes
+def _launch(out: Path, *extra: str) -> list[subprocess.Popen]:
+    from tests.fault_harness import launch_ranks
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    sets = ("data.image_size=16", "data.batch_size=32", "teacher.arch=resnet8", "teacher_train.epochs=4")
+    argv = ["teacher", str(REPO / "recipes" / "digits.yaml"), "--out", str(out), "--no-progress"]
+    return launch_ranks([*argv, *[arg for item in sets for arg in ("--set", item)], *extra])
 
 
 def test_a_dead_rank_stops_the_others_with_one_line_and_the_run_resumes(tmp_path: Path) -> None:
@@ -115,7 +70,7 @@ def test_a_dead_rank_stops_the_others_with_one_line_and_the_run_resumes(tmp_path
     import time
 
     out = tmp_path / "run"
-    rank0, rank1 = _launch(out, _free_port(), ["--set", "device=cpu"])
+    rank0, rank1 = _launch(out, "--set", "device=cpu")
     try:
         deadline = time.monotonic() + 120
         while not (out / "metrics.jsonl").is_file() or not (out / "metrics.jsonl").read_text().strip():
@@ -133,7 +88,7 @@ def test_a_dead_rank_stops_the_others_with_one_line_and_the_run_resumes(tmp_path
             process.kill()
             process.wait()
             process.stderr.close()
-    resumed = _launch(out, _free_port(), ["--set", "device=cpu", "--resume"])
+    resumed = _launch(out, "--set", "device=cpu", "--resume")
     for process in resumed:
         assert process.wait(timeout=300) == 0, process.stderr.read()[-2000:]
         process.stderr.close()
