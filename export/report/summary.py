@@ -10,7 +10,14 @@ from typing import Any
 from compress.atomic import atomic_write_text
 from export.report.plots import plot_teacher_vs_student
 
-SAME_FILE_AS = {"torch-compile": "torch", "onnxruntime-cuda": "onnxruntime", "onnxruntime-trt": "onnxruntime"}
+SAME_FILE_AS = {  # backends that run a file (or weights) whose accuracy another backend measured
+    "torch-compile": "torch",
+    "onnxruntime-cuda": "onnxruntime",
+    "onnxruntime-trt": "onnxruntime",
+    "native-aoti": "aoti",
+    "native-tensorrt": "tensorrt",
+    "native-onnxruntime": "onnxruntime",
+}
 
 
 def accuracy_of(result: dict[str, Any], backend: str, precision: str) -> float | None:
@@ -112,7 +119,8 @@ def write_report(
     lines += [
         "",
         f"Test top-1 on the test split, run in that runtime; * = the same file measured on another runtime "
-        f"(torch-compile runs the torch weights; ONNX Runtime GPU providers run the CPU-tested ONNX file). "
+        "(torch-compile runs the torch weights; ONNX Runtime GPU providers run the CPU-tested ONNX file; "
+        "native-* rows run the same .pt2 / engine / ONNX in kdforge-runner, timed after the Python rounds). "
         f"Speed-up = teacher p50 / student p50 at batch {' / '.join(map(str, batches))}; size ratio = "
         "teacher file / student file. Each network's variants were timed together in rotating rounds; "
         f"teacher and student were timed one after the other on the same machine "
