@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -35,6 +34,7 @@ from export.bench.backends import (
 )
 from export.onnx import check_parity, to_onnx
 from export.quantize import CALIBRATION_METHODS, onnx_top1, to_fp16, to_int8
+from export.quantize.accuracy import top1
 from export.sidecar import sha256
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-u8")  # int8: TensorRT's form; int8-u8: ONNX Runtime CPU's
@@ -101,16 +101,6 @@ def load_network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     else:
         model, checkpoint = load_model(path)
     return model.eval(), checkpoint.meta
-
-
-def _top1(run: Callable[[torch.Tensor], Any], batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """Top-1 (%) of a logits function over (images, labels) batches."""
-    correct = seen = 0
-    for images, labels in batches:
-        logits = np.asarray(run(images))
-        correct += int((logits.argmax(1) == labels.numpy()).sum())
-        seen += labels.numel()
-    return 100.0 * correct / max(seen, 1)
 
 
 def deploy(
@@ -181,14 +171,14 @@ def deploy(
 
     step("accuracy per precision on the test split")
     with torch.no_grad():
-        accuracy = {"torch fp32": _top1(lambda x: model(x).numpy(), test)}
+        accuracy = {"torch fp32": top1(lambda x: model(x).numpy(), test)}
     accuracy.update({f"onnxruntime {p}": onnx_top1(f, test) for p, f in onnx_files.items()})
     if "aoti" in compiled:
         package = compiled["aoti"]["fp32"].package
-        accuracy["aoti fp32"] = _top1(lambda x: package(x).float().cpu().numpy(), test)
+        accuracy["aoti fp32"] = top1(lambda x: package(x).float().cpu().numpy(), test)
     for precision, runner in compiled.get("tensorrt", {}).items():
         engine = runner.engine
-        accuracy[f"tensorrt {precision}"] = _top1(lambda x, e=engine: e.infer(x).float().cpu().numpy(), test)
+        accuracy[f"tensorrt {precision}"] = top1(lambda x, e=engine: e.infer(x).float().cpu().numpy(), test)
 
     runs: list[tuple[str, str, Backend]] = []
     if "torch" in backends:

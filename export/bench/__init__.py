@@ -1,6 +1,10 @@
-"""The latency profiler: backends behind one interface and trtexec-style measurement."""
+"""The latency profiler: backends behind one interface and trtexec-style measurement.
 
-from export.bench.backends import Backend, OnnxRuntime, TorchEager
+The backends (torch, ONNX Runtime) load on first use; the timing and the backend registry need neither.
+"""
+
+from typing import Any
+
 from export.bench.timing import (
     COV_WARNING,
     LatencyStats,
@@ -23,3 +27,13 @@ __all__ = [
     "percentile",
     "summarize",
 ]
+
+_BACKENDS = ("Backend", "OnnxRuntime", "TorchEager")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BACKENDS:
+        from export.bench import backends
+
+        return getattr(backends, name)
+    raise AttributeError(f"module 'export.bench' has no attribute {name!r}")
