@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,12 +51,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def remove_stale_temporaries(directory: str | Path) -> list[Path]:
-    """Delete the temporary files of writes that were killed mid-way (SIGKILL skips the cleanup that an
-    exception gets). Call it only on a directory this process holds (see compress.runlock)."""
+    """Delete the temporary files (and staging folders, see export.aoti) of writes that were killed mid-way
+    (SIGKILL skips the cleanup that an exception gets). Call it only on a directory this process holds
+    (see compress.runlock)."""
     folder = Path(directory)
-    removed = [tmp for tmp in folder.glob(".*.tmp") if tmp.is_file()] if folder.is_dir() else []
+    removed = list(folder.glob(".*.tmp")) if folder.is_dir() else []
     for tmp in removed:
-        tmp.unlink(missing_ok=True)
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
     return removed
 
 

@@ -341,6 +341,7 @@ def _write(out: Path, result: dict[str, Any]) -> None:
         "std",
         "cov",
         "throughput",
+        "page_faults_per_run",
         "size_mb",
         "copies_included",
     ]

@@ -327,12 +327,15 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
     backends = _split(args.backends, "backends") if args.backends else None
     batches = _batches(args.batches)
     rows = bench_artifact(args.model, backends, batches, policy, shape, args.device, args.native)
-    console.print("backend            batch    p50 ms    p90 ms    p99 ms   CoV     images/s", markup=False)
+    console.print(
+        "backend            batch    p50 ms    p90 ms    p99 ms   CoV     images/s  faults/run", markup=False
+    )
     for row in rows:
         flag = "  (noisy)" if row["cov"] > 0.05 else ""
         console.print(
             f"{row['backend']:<17} {row['batch']:>6} {row['p50']:>9.3f} {row['p90']:>9.3f} "
-            f"{row['p99']:>9.3f} {100 * row['cov']:>5.1f}% {row['throughput']:>10.0f}{flag}",
+            f"{row['p99']:>9.3f} {100 * row['cov']:>5.1f}% {row['throughput']:>10.0f} "
+            f"{row['page_faults_per_run']:>10.1f}{flag}",
             markup=False,
         )
     return 0

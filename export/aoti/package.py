@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -45,7 +47,11 @@ def compile_package(
         network = reparameterize(model).eval().to(target).float()
     example = torch.randn(2, *input_shape[1:], device=target)  # batch 2: a batch of 1 would specialise
     batch = torch.export.Dim("batch", min=1, max=max_batch)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.pt2")
+    # Compiled into a staging folder under its final name (the archive's inner folder is named after the
+    # file), then moved into place; a killed compile leaves only the folder, which resume cleans up.
+    staging = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
+    staging.mkdir(exist_ok=True)
+    tmp = staging / path.name
     quiet = io.StringIO()
     try:
         with torch.inference_mode(False), contextlib.redirect_stdout(quiet), warnings.catch_warnings():
@@ -59,7 +65,7 @@ def compile_package(
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"AOTInductor compile of {type(model).__name__} failed: {first[:200]}") from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
     info = {
         "kind": KIND,
         "device": target.type,
@@ -88,11 +94,18 @@ class AotiPackage:
         self.path = Path(path)
         self.meta = package_metadata(path)
         self.device = resolve_device(self.meta["device"])
+        # Loading imports torch.utils.cpp_extension, which warns that no CUDA toolkit is installed: true on a
+        # CPU machine and irrelevant to running a compiled package.
+        extension_log = logging.getLogger("torch.utils.cpp_extension")
+        level = extension_log.level
+        extension_log.setLevel(logging.ERROR)
         try:
             self.runner = torch._inductor.aoti_load_package(str(self.path))
         except Exception as exc:  # a package from another torch build or a damaged archive
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"cannot load {self.path.name}: {first[:200]}; {REBUILD_HINT}") from exc
+        finally:
+            extension_log.setLevel(level)
         self.min_batch, self.max_batch = self.meta["batch_range"]
 
     def check_batch(self, batch: int) -> None:

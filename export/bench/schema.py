@@ -19,6 +19,7 @@ ROW_FIELDS: dict[str, type | tuple[type, ...]] = {
     "cov": (int, float),
     "throughput": (int, float),
     "peak_rss_mb": (int, float),
+    "page_faults_per_run": (int, float),
     "samples_ms": list,
 }
 

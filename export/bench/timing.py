@@ -38,6 +38,7 @@ class LatencyStats:
     cov: float
     throughput: float  # images per second at the median latency
     peak_rss_mb: float
+    page_faults_per_run: float  # minor page faults of the process per call: per-call allocation churn
     samples_ms: list[float] = field(default_factory=list, repr=False)
 
     @property
@@ -61,8 +62,8 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
-def summarize(samples_ms: list[float], batch: int) -> LatencyStats:
-    """The figures of a list of per-call latencies."""
+def summarize(samples_ms: list[float], batch: int, page_faults: int = 0) -> LatencyStats:
+    """The figures of a list of per-call latencies (`page_faults`: minor faults taken over those calls)."""
     ordered = sorted(samples_ms)
     mean = statistics.fmean(ordered)
     std = statistics.pstdev(ordered) if len(ordered) > 1 else 0.0
@@ -79,11 +80,17 @@ def summarize(samples_ms: list[float], batch: int) -> LatencyStats:
         cov=std / mean if mean > 0 else 0.0,
         throughput=1000.0 * batch / p50 if p50 > 0 else 0.0,
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        page_faults_per_run=page_faults / len(ordered),
         samples_ms=samples_ms,
     )
 
 
 Timer = Callable[[Callable[[], object]], float]
+
+
+def minor_page_faults() -> int:
+    """Minor page faults this process has taken so far (all threads)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def wall_clock_timer(sync: Callable[[], None] | None = None) -> Timer:
@@ -144,6 +151,7 @@ def measure_interleaved(
             calls[name]()
         (sync or (lambda: None))()
     samples: dict[str, list[float]] = {name: [] for name in names}
+    faults = dict.fromkeys(names, 0)
     began, round_index = time.perf_counter(), 0
     while round_index < policy.max_iterations and (
         round_index < policy.min_iterations
@@ -151,6 +159,8 @@ def measure_interleaved(
     ):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
+            before = minor_page_faults()
             samples[name].append(clocks[name](calls[name]))
+            faults[name] += minor_page_faults() - before
         round_index += 1
-    return {name: summarize(values, batch) for name, values in samples.items()}
+    return {name: summarize(values, batch, faults[name]) for name, values in samples.items()}

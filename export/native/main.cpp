@@ -3,7 +3,10 @@
 //
 //   kdforge-runner --model M [--batch 1,8,64] [--warmup-ms 200] [--min-iters 50] [--min-ms 1000]
 //                  [--json out.json] [--input x.npy [--dump-output y.npy]] [--threads N]
-//                  [--device cpu|cuda] [--cuda-graph] | --list-backends | --version
+//                  [--device cpu|cuda] [--cuda-graph] [--release-memory] | --list-backends | --version
+//
+// By default freed memory stays in the process between runs (heap.h); --release-memory keeps the C
+// library's defaults, as a Python process has them.
 //
 // A user mistake prints one line `kdforge-runner: error: ...` and exits 2.
 #include <sys/stat.h>
@@ -17,6 +20,7 @@
 
 #include "backend.h"
 #include "convert.h"
+#include "heap.h"
 #include "npy.h"
 #include "timing.h"
 
@@ -32,6 +36,7 @@ struct Options {
   std::string json_path;
   std::string input_path;
   std::string dump_path;
+  bool release_memory = false;
 };
 
 std::vector<std::string> compiled_backends() {
@@ -98,6 +103,7 @@ Options parse(int argc, char** argv) {
     else if (flag == "--threads") options.backend.threads = static_cast<int>(number(flag, value()));
     else if (flag == "--device") options.backend.device = value();
     else if (flag == "--cuda-graph") options.backend.cuda_graph = true;
+    else if (flag == "--release-memory") options.release_memory = true;
     else throw UserError("unknown option " + flag + " (see the usage at the top of export/native/main.cpp)");
   }
   if (options.backend.model.empty()) throw UserError("--model is required: a .pt2, .engine or .onnx file");
@@ -156,18 +162,23 @@ std::string json_number(double value) {
   return text;
 }
 
-std::string json_row(const Backend& backend, const Options& options, const LatencyStats& stats) {
+std::string heap_label(bool retained) { return retained ? "retained" : "system default"; }
+
+std::string json_row(const Backend& backend, const Options& options, bool heap_retained,
+                     const LatencyStats& stats) {
   std::ostringstream row;
   row << "{\"backend\": " << json_string(backend.name());
   for (const auto& [key, value] : backend.describe()) row << ", " << json_string(key) << ": " << value;
   const double size_mb = static_cast<double>(std::filesystem::file_size(options.backend.model)) / 1e6;
   row << ", \"file\": " << json_string(std::filesystem::path(options.backend.model).filename().string())
       << ", \"size_mb\": " << json_number(size_mb) << ", \"runner\": \"native\""
+      << ", \"heap\": " << json_string(heap_label(heap_retained))
       << ", \"batch\": " << stats.batch << ", \"iterations\": " << stats.iterations;
   for (const auto& [key, value] : {std::pair{"p50", stats.p50}, {"p90", stats.p90}, {"p95", stats.p95},
                                    {"p99", stats.p99}, {"mean", stats.mean}, {"std", stats.std},
                                    {"cov", stats.cov}, {"throughput", stats.throughput},
-                                   {"peak_rss_mb", stats.peak_rss_mb}}) {
+                                   {"peak_rss_mb", stats.peak_rss_mb},
+                                   {"page_faults_per_run", stats.page_faults_per_run}}) {
     row << ", \"" << key << "\": " << json_number(value);
   }
   row << ", \"samples_ms\": [";
@@ -176,7 +187,8 @@ std::string json_row(const Backend& backend, const Options& options, const Laten
   return row.str();
 }
 
-void write_json(const std::string& path, const Options& options, const std::vector<std::string>& rows) {
+void write_json(const std::string& path, const Options& options, bool heap_retained,
+                const std::vector<std::string>& rows) {
   std::ostringstream out;
   out << "{\n  \"runner\": \"kdforge-runner\",\n  \"version\": " << json_string(kVersion) << ",\n"
       << "  \"config\": {\"model\": " << json_string(options.backend.model) << ", \"batches\": [";
@@ -185,7 +197,8 @@ void write_json(const std::string& path, const Options& options, const std::vect
       << ", \"min_iterations\": " << options.policy.min_iterations
       << ", \"min_duration_s\": " << json_number(options.policy.min_duration_ms / 1000.0)
       << ", \"max_iterations\": " << options.policy.max_iterations << "}, \"input\": "
-      << (options.input_path.empty() ? "null" : json_string(options.input_path)) << "},\n"
+      << (options.input_path.empty() ? "null" : json_string(options.input_path))
+      << ", \"heap\": " << json_string(heap_label(heap_retained)) << "},\n"
       << "  \"environment\": {\"backends_compiled\": [";
   const auto names = compiled_backends();
   for (size_t i = 0; i < names.size(); ++i) out << (i ? ", " : "") << json_string(names[i]);
@@ -210,6 +223,7 @@ int run(int argc, char** argv) {
     return 0;
   }
   const Options options = parse(argc, argv);
+  const bool heap_retained = !options.release_memory && retain_freed_memory();  // before the model loads
   auto backend = open_backend(options.backend);
   std::vector<HostTensor> inputs;
   if (!options.input_path.empty()) {
@@ -232,9 +246,9 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "%s batch %lld: p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  CoV %.1f%%  (%lld runs)\n",
                  backend->name().c_str(), static_cast<long long>(stats.batch), stats.p50, stats.p90, stats.p99,
                  100.0 * stats.cov, static_cast<long long>(stats.iterations));
-    rows.push_back(json_row(*backend, options, stats));
+    rows.push_back(json_row(*backend, options, heap_retained, stats));
   }
-  if (!options.json_path.empty()) write_json(options.json_path, options, rows);
+  if (!options.json_path.empty()) write_json(options.json_path, options, heap_retained, rows);
   return 0;
 }
 

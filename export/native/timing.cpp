@@ -1,5 +1,7 @@
 #include "timing.h"
 
+#include "heap.h"
+
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -56,13 +58,17 @@ LatencyStats measure(const std::function<void()>& run_once, const std::function<
   while (elapsed_ms(warm) < policy.warmup_ms) run_once();
   sync();
   std::vector<double> samples;
+  const int64_t faults_before = minor_page_faults();
   const auto began = clock::now();
   while (static_cast<int64_t>(samples.size()) < policy.max_iterations &&
          (static_cast<int64_t>(samples.size()) < policy.min_iterations ||
           elapsed_ms(began) < policy.min_duration_ms)) {
     samples.push_back(time_one_run());
   }
-  return summarize(samples, batch);
+  const int64_t faults = minor_page_faults() - faults_before;
+  LatencyStats stats = summarize(samples, batch);
+  stats.page_faults_per_run = static_cast<double>(faults) / static_cast<double>(samples.size());
+  return stats;
 }
 
 }  // namespace kdforge

@@ -21,6 +21,7 @@ struct LatencyStats {
   double p50 = 0, p90 = 0, p95 = 0, p99 = 0, mean = 0, std = 0, cov = 0;
   double throughput = 0;  // images per second at the median latency
   double peak_rss_mb = 0;
+  double page_faults_per_run = 0;  // minor page faults of the process per measured run
   std::vector<double> samples_ms;
 };
 

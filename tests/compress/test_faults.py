@@ -185,6 +185,9 @@ def test_resume_removes_the_temporary_files_of_writes_a_kill_interrupted(tmp_pat
     debris = [out / "checkpoints" / ".last.safetensors.k1ll3d.tmp", out / ".config.yaml.k1ll3d.tmp"]
     for path in debris:
         path.write_bytes(b"half a file")
+    staging = out / ".resnet8-fp32.4242.tmp"  # an AOTInductor compile's staging folder (export.aoti)
+    staging.mkdir()
+    (staging / "resnet8-fp32.pt2").write_bytes(b"half a package")
     assert main(["teacher", DIGITS, "--out", str(out), "--no-progress", "--resume", *SETS]) == 0
-    assert not any(path.exists() for path in debris)
+    assert not any(path.exists() for path in [*debris, staging])
     assert (out / "checkpoints" / "last.safetensors").is_file()

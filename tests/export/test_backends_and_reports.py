@@ -4,6 +4,8 @@ backend registry, and the report pieces (plots, teacher-vs-student ratios)."""
 from __future__ import annotations
 
 import json
+import mmap
+import zipfile
 from pathlib import Path
 
 import matplotlib.image
@@ -34,6 +36,9 @@ def test_aoti_package_matches_eager_across_its_batch_range(network, tmp_path: Pa
     path = compile_package(network, tmp_path / "m.pt2", SHAPE, device="cpu", max_batch=8, metadata=meta)
     package = AotiPackage(path)
     assert package.meta["batch_range"] == [1, 8] and package.meta["device"] == "cpu"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt2", "m.pt2.json"], "no staging left"
+    with zipfile.ZipFile(path) as archive:  # the archive's folder is the package's own name
+        assert {name.split("/")[0] for name in archive.namelist()} == {"m"}
     assert {k: package.meta[k] for k in meta} == meta
     for batch in (1, 5, 8):
         x = torch.randn(batch, *SHAPE[1:])
@@ -76,6 +81,22 @@ def test_each_call_is_timed_by_its_own_clock() -> None:
     assert sorted(stats["counter"].samples_ms) == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert stats["counter"].p50 == 3.0 and stats["events"].throughput == pytest.approx(4000 / 7.0)
     assert all(0 <= s < 1000 for s in stats["host"].samples_ms), "the host clock, in milliseconds"
+
+
+def test_page_faults_are_counted_per_call_and_charged_to_the_call_that_took_them() -> None:
+    pages = 64
+
+    def touch_fresh_pages() -> None:  # a new anonymous mapping each call: every page faults once
+        region = mmap.mmap(-1, pages * mmap.PAGESIZE)
+        region.madvise(mmap.MADV_NOHUGEPAGE)
+        for offset in range(0, pages * mmap.PAGESIZE, mmap.PAGESIZE):
+            region[offset] = 1
+        region.close()
+
+    calls = {"fresh": touch_fresh_pages, "idle": lambda: None}
+    stats = measure_interleaved(calls, 1, TimingPolicy(0.0, 20, 0.0))
+    assert stats["fresh"].page_faults_per_run >= pages
+    assert stats["idle"].page_faults_per_run < 1, "the other call's faults are not charged to this one"
 
 
 def test_backend_registry_names_what_is_missing_in_one_line() -> None:

@@ -5,6 +5,7 @@ from its own raw samples, its JSON rows conform to the profiler's schema, and ba
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 import subprocess
 from pathlib import Path
@@ -108,6 +109,25 @@ def test_python_profiler_rows_follow_the_same_schema(package: Path) -> None:
     assert rows and all(row_problems(r) == [] for r in rows)
     assert row_problems({**rows[0], "p90": rows[0]["p50"] - 1}) == ["percentiles are not ordered"]
     assert "missing samples_ms" in row_problems({k: v for k, v in rows[0].items() if k != "samples_ms"})
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="heap retention uses glibc's mallopt")
+def test_heap_retention_stops_per_run_page_faults(runner: Path, package: Path, tmp_path: Path) -> None:
+    # At batch 32 one activation is 32*16*16*16 floats = 128 pages. With glibc's defaults the runs free
+    # their activations back to the kernel and fault them in again; retained, they stay mapped.
+    policy = ["--batch", "32", "--min-iters", "30", "--min-ms", "0", "--warmup-ms", "100"]
+    faults, heap = {}, {}
+    for mode, flags in (("retained", []), ("released", ["--release-memory"])):
+        out = tmp_path / f"{mode}.json"
+        done = _run(runner, "--model", str(package), *policy, "--json", str(out), *flags)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(out.read_text())
+        (row,) = report["latency"]
+        assert row_problems(row) == [] and row["heap"] == report["config"]["heap"]
+        faults[mode], heap[mode] = row["page_faults_per_run"], row["heap"]
+    assert heap == {"retained": "retained", "released": "system default"}
+    assert faults["released"] >= 64, faults
+    assert faults["retained"] <= 8, faults
 
 
 def test_bad_input_is_one_line_and_a_nonzero_exit(runner: Path, package: Path, tmp_path: Path) -> None:
