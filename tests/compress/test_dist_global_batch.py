@@ -29,6 +29,7 @@ def _worker(rank: int, init: str, out: str) -> None:
         loss = dist_relation_loss(mine, teacher[start : start + ROWS[rank]], DISTOptions())
         loss.backward()
         torch.save({"loss": loss.detach(), "grad": mine.grad}, Path(out) / f"rank{rank}.pt")
+        dist.barrier()  # neither rank tears gloo down while the other's backward collective is in flight
     finally:
         dist.destroy_process_group()
 
