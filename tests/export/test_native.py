@@ -5,6 +5,7 @@ from its own raw samples, its JSON rows conform to the profiler's schema, and ba
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -15,16 +16,21 @@ import pytest
 import torch
 
 from compress.errors import UserError
-from compress.models import build
+from compress.models import build as build_model
 from export.aoti import AotiPackage, compile_package
 from export.bench.schema import row_problems
 from export.native import build_native, run_native
+from export.native.build import DEFAULT_BUILD_DIR
+from export.onnx.export import to_onnx
+from export.onnx.parity import ort_session
+from export.quantize.fp16 import to_fp16
 from tests.export.conftest import randomise_batchnorm
 
 pytestmark = pytest.mark.skipif(
     shutil.which("cmake") is None or shutil.which("c++") is None, reason="needs cmake and a C++ compiler"
 )
 SHAPE = (1, 3, 16, 16)
+ONNXRUNTIME_ROOT = os.environ.get("ONNXRUNTIME_ROOT")
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +41,7 @@ def runner() -> Path:
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
-    network = randomise_batchnorm(build("resnet8", num_classes=10)).eval()
+    network = randomise_batchnorm(build_model("resnet8", num_classes=10)).eval()
     folder = tmp_path_factory.mktemp("native")
     meta = {
         "input_shape": [3, 16, 16],
@@ -217,3 +223,34 @@ def test_deploy_adds_native_rows_to_its_tables(runner: Path, tmp_path: Path) -> 
     ]
     assert all(row_problems(r) == [] for r in result["latency"])
     assert "| native-aoti | fp32 | 2 |" in (tmp_path / "deploy" / "deploy.md").read_text()
+
+
+@pytest.mark.skipif(
+    not ONNXRUNTIME_ROOT,
+    reason="set ONNXRUNTIME_ROOT to an ONNX Runtime release (include/ with the C++ API headers, lib/) to "
+    "build and test the runner's ONNX Runtime backend: no package here ships the headers",
+)
+def test_native_onnxruntime_matches_python_onnxruntime(tmp_path: Path) -> None:
+    build = build_native(DEFAULT_BUILD_DIR.parent / "native-onnxruntime", onnxruntime_root=ONNXRUNTIME_ROOT)
+    assert "onnxruntime" in build.backends, build.backends
+    torch.manual_seed(0)
+    network = randomise_batchnorm(build_model("resnet8", num_classes=10)).eval()
+    fp32 = to_onnx(network, tmp_path / "m.onnx", SHAPE)
+    fp16 = to_fp16(fp32, tmp_path / "m16.onnx", keep_io_types=False)  # half inputs: the runner converts
+    batch = np.random.default_rng(0).standard_normal((5, 3, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", batch)
+    for path, tolerance in ((fp32, 1e-5), (fp16, 1e-3)):
+        out, report = tmp_path / f"{path.stem}.npy", tmp_path / f"{path.stem}.json"
+        argv = ["--model", str(path), "--input", str(tmp_path / "x.npy"), "--dump-output", str(out)]
+        done = _run(build.binary, *argv, "--min-iters", "3", "--min-ms", "0", "--json", str(report))
+        assert done.returncode == 0, done.stderr
+        session = ort_session(path, 1)
+        spec = session.get_inputs()[0]
+        given = batch.astype(np.float16) if spec.type == "tensor(float16)" else batch
+        expected = session.run(None, {spec.name: given})[0].astype(np.float32)
+        np.testing.assert_allclose(np.load(out), expected, rtol=tolerance, atol=tolerance)
+        (row,) = json.loads(report.read_text())["latency"]
+        assert row_problems(row) == [] and row["backend"] == "onnxruntime" and row["batch"] == 5
+    np.save(tmp_path / "wrong.npy", batch[:, :1])
+    done = _run(build.binary, "--model", str(fp32), "--input", str(tmp_path / "wrong.npy"))
+    assert done.returncode == 2 and "takes input (-1, 3, 16, 16)" in done.stderr.strip(), done.stderr
