@@ -8,6 +8,8 @@
 #   deploy-*.{json,md}  benchmarks/deploy.py --device cuda: the digits pipeline deployed on every backend usable
 #                       there (torch / torch.compile / AOTInductor on CUDA, ONNX Runtime CUDA and TensorRT when
 #                       installed), CUDA-event latency, teacher vs student
+#   native-*.json       kdforge-runner (built into build/native-gpu; TensorRT compiled in when CMake finds it,
+#                       e.g. with TensorRT_ROOT set) on the student's CUDA .pt2 and its engines, batch 1 and 64
 # Python: $PYTHON, else .venv/bin/python when it sees a GPU, else python3 (GPU images ship their own torch).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,5 +42,15 @@ status=0
 "$py" benchmarks/train_step.py --device cuda --out "$out" || status=1
 "$py" benchmarks/deploy.py --device cuda --skip-zoo --out runs/gpu-deploy --results "$out" || status=1
 "$py" -m kdforge doctor > "$out/doctor.txt" 2>&1 || status=1
+if "$py" -m kdforge build-native --build-dir build/native-gpu > "$out/native.txt" 2>&1; then
+  for model in runs/gpu-deploy/deploy-student/*.pt2 runs/gpu-deploy/deploy-student/*.engine; do
+    [ -e "$model" ] || continue
+    case "$model" in *.engine) grep -q tensorrt build/native-gpu/backends.txt || continue ;; esac
+    build/native-gpu/kdforge-runner --model "$model" --batch 1,64 --json "$out/native-$(basename "$model").json" \
+      >> "$out/native.txt" 2>&1 || status=1
+  done
+else
+  status=1
+fi
 echo "gpu_suite: results in $out (exit $status)"
 exit $status

@@ -48,10 +48,12 @@ def build_native(
     *,
     tensorrt_root: str | None = None,
     onnxruntime_root: str | None = None,
+    cmake_options: tuple[str, ...] = (),
     jobs: int = 2,
     log: Callable[[str], None] | None = None,
 ) -> NativeBuild:
-    """Configure when the build directory is new or the options changed, then build (incremental)."""
+    """Configure when the build directory is new or the options changed, then build (incremental).
+    `cmake_options` are passed to CMake as they are (-DNAME=VALUE)."""
     if not (SOURCE_ROOT / "CMakeLists.txt").is_file():
         raise UserError(
             f"no CMakeLists.txt in {SOURCE_ROOT}: build the runner from a kdforge source checkout"
@@ -67,6 +69,7 @@ def build_native(
         options.append(f"-DTensorRT_ROOT={tensorrt_root}")
     if onnxruntime_root:
         options.append(f"-DONNXRUNTIME_ROOT={onnxruntime_root}")
+    options.extend(cmake_options)
     stamp = build / "kdforge-options.txt"
     if (
         not (build / "CMakeCache.txt").is_file()

@@ -44,7 +44,9 @@ std::vector<std::string> compiled_backends() {
 #ifdef KDFORGE_HAS_AOTI
   names.emplace_back("aoti");
 #endif
-#ifdef KDFORGE_HAS_TENSORRT
+#if defined(KDFORGE_FAKE_TENSORRT_BUILD)
+  names.emplace_back("tensorrt-test-double");
+#elif defined(KDFORGE_HAS_TENSORRT)
   names.emplace_back("tensorrt");
 #endif
 #ifdef KDFORGE_HAS_ONNXRUNTIME
