@@ -63,9 +63,10 @@ def measure_one(name: str, batch: int, target: Path, min_duration: float) -> Non
     print(stats.p50, stats.page_faults_per_run)
 
 
-def paired_median(values: dict[str, list[float]], top: str, bottom: str) -> float:
-    """Median over rounds of top/bottom measured in the same round."""
-    return statistics.median(a / b for a, b in zip(values[top], values[bottom], strict=True))
+def paired_median(p50: dict[tuple[str, int], list[float]], top: str, bottom: str, batch: int) -> float:
+    """Median over rounds of top/bottom measured in the same round at `batch`."""
+    pairs = zip(p50[(top, batch)], p50[(bottom, batch)], strict=True)
+    return statistics.median(a / b for a, b in pairs)
 
 
 def main() -> None:
@@ -119,11 +120,7 @@ def main() -> None:
                     f"{page_faults:.0f} page faults per run"
                 )
     median = {key: statistics.median(values) for key, values in p50.items()}
-    paired = {
-        (top, bottom, b): paired_median({n: p50[(n, b)] for n in VARIANTS}, top, bottom)
-        for top, bottom, _ in RATIOS
-        for b in BATCHES
-    }
+    paired = {(t, d, b): paired_median(p50, t, d, b) for t, d, _ in RATIOS for b in BATCHES}
     info = machine()
     minutes = (time.perf_counter() - started) / 60
     lines = [
@@ -144,7 +141,7 @@ def main() -> None:
     for batch in BATCHES:
         for name in VARIANTS:
             values = ", ".join(f"{v:.3f}" for v in p50[(name, batch)])
-            ratio = paired_median({n: p50[(n, batch)] for n in VARIANTS}, name, PYTHON)
+            ratio = paired_median(p50, name, PYTHON, batch)
             lines.append(
                 f"| {batch} | {name} | {values} | {median[(name, batch)]:.3f} "
                 f"| {statistics.median(faults[(name, batch)]):.0f} | {ratio:.2f}x |"

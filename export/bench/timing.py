@@ -62,7 +62,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
-def summarize(samples_ms: list[float], batch: int, page_faults: int = 0) -> LatencyStats:
+def summarize(samples_ms: list[float], batch: int, page_faults: int) -> LatencyStats:
     """The figures of a list of per-call latencies (`page_faults`: minor faults taken over those calls)."""
     ordered = sorted(samples_ms)
     mean = statistics.fmean(ordered)

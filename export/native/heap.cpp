@@ -1,7 +1,5 @@
 #include "heap.h"
 
-#include <sys/resource.h>
-
 #include <climits>
 
 #if defined(__GLIBC__)
@@ -18,12 +16,6 @@ bool retain_freed_memory() {
 #else
   return false;
 #endif
-}
-
-int64_t minor_page_faults() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<int64_t>(usage.ru_minflt);
 }
 
 }  // namespace kdforge

@@ -4,16 +4,11 @@
 // run, and glibc's defaults hand large freed blocks back to the kernel.
 #pragma once
 
-#include <cstdint>
-
 namespace kdforge {
 
 // Serve every allocation from the heap and never trim it (glibc mallopt; the environment variables
 // MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 do the same for any process). False where the C
 // library has no such control (then the process keeps its defaults).
 bool retain_freed_memory();
-
-// Minor page faults this process has taken so far (getrusage), to report faults per run.
-int64_t minor_page_faults();
 
 }  // namespace kdforge

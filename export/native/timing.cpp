@@ -1,7 +1,5 @@
 #include "timing.h"
 
-#include "heap.h"
-
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -24,6 +22,12 @@ double peak_rss_mb() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux reports kilobytes
+}
+
+int64_t minor_page_faults() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<int64_t>(usage.ru_minflt);
 }
 
 LatencyStats summarize(const std::vector<double>& samples_ms, int64_t batch) {

@@ -39,4 +39,7 @@ LatencyStats measure(const std::function<void()>& run_once, const std::function<
 // Peak resident set size of this process in MB (getrusage, like the Python profiler).
 double peak_rss_mb();
 
+// Minor page faults this process has taken so far (getrusage), to report faults per run.
+int64_t minor_page_faults();
+
 }  // namespace kdforge

@@ -89,12 +89,13 @@ def test_fixed_batch_onnx_refuses_another_batch_in_one_line(tmp_path: Path) -> N
 def test_latency_statistics_against_numpy() -> None:
     rng = np.random.default_rng(0)
     samples = list(rng.gamma(4.0, 0.5, size=257))
-    stats = summarize(samples, batch=8)
+    stats = summarize(samples, batch=8, page_faults=514)
     for q, value in ((50, stats.p50), (90, stats.p90), (95, stats.p95), (99, stats.p99)):
         assert value == pytest.approx(float(np.percentile(samples, q)))
     assert stats.mean == pytest.approx(float(np.mean(samples)))
     assert stats.cov == pytest.approx(float(np.std(samples) / np.mean(samples)))
     assert stats.throughput == pytest.approx(8000.0 / stats.p50)
+    assert stats.page_faults_per_run == 2.0  # 514 faults over 257 calls
     assert percentile([3.0], 99) == 3.0
 
 
