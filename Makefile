@@ -29,7 +29,8 @@ demo: $(RUNTIME_STAMP)
 test: $(DEV_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## native: build kdforge-runner (C++, CMake) into build/native; prints the backends compiled in.
+## native: build kdforge-runner (C++, CMake) where deploy and bench --native look for it
+## (~/.cache/kdforge/native/<env>/); prints that path and the backends compiled in.
 native: $(RUNTIME_STAMP)
 	$(BIN)/kdforge build-native
 

@@ -112,7 +112,7 @@ def slugify(label: str) -> str:
 
 
 def _config(overrides: list[str], seed: int) -> Any:
-    from compress.config import load_recipe
+    from kdforge.compress.config import load_recipe
 
     return load_recipe(REPO / "recipes" / "digits.yaml", [*STUDY, *overrides, f"seed={seed}"])
 
@@ -122,8 +122,8 @@ def train_row(row: Row, seed: int, teacher: str, out: str, overrides: list[str])
     import torch
 
     torch.set_num_threads(1)
-    from compress.config import MethodConfig
-    from compress.jobs import distill_student
+    from kdforge.compress.config import MethodConfig
+    from kdforge.compress.jobs import Session, distill_student
 
     run = Path(out)
     result_file = run / "result.json"
@@ -131,7 +131,9 @@ def train_row(row: Row, seed: int, teacher: str, out: str, overrides: list[str])
         config = _config(overrides, seed)
         method = MethodConfig(row.method, copy.deepcopy(row.options))
         resume = (run / "checkpoints" / "last.safetensors").is_file()
-        distill_student(config, run, teacher_path=teacher, method=method, resume=resume, progress=False)
+        distill_student(
+            config, run, teacher_path=teacher, method=method, session=Session(resume=resume, progress=False)
+        )
     result = json.loads(result_file.read_text())
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
     return {
@@ -150,7 +152,7 @@ def _epoch_seconds(run: Path) -> dict[str, float]:
 
 def teachers(out: Path, overrides: list[str]) -> dict[str, Any]:
     """Train (or reuse) the shared standard teacher and the Generous Teacher trained from it."""
-    from compress.jobs import train_teacher
+    from kdforge.compress.jobs import Session, train_teacher
 
     config = _config(overrides, 0)
     found: dict[str, Any] = {}
@@ -160,7 +162,9 @@ def teachers(out: Path, overrides: list[str]) -> dict[str, Any]:
             config.teacher_strategy.name = name
             resume = (run / "checkpoints" / "last.safetensors").is_file()
             standard = found.get("standard", {}).get("path")
-            train_teacher(config, run, resume=resume, progress=False, standard_checkpoint=standard)
+            train_teacher(
+                config, run, session=Session(resume=resume, progress=False), standard_checkpoint=standard
+            )
         result = json.loads((run / "result.json").read_text())
         found[name] = {
             "path": result["best_path"],

@@ -15,10 +15,11 @@ import statistics
 from pathlib import Path
 
 from common import machine, write_results
+from kdforge.compress.config import load_recipe
+from kdforge.compress.jobs import Session
 from rich.console import Console
 from rich.table import Table
 
-from compress.config import load_recipe
 from kdforge.pipeline import run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +47,9 @@ def main() -> None:
     archs: dict[str, str] = {}
     for seed in args.seeds:
         config = load_recipe(args.recipe, [*args.overrides, f"seed={seed}"])
-        rows = run_pipeline(config, Path(args.out) / f"seed{seed}", resume=True, progress=False)
+        rows = run_pipeline(
+            config, Path(args.out) / f"seed{seed}", session=Session(resume=True, progress=False)
+        )
         for row in rows:
             key = "teacher" if row.stage.startswith("teacher") else row.method
             per_seed[key].append(row.test_top1)

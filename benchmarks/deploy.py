@@ -27,14 +27,15 @@ from typing import Any
 
 import torch
 from common import RESULTS, machine, slug, write_results
+from kdforge.compress.config import load_recipe
+from kdforge.compress.jobs import Session
+from kdforge.compress.models import available, build
+from kdforge.export.bench import TimingPolicy
+from kdforge.export.bench.run import bench_artifact
+from kdforge.export.onnx import check_parity, to_onnx
+from kdforge.export.report import comparison_rows
 from rich.console import Console
 
-from compress.config import load_recipe
-from compress.models import available, build
-from export.bench import TimingPolicy
-from export.bench.run import bench_artifact
-from export.onnx import check_parity, to_onnx
-from export.report import comparison_rows
 from kdforge.pipeline import run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +101,7 @@ def main() -> None:
 
     sets = [f"deploy.batches=[{','.join(map(str, args.batches))}]", f"deploy.device={args.device}"]
     config = load_recipe(REPO / "recipes" / "digits.yaml", sets)
-    run_pipeline(config, args.out, resume=True, progress=False, console=console)
+    run_pipeline(config, args.out, session=Session(resume=True, progress=False), console=console)
     deployed = {
         role: json.loads((args.out / f"deploy-{role}" / "deploy.json").read_text())
         for role in ("teacher", "student")

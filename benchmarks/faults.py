@@ -35,10 +35,11 @@ from hypothesis import HealthCheck, given, settings
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from compress.config import load_recipe  # noqa: E402
-from compress.errors import UserError  # noqa: E402
-from compress.runlock import LOCK_NAME, run_lock  # noqa: E402
-from compress.train.checkpoint import load_train_state, read_checkpoint  # noqa: E402
+from kdforge.compress.config import load_recipe  # noqa: E402
+from kdforge.compress.errors import UserError  # noqa: E402
+from kdforge.compress.runlock import LOCK_NAME, run_lock  # noqa: E402
+from kdforge.compress.train.checkpoint import load_train_state, read_checkpoint  # noqa: E402
+
 from kdforge.cli import main as kdforge_main  # noqa: E402
 from tests.compress.conftest import TINY  # noqa: E402
 from tests.fault_harness import cli, launch_ranks, same_tensors  # noqa: E402
@@ -195,7 +196,7 @@ def busy_directory(row: Row, work: Path, n: int) -> None:
             [
                 sys.executable,
                 "-c",
-                "import sys,time\nfrom compress.runlock import run_lock\n"
+                "import sys,time\nfrom kdforge.compress.runlock import run_lock\n"
                 "with run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n",
                 str(out),
             ],
@@ -229,7 +230,7 @@ def stale_lock(row: Row, work: Path, n: int) -> None:
 
 
 def nonfinite(row: Row, work: Path, policy: str) -> None:
-    from compress.methods.ce import CE
+    from kdforge.compress.methods.ce import CE
 
     original = CE.forward_train
     calls = {"n": 0}
@@ -370,7 +371,7 @@ def _no_training(*args: Any, **kwargs: Any) -> None:
 
 def record_cli(row: Row, argv: list[str]) -> None:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("compress.train.trainer.Trainer.fit", _no_training)
+        patch.setattr("kdforge.compress.train.trainer.Trainer.fit", _no_training)
         try:
             code, stderr = run_quietly(argv)
         except _WouldTrain:

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import torch
 from common import RESULTS, machine, slug, write_results
+from kdforge.kernels import dist_loss, dkd_loss, kd_loss
 from rich.console import Console
 from rich.table import Table
-
-from kernels import dist_loss, dkd_loss, kd_loss
 
 GPU_SHAPES = [(64, 100), (256, 1000), (4096, 32000), (8192, 128256)]
 CPU_SHAPES = [(64, 100), (256, 1000), (1024, 32000)]

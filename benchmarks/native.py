@@ -26,13 +26,14 @@ import time
 from pathlib import Path
 
 from common import RESULTS, machine, write_results
+from kdforge.compress.config import load_recipe
+from kdforge.compress.jobs import Session
+from kdforge.export.bench import TimingPolicy, measure
+from kdforge.export.bench.backends import AotInductor, TorchEager
+from kdforge.export.deploy import load_network
+from kdforge.export.native import build_native, run_native
 from rich.console import Console
 
-from compress.config import load_recipe
-from export.bench import TimingPolicy, measure
-from export.bench.backends import AotInductor, TorchEager
-from export.deploy import load_network
-from export.native import build_native, run_native
 from kdforge.pipeline import run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +86,7 @@ def main() -> None:
     console = Console(width=140)
     started = time.perf_counter()
     config = load_recipe(REPO / "recipes" / "digits.yaml", ["deploy.device=cpu"])
-    rows = run_pipeline(config, args.out, resume=True, progress=False, console=console)
+    rows = run_pipeline(config, args.out, session=Session(resume=True, progress=False), console=console)
     student = rows[-1].checkpoint
     package = next((args.out / "deploy-student").glob("*-fp32.pt2"))
     runner = build_native(log=console.print)

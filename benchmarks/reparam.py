@@ -36,15 +36,14 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from common import RESULTS, machine, write_results
+from kdforge.compress.models import build
+from kdforge.compress.reparam import expand, multi_branch_blocks
+from kdforge.export.onnx.parity import ort_session
+from kdforge.export.reparam.merge import reparameterize
 from rich.console import Console
 from rich.table import Table
 from torch import nn
 from train_step import trainer_for
-
-from compress.models import build
-from compress.rep import expand, multi_branch_blocks
-from export.onnx.parity import ort_session
-from export.reparam.merge import reparameterize
 
 TOLERANCE = 0.05
 FORMS = ("plain", "plain (BN unfolded)", "multi-branch", "merged")

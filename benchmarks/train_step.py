@@ -25,14 +25,13 @@ from pathlib import Path
 
 import torch
 from common import RESULTS, machine, slug, write_results
+from kdforge.compress.config import MethodConfig, load_recipe
+from kdforge.compress.data import build_data
+from kdforge.compress.methods import TEACHER_STRATEGIES, MethodContext, NetworkSpec, build_method
+from kdforge.compress.models import build
+from kdforge.compress.train.trainer import Trainer
 from rich.console import Console
 from rich.table import Table
-
-from compress.config import MethodConfig, load_recipe
-from compress.data import build_data
-from compress.methods import TEACHER_STRATEGIES, MethodContext, NetworkSpec, build_method
-from compress.models import build
-from compress.train.trainer import Trainer
 
 TARGET = 1.10
 SATE_TARGET = 1.6

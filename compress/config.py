@@ -1,7 +1,10 @@
 """Recipes: YAML validated into typed dataclasses, with `--set a.b=value` overrides.
 
 A typo'd key fails with its full path and the nearest valid name; a wrong type names the expected
-type. Every failure is a `UserError` (one line, exit 2 in the CLI).
+type; a value out of range names its limits. Limits live on the fields themselves
+(`Annotated[float, Gt(0)]`, annotated-types), so each option is declared once, with one message style,
+for recipes, the command line and the methods' own option dataclasses alike. Every failure is a
+`UserError` (one line, exit 2 in the CLI).
 """
 
 from __future__ import annotations
@@ -13,11 +16,19 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from annotated_types import Ge, Gt, Interval, Le, Lt, MinLen
+from kdforge.compress.errors import UserError
 
-from compress.errors import UserError
+# Reusable field limits (one declaration each; the message is built from the limit).
+Positive = Annotated[int, Gt(0)]
+NonNegative = Annotated[int, Ge(0)]
+PositiveFloat = Annotated[float, Gt(0)]
+NonNegativeFloat = Annotated[float, Ge(0)]
+Fraction = Annotated[float, Interval(ge=0, lt=1)]  # [0, 1)
+Share = Annotated[float, Interval(gt=0, le=1)]  # (0, 1]
 
 
 @dataclass
@@ -26,12 +37,12 @@ class DataConfig:
 
     name: Literal["digits", "cifar10", "cifar100", "imagefolder"] = "digits"
     root: str | None = None  # directory for cifar10/cifar100/imagefolder; digits is embedded
-    image_size: int = 32  # digits and imagefolder are resized to this; CIFAR is always 32
-    batch_size: int = 64
-    eval_batch_size: int = 256
-    workers: int = 0
-    val_fraction: float = 0.1  # held out of the training split (stratified) for model selection
-    train_fraction: float = 1.0  # keep this stratified share of the training split
+    image_size: Positive = 32  # digits and imagefolder are resized to this; CIFAR is always 32
+    batch_size: Positive = 64
+    eval_batch_size: Positive = 256
+    workers: NonNegative = 0
+    val_fraction: Fraction = 0.1  # held out of the training split (stratified) for model selection
+    train_fraction: Share = 1.0  # keep this stratified share of the training split
     augment: bool = True
     split_seed: int = 0  # fixes the train/val/test split independently of the training seed
 
@@ -40,24 +51,24 @@ class DataConfig:
 class TrainConfig:
     """Optimizer, schedule and numerics of one training run."""
 
-    epochs: int = 30
+    epochs: Positive = 30
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
+    lr: PositiveFloat = 0.05
+    momentum: Fraction = 0.9
     nesterov: bool = False
-    weight_decay: float = 5e-4
+    weight_decay: NonNegativeFloat = 5e-4
     schedule: Literal["multistep", "cosine", "constant"] = "multistep"
     milestones: list[int] = field(default_factory=lambda: [150, 180, 210])
-    lr_decay: float = 0.1  # multiply the lr by this at each milestone
-    warmup_epochs: int = 0  # linear warm-up from lr/100, counted in epochs (fractional steps)
+    lr_decay: Share = 0.1  # multiply the lr by this at each milestone
+    warmup_epochs: NonNegative = 0  # linear warm-up from lr/100, counted in epochs (fractional steps)
     amp: Literal["off", "bf16", "fp16"] = "off"  # mixed precision on CUDA only
     channels_last: bool = False
-    grad_clip: float | None = None  # max global L2 norm of the gradients
+    grad_clip: PositiveFloat | None = None  # max global L2 norm of the gradients
     deterministic: bool = False  # deterministic kernels (bitwise repeatable on CPU)
-    checkpoint_every: int = 1  # epochs between `last` checkpoints
-    checkpoint_every_steps: int = 0  # also a `last` checkpoint every N steps inside an epoch (0: off)
+    checkpoint_every: Positive = 1  # epochs between `last` checkpoints
+    checkpoint_every_steps: NonNegative = 0  # also a `last` checkpoint every N steps inside an epoch (0: off)
     nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss: stop, or skip that update (single process)
-    nonfinite_limit: int = 10  # skip: at most this many skipped updates in a run, then stop
+    nonfinite_limit: NonNegative = 10  # skip: at most this many skipped updates in a run, then stop
 
 
 @dataclass
@@ -106,7 +117,7 @@ class RunConfig:
     """One recipe: data, teacher, student, method and how each network trains."""
 
     name: str = "run"
-    seed: int = 0
+    seed: NonNegative = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     teacher: NetworkConfig = field(default_factory=lambda: NetworkConfig(arch="resnet32x4"))
@@ -125,6 +136,8 @@ class RunConfig:
 
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
+    if origin is Annotated:
+        return _type_name(typing.get_args(tp)[0])
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):
@@ -141,11 +154,59 @@ def _type_name(tp: Any) -> str:
     return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(tp, str(tp))
 
 
+class LimitError(UserError):
+    """A value of the right type outside the limits its field declares."""
+
+
+def _bound(limit: Any) -> tuple[str, Any, str, Any]:
+    """(lower bracket, lower bound, upper bracket, upper bound) of one annotated-types limit."""
+    lower = ("(", limit.gt) if getattr(limit, "gt", None) is not None else ("[", getattr(limit, "ge", None))
+    upper = (")", limit.lt) if getattr(limit, "lt", None) is not None else ("]", getattr(limit, "le", None))
+    return (*lower, *upper)
+
+
+def check_limits(value: Any, limits: tuple[Any, ...], path: str) -> None:
+    """Raise a LimitError naming the field and its bounds when `value` breaks one of `limits`."""
+    for limit in limits:
+        if isinstance(limit, MinLen):
+            if len(value) < limit.min_length:
+                raise LimitError(f"{path}: give at least {limit.min_length} value(s), got {value!r}")
+            continue
+        if not isinstance(limit, Gt | Ge | Lt | Le | Interval):
+            continue
+        low_bracket, low, high_bracket, high = _bound(limit)
+        ok = (low is None or (value > low if low_bracket == "(" else value >= low)) and (
+            high is None or (value < high if high_bracket == ")" else value <= high)
+        )
+        if ok:
+            continue
+        if high is None:
+            raise LimitError(f"{path}: must be {'>' if low_bracket == '(' else '>='} {low}, got {value!r}")
+        if low is None:
+            raise LimitError(f"{path}: must be {'<' if high_bracket == ')' else '<='} {high}, got {value!r}")
+        raise LimitError(f"{path}: must be in {low_bracket}{low}, {high}{high_bracket}, got {value!r}")
+
+
+YAML_BOOLEAN_WORDS = {True: ("on", "yes", "true", "y"), False: ("off", "no", "false", "n")}
+
+
+def _yaml_boolean_word(value: bool, allowed: tuple[Any, ...]) -> str | None:
+    """The word a YAML 1.1 boolean was written as, when exactly one such word is an allowed value."""
+    words = [word for word in YAML_BOOLEAN_WORDS[value] if word in allowed]
+    return words[0] if len(words) == 1 else None
+
+
 def _coerce(value: Any, tp: Any, path: str) -> Any:
     """Check `value` against the annotation `tp` and return it in that type."""
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
+    if origin is Annotated:
+        base, *limits = typing.get_args(tp)
+        coerced = _coerce(value, base, path)
+        if coerced is not None:
+            check_limits(coerced, tuple(limits), path)
+        return coerced
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise UserError(f"{path}: expected a mapping, got {value!r}")
@@ -159,6 +220,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
                 continue
             try:
                 return _coerce(value, arg, path)
+            except LimitError:
+                raise
             except UserError:
                 continue
         raise UserError(f"{path}: expected {_type_name(tp)}, got {value!r}")
@@ -166,6 +229,15 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         allowed = typing.get_args(tp)
         if any(value == a and type(value) is type(a) for a in allowed):
             return value
+        if isinstance(value, bool) and all(isinstance(a, str) for a in allowed):
+            word = _yaml_boolean_word(value, allowed)
+            if word is not None:  # YAML 1.1 read `off`/`on`/`yes`/`no` as a boolean; the user meant the word
+                return word
+            raise UserError(
+                f"{path}: YAML read an unquoted {'/'.join(YAML_BOOLEAN_WORDS[value][:3])} as the boolean "
+                f"{str(value).lower()}; write one of {', '.join(repr(a) for a in allowed)} in quotes, "
+                f'e.g. {path.rsplit(".", 1)[-1]}: "{allowed[0]}"'
+            )
         near = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
         raise UserError(f"{path}: {value!r} is not {_type_name(tp)}{hint}")
@@ -204,7 +276,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
 
 def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
     """Build dataclass `cls` from `data`, refusing unknown keys and wrong types."""
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
@@ -298,45 +370,18 @@ def _positive(path: str, value: float) -> None:
 
 
 def check(config: RunConfig) -> None:
-    """Range checks the type system cannot express."""
+    """Checks that involve more than one field (single-field limits live on the fields)."""
     data = config.data
-    for key in ("image_size", "batch_size", "eval_batch_size"):
-        _positive(f"data.{key}", getattr(data, key))
-    if data.workers < 0:
-        raise UserError(f"data.workers: must be >= 0, got {data.workers}")
-    if not 0 < data.train_fraction <= 1:
-        raise UserError(f"data.train_fraction: must be in (0, 1], got {data.train_fraction}")
-    if not 0 <= data.val_fraction < 1:
-        raise UserError(f"data.val_fraction: must be in [0, 1), got {data.val_fraction}")
     if data.name != "digits" and data.root is None:
         raise UserError(f"data.root: the {data.name} data set needs a local directory (data.root=PATH)")
     for section in ("teacher_train", "student_train"):
         train: TrainConfig = getattr(config, section)
-        _positive(f"{section}.epochs", train.epochs)
-        _positive(f"{section}.lr", train.lr)
-        _positive(f"{section}.checkpoint_every", train.checkpoint_every)
-        if train.weight_decay < 0:
-            raise UserError(f"{section}.weight_decay: must be >= 0, got {train.weight_decay}")
-        if not 0 <= train.momentum < 1:
-            raise UserError(f"{section}.momentum: must be in [0, 1), got {train.momentum}")
-        if not 0 < train.lr_decay <= 1:
-            raise UserError(f"{section}.lr_decay: must be in (0, 1], got {train.lr_decay}")
-        if train.warmup_epochs < 0 or train.warmup_epochs > train.epochs:
+        if train.warmup_epochs > train.epochs:
             raise UserError(f"{section}.warmup_epochs: must be in [0, epochs], got {train.warmup_epochs}")
-        if train.checkpoint_every_steps < 0:
-            raise UserError(
-                f"{section}.checkpoint_every_steps: must be >= 0, got {train.checkpoint_every_steps}"
-            )
-        if train.nonfinite_limit < 0:
-            raise UserError(f"{section}.nonfinite_limit: must be >= 0, got {train.nonfinite_limit}")
-        if train.grad_clip is not None:
-            _positive(f"{section}.grad_clip", train.grad_clip)
         if any(m <= 0 for m in train.milestones) or train.milestones != sorted(train.milestones):
             raise UserError(
                 f"{section}.milestones: must be increasing positive epochs, got {train.milestones}"
             )
-    if config.seed < 0:
-        raise UserError(f"seed: must be >= 0, got {config.seed}")
     deploy = config.deploy
     _positive("deploy.min_duration_s", deploy.min_duration_s)
     _positive("deploy.calibration_images", deploy.calibration_images)

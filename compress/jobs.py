@@ -6,24 +6,29 @@ writes a self-contained run directory (config.yaml, checkpoints/, metrics.jsonl,
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
+from kdforge.compress.atomic import atomic_write_text, remove_stale_temporaries
+from kdforge.compress.config import MethodConfig, NetworkConfig, RunConfig, TrainConfig, to_dict
+from kdforge.compress.data import DataBundle, build_data
+from kdforge.compress.errors import UserError
+from kdforge.compress.methods import (
+    TEACHER_STRATEGIES,
+    MethodContext,
+    NetworkSpec,
+    build_method,
+    method_class,
+)
+from kdforge.compress.models import build
+from kdforge.compress.runlock import run_lock
+from kdforge.compress.train.checkpoint import check_fits, load_model, load_weights, read_checkpoint
+from kdforge.compress.train.distributed import DistContext
+from kdforge.compress.train.trainer import Trainer, TrainResult
 from torch import nn
-
-from compress.atomic import atomic_write_text, remove_stale_temporaries
-from compress.config import MethodConfig, NetworkConfig, RunConfig, TrainConfig, to_dict
-from compress.data import DataBundle, build_data
-from compress.errors import UserError
-from compress.methods import TEACHER_STRATEGIES, MethodContext, NetworkSpec, build_method, method_class
-from compress.models import build
-from compress.runlock import run_lock
-from compress.train.checkpoint import check_fits, load_model, load_weights, read_checkpoint
-from compress.train.distributed import DistContext
-from compress.train.trainer import Trainer, TrainResult
 
 
 def resolve_device(name: str, context: DistContext | None = None) -> torch.device:
@@ -91,49 +96,57 @@ def load_teacher(
     return model, NetworkSpec(model_meta["arch"], dict(model_meta.get("options") or {}))
 
 
+@dataclass(frozen=True)
+class Session:
+    """How this process runs its jobs: resume or start fresh, progress bars, its rank in a process group."""
+
+    resume: bool = False
+    progress: bool = True
+    context: DistContext = field(default_factory=DistContext)
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """One network to train: what it is, how it trains, with which method and (optional) teacher."""
+
+    role: str  # "teacher" or "student": recorded in the checkpoint metadata
+    network: NetworkConfig
+    train: TrainConfig
+    method: MethodConfig
+    teacher: tuple[nn.Module, NetworkSpec] | None
+    title: str  # the progress line's label
+    registry: dict[str, Any] | None = None  # where `method.name` is looked up (None: student methods)
+
+
 def _train(
-    config: RunConfig,
-    data: DataBundle,
-    *,
-    role: str,
-    network: NetworkConfig,
-    train: TrainConfig,
-    method: MethodConfig,
-    teacher: tuple[nn.Module, NetworkSpec] | None,
-    out_dir: Path,
-    resume: bool,
-    progress: bool,
-    context: DistContext | None,
-    title: str,
-    registry: dict[str, Any] | None = None,
+    config: RunConfig, data: DataBundle, job: TrainingJob, out_dir: Path, session: Session
 ) -> TrainResult:
-    context = context or DistContext()
+    context = session.context
     device = resolve_device(config.device, context)
     torch.manual_seed(config.seed)  # the network's initial weights are a function of the seed
-    student = build_network(network, data.num_classes)
+    student = build_network(job.network, data.num_classes)
     method_context = MethodContext(
         num_classes=data.num_classes,
-        student=NetworkSpec(network.arch, dict(network.options)),
-        teacher=teacher[1] if teacher else None,
+        student=NetworkSpec(job.network.arch, dict(job.network.options)),
+        teacher=job.teacher[1] if job.teacher else None,
     )
-    distiller = build_method(
-        method, student, teacher[0] if teacher else None, method_context, registry=registry
-    )
+    teacher = job.teacher[0] if job.teacher else None
+    distiller = build_method(job.method, student, teacher, method_context, registry=job.registry)
     with run_lock(out_dir, enabled=context.is_main):  # one run per directory
         # only now, with every option and network validated, may the run directory's config.yaml change
-        prepare_run_dir(out_dir, config, resume, context.is_main)
+        prepare_run_dir(out_dir, config, session.resume, context.is_main)
         trainer = Trainer(
             distiller,
             data,
-            train,
+            job.train,
             out_dir,
             seed=config.seed,
             device=device,
-            meta=network_meta(network, data, role, method.name, config),
+            meta=network_meta(job.network, data, job.role, job.method.name, config),
             context=context,
-            resume=resume,
-            progress=progress,
-            title=title,
+            resume=session.resume,
+            progress=session.progress,
+            title=job.title,
         )
         return trainer.fit()
 
@@ -141,11 +154,9 @@ def _train(
 def train_teacher(
     config: RunConfig,
     out_dir: str | Path,
+    session: Session | None = None,
     *,
     data: DataBundle | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    context: DistContext | None = None,
     standard_checkpoint: str | Path | None = None,
 ) -> TrainResult:
     """Train `config.teacher` with its strategy: cross-entropy ('standard') or the Generous Teacher.
@@ -172,33 +183,19 @@ def train_teacher(
             )
         method = MethodConfig(name=strategy.name, options=dict(strategy.options))
         registry = TEACHER_STRATEGIES
-    return _train(
-        config,
-        data,
-        role="teacher",
-        network=network,
-        train=config.teacher_train,
-        method=method,
-        teacher=standard,
-        out_dir=Path(out_dir),
-        resume=resume,
-        progress=progress,
-        context=context,
-        title=f"teacher {network.arch}" + (f" ({strategy.name})" if standard else ""),
-        registry=registry,
-    )
+    title = f"teacher {network.arch}" + (f" ({strategy.name})" if standard else "")
+    job = TrainingJob("teacher", network, config.teacher_train, method, standard, title, registry)
+    return _train(config, data, job, Path(out_dir), session or Session())
 
 
 def distill_student(
     config: RunConfig,
     out_dir: str | Path,
+    session: Session | None = None,
     *,
     teacher_path: str | Path | None = None,
     method: MethodConfig | None = None,
     data: DataBundle | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    context: DistContext | None = None,
 ) -> TrainResult:
     """Train `config.student` with `method` (default: the recipe's), from the teacher checkpoint."""
     data = data or build_data(config.data)
@@ -211,27 +208,16 @@ def distill_student(
                 f"method {method.name!r} needs a teacher: pass --teacher PATH or set teacher.checkpoint"
             )
         teacher = load_teacher(path, data)
-    return _train(
-        config,
-        data,
-        role="student",
-        network=config.student,
-        train=config.student_train,
-        method=method,
-        teacher=teacher,
-        out_dir=Path(out_dir),
-        resume=resume,
-        progress=progress,
-        context=context,
-        title=f"student {config.student.arch} ({method.name})",
-    )
+    title = f"student {config.student.arch} ({method.name})"
+    job = TrainingJob("student", config.student, config.student_train, method, teacher, title)
+    return _train(config, data, job, Path(out_dir), session or Session())
 
 
 def evaluate_model(
     model: nn.Module, config: RunConfig, split: str = "test", data: DataBundle | None = None
 ) -> dict[str, float]:
     """Top-1/top-5 of a network on a split of the recipe's data set."""
-    from compress.train.metrics import evaluate
+    from kdforge.compress.train.metrics import evaluate
 
     data = data or build_data(config.data)
     device = resolve_device(config.device)

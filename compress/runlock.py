@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from compress.errors import UserError
+from kdforge.compress.errors import UserError
 
 LOCK_NAME = ".kdforge.lock"
 

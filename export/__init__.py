@@ -4,14 +4,22 @@ It may import `compress` (models, checkpoints), never `kdforge`. Submodules load
 command that only needs a name list (the CLI's --help) does not pay for importing torch.
 """
 
+# Imported as a top-level `export` (a checkout's root on sys.path): refuse, this is kdforge.export.
+if __name__ != "kdforge.export":
+    raise ImportError(f"this folder is kdforge.export: import kdforge.export, not {__name__}")
+
 from typing import Any
 
-__all__ = ["reparameterize"]
+__all__ = ["reparameterize", "to_onnx"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "reparameterize":
-        from export.reparam import reparameterize
+        from kdforge.export.reparam import reparameterize
 
         return reparameterize
-    raise AttributeError(f"module 'export' has no attribute {name!r}")
+    if name == "to_onnx":
+        from kdforge.export.onnx import to_onnx
+
+        return to_onnx
+    raise AttributeError(f"module 'kdforge.export' has no attribute {name!r}")

@@ -10,8 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from compress.errors import UserError
+from kdforge.compress.errors import UserError
 
 SUFFIXES = ".safetensors, .onnx, .pt2 or .engine"
 
@@ -34,14 +33,14 @@ class Artifact:
             with torch.no_grad():
                 return self.model.eval()(images).numpy()
         if self.kind == "aoti":
-            from export.aoti import AotiPackage
+            from kdforge.export.aoti import AotiPackage
 
             return AotiPackage(self.path)(images).float().cpu().numpy()
         if self.kind == "engine":
-            from export.tensorrt import TensorRTEngine
+            from kdforge.export.tensorrt import TensorRTEngine
 
             return TensorRTEngine(self.path).infer(images).float().cpu().numpy()
-        from export.onnx import ort_session
+        from kdforge.export.onnx import ort_session
 
         session = ort_session(self.path)
         return session.run(None, {session.get_inputs()[0].name: images.numpy().astype(np.float32)})[0]
@@ -56,7 +55,7 @@ def open_artifact(path: str | Path) -> Artifact:
     if suffix in (".pt2", ".engine", ".plan"):
         return _compiled(path, "aoti" if suffix == ".pt2" else "engine")
     if suffix == ".onnx":
-        from export.onnx import onnx_metadata, ort_session
+        from kdforge.export.onnx import onnx_metadata, ort_session
 
         meta = onnx_metadata(path)
         shape = ort_session(path).get_inputs()[0].shape
@@ -72,7 +71,7 @@ def open_artifact(path: str | Path) -> Artifact:
             )
         return Artifact(path, "onnx", dims, meta["mean"], meta["std"], [str(c) for c in meta["classes"]])
     if suffix == ".safetensors":
-        from export.deploy import load_network
+        from kdforge.export.deploy import load_network
 
         model, meta = load_network(path)
         data: dict[str, Any] = meta["data"]
@@ -85,9 +84,9 @@ def open_artifact(path: str | Path) -> Artifact:
 def _compiled(path: Path, kind: str) -> Artifact:
     """An AOTInductor package or a TensorRT engine, described by its (checked) sidecar."""
     if kind == "aoti":
-        from export.aoti import package_metadata as read
+        from kdforge.export.aoti import package_metadata as read
     else:
-        from export.tensorrt import engine_metadata as read
+        from kdforge.export.tensorrt import engine_metadata as read
     meta = read(path)
     missing = [k for k in ("input_shape", "mean", "std", "classes") if k not in meta]
     if missing:

@@ -14,16 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-
-from compress.atomic import atomic_write_text, remove_stale_temporaries
-from compress.config import DeployConfig, RunConfig, from_dict
-from compress.data import build_data
-from compress.errors import UserError
-from compress.train.checkpoint import load_model, read_checkpoint, versions
-from export.bench import COV_WARNING, TimingPolicy, measure_interleaved
-from export.bench.available import available_backends, check_backends
-from export.bench.backends import (
+from kdforge.compress.atomic import atomic_write_text, remove_stale_temporaries
+from kdforge.compress.config import DeployConfig, RunConfig, from_dict
+from kdforge.compress.data import build_data
+from kdforge.compress.errors import UserError
+from kdforge.compress.train.checkpoint import load_model, read_checkpoint, versions
+from kdforge.export.bench import COV_WARNING, TimingPolicy, measure_interleaved
+from kdforge.export.bench.available import available_backends, check_backends
+from kdforge.export.bench.backends import (
     ORT_BACKENDS,
     AotInductor,
     Backend,
@@ -32,10 +30,11 @@ from export.bench.backends import (
     TorchCompile,
     TorchEager,
 )
-from export.onnx import check_parity, to_onnx
-from export.quantize import CALIBRATION_METHODS, onnx_top1, to_fp16, to_int8
-from export.quantize.accuracy import top1
-from export.sidecar import sha256
+from kdforge.export.onnx import check_parity, to_onnx
+from kdforge.export.quantize import CALIBRATION_METHODS, onnx_top1, to_fp16, to_int8
+from kdforge.export.quantize.accuracy import top1
+from kdforge.export.sidecar import sha256
+from torch import nn
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-u8")  # int8: TensorRT's form; int8-u8: ONNX Runtime CPU's
 TENSORRT_PRECISIONS = ("fp32", "fp16", "int8")  # the u8-activation form is for ONNX Runtime's CPU kernels
@@ -95,7 +94,7 @@ def load_network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """The eval-mode network of a kdforge checkpoint (multi-branch, plain or merged) and its metadata."""
     checkpoint = read_checkpoint(path)
     if checkpoint.meta["model"].get("reparameterized"):
-        from export.reparam import load_merged
+        from kdforge.export.reparam import load_merged
 
         model, checkpoint = load_merged(path)
     else:
@@ -261,7 +260,7 @@ def _compile(
     """The AOTInductor package and the TensorRT engines the requested backends need, as backends."""
     compiled: dict[str, dict[str, Any]] = {}
     if "aoti" in backends:
-        from export.aoti import compile_package
+        from kdforge.export.aoti import compile_package
 
         step("AOTInductor package (fp32; compiles C++, tens of seconds)")
         package = compile_package(
@@ -274,7 +273,7 @@ def _compile(
         )
         compiled["aoti"] = {"fp32": AotInductor(package)}
     if "tensorrt" in backends:
-        from export.tensorrt import EngineOptions, build_engine
+        from kdforge.export.tensorrt import EngineOptions, build_engine
 
         engine_options = EngineOptions(
             min_batch=1, opt_batch=max(options.batches), max_batch=max(256, *options.batches)
@@ -296,7 +295,7 @@ def _native_latency(
     """kdforge-runner's rows for every artifact it was built to run (timed after the Python rounds)."""
     if options.native == "never":
         return []
-    from export.native import find_runner, run_native
+    from kdforge.export.native import find_runner, run_native
 
     try:
         runner = find_runner()
@@ -326,7 +325,7 @@ def _flag(cov: float) -> str:
 
 
 def _write(out: Path, result: dict[str, Any]) -> None:
-    from export.report import plot_latency_vs_batch
+    from kdforge.export.report import plot_latency_vs_batch
 
     atomic_write_text(out / "deploy.json", json.dumps(result, indent=2) + "\n")
     columns = [

@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from compress.atomic import atomic_write_text
-from compress.errors import UserError
+from kdforge.compress.atomic import atomic_write_text
+from kdforge.compress.errors import UserError
 
 PREPROCESSING_KEYS = ("classes", "mean", "std", "input_shape")
 

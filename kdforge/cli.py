@@ -1,4 +1,6 @@
-"""The `kdforge` command: teacher, compress, eval, run, models.
+"""The `kdforge` command: teacher, compress, run, eval, deploy, bench, predict, build-native, doctor, models.
+
+Each subcommand's parser names its handler (`set_defaults(handler=...)`); `main` only dispatches.
 
 User mistakes print one line `kdforge: error: ...` and exit 2; anything else is an internal error
 (traceback, exit 1), which is a bug to report.
@@ -9,12 +11,18 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from compress.errors import UserError
-from export.bench.available import BACKENDS
+from kdforge.compress.errors import UserError
+from kdforge.export.bench.available import BACKENDS
+
+if TYPE_CHECKING:
+    from kdforge.compress.config import RunConfig
+    from kdforge.compress.jobs import Session
 
 EXIT_USER_ERROR = 2
 STORAGE_ERRORS = {  # the machine, not kdforge: one line and exit 2, like any other user-fixable problem
@@ -72,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         "teacher", help="train a teacher: cross-entropy, or a Generous Teacher from a standard one"
     )
     _common(teacher)
+    teacher.set_defaults(handler=_training_command(_teacher_run))
     teacher.add_argument(
         "--strategy",
         choices=["standard", "generous"],
@@ -85,24 +94,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compress = commands.add_parser("compress", help="distill a student from a teacher checkpoint")
     _common(compress)
+    compress.set_defaults(handler=_training_command(_compress_run))
     compress.add_argument(
         "--teacher",
         help="teacher checkpoint (default: teacher.checkpoint of the recipe, "
         "else runs/<recipe name>/teacher/checkpoints/best.safetensors)",
     )
     compress.add_argument("--method", help="distillation method (default: the recipe's method.name)")
-    _common(
-        commands.add_parser(
-            "run",
-            help="teacher [-> generous teacher] -> CE student -> distilled student, then a table",
-        )
+    run = commands.add_parser(
+        "run", help="teacher [-> generous teacher] -> CE student -> distilled student -> deploy -> report"
     )
+    _common(run)
+    run.set_defaults(handler=_training_command(_pipeline_run))
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on its data set")
     evaluate.add_argument("checkpoint", help="a .safetensors checkpoint written by kdforge")
     evaluate.add_argument("--recipe", help="take the data set from this recipe instead of the checkpoint")
     _overrides(evaluate, "data.root=/data/cifar")
     evaluate.add_argument("--split", choices=["test", "val"], default="test")
-    commands.add_parser("models", help="list the model architectures kdforge can build")
+    evaluate.set_defaults(handler=_cmd_eval)
+    models = commands.add_parser("models", help="list the model architectures kdforge can build")
+    models.set_defaults(handler=_cmd_models)
     deploy = commands.add_parser(
         "deploy", help="merge -> ONNX -> fp16/int8 -> accuracy per precision -> latency, for one checkpoint"
     )
@@ -129,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--min-duration", type=float, default=1.0, help="seconds of timing per variant")
     deploy.add_argument("--calibration", type=int, default=256, help="int8: number of training images")
     deploy.add_argument("--calibration-method", default="minmax", help="int8: minmax, entropy or percentile")
-    commands.add_parser("doctor", help="which backends are usable on this machine")
+    deploy.set_defaults(handler=_cmd_deploy)
+    doctor = commands.add_parser("doctor", help="which backends are usable on this machine")
+    doctor.set_defaults(handler=_cmd_doctor)
     bench = commands.add_parser(
         "bench", help="latency of a checkpoint, .onnx, .pt2 or .engine per backend and batch"
     )
@@ -145,18 +158,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--input-shape", help="C,H,W the model must take (checked against the file)")
     bench.add_argument("--min-duration", type=float, default=1.0, help="seconds of timing per variant")
+    bench.set_defaults(handler=_cmd_bench)
     native = commands.add_parser(
-        "build-native", help="build kdforge-runner, the C++ latency runner, with CMake into build/native"
+        "build-native", help="build kdforge-runner, the C++ latency runner, with CMake"
     )
-    native.add_argument("--build-dir", help="build directory (default: build/native in the source checkout)")
+    native.add_argument(
+        "--build-dir", help="build directory (default: ~/.cache/kdforge/native/<env>, where deploy looks)"
+    )
     native.add_argument("--tensorrt-root", help="TensorRT install prefix (headers + libnvinfer)")
     native.add_argument("--onnxruntime-root", help="an extracted ONNX Runtime release (include/ + lib/)")
+    native.set_defaults(handler=_cmd_build_native)
     predict = commands.add_parser("predict", help="top-k classes of image files with a deployed model")
     predict.add_argument(
         "model", help="a kdforge .safetensors checkpoint, or an .onnx, .pt2 or .engine from kdforge deploy"
     )
     predict.add_argument("images", nargs="+", help="image files (any format Pillow reads)")
     predict.add_argument("--top", type=int, default=3, help="how many classes to print per image")
+    predict.set_defaults(handler=_cmd_predict)
     return parser
 
 
@@ -167,92 +185,88 @@ def _run_dir(args: argparse.Namespace, name: str, stage: str | None) -> Path:
     return base / stage if stage else base
 
 
-def _cmd_train(args: argparse.Namespace, console: Console) -> int:
-    from compress.config import load_recipe
-    from compress.jobs import distill_student, resolve_device, train_teacher
-    from compress.train.distributed import init_distributed, shutdown
+def _teacher_run(args: argparse.Namespace, config: RunConfig, console: Console, session: Session) -> Any:
+    """`kdforge teacher`: a standard (CE) teacher, or a Generous Teacher from a standard one."""
+    from kdforge.compress.jobs import train_teacher
 
-    config = load_recipe(args.recipe, args.overrides, getattr(args, "method", None))
-    context = init_distributed(resolve_device(config.device).type)
-    try:
-        progress = not args.no_progress
-        if args.command == "teacher":
-            if args.strategy:
-                config.teacher_strategy.name = args.strategy
-            standard = args.standard or config.teacher_strategy.standard_checkpoint
-            generous = config.teacher_strategy.name != "standard"
-            default = Path("runs") / config.name / "teacher" / "checkpoints" / "best.safetensors"
-            if generous and standard is None and default.is_file():
-                standard = str(default)
-                console.print(f"using standard teacher {standard}")
-            stage = f"teacher-{config.teacher_strategy.name}" if generous else "teacher"
-            out = _run_dir(args, config.name, stage)
-            result = train_teacher(
-                config,
-                out,
-                resume=args.resume,
-                progress=progress,
-                context=context,
-                standard_checkpoint=standard,
-            )
-        elif args.command == "compress":
-            method = config.method
-            teacher = args.teacher or config.teacher.checkpoint
-            stage = "teacher" if config.teacher_strategy.name == "standard" else "teacher-generous"
-            default = Path("runs") / config.name / stage / "checkpoints" / "best.safetensors"
-            if teacher is None and default.is_file():
-                teacher = str(default)
-                console.print(f"using teacher {teacher}")
-            out = _run_dir(args, config.name, f"student-{method.name}")
-            result = distill_student(
-                config,
-                out,
-                teacher_path=teacher,
-                method=method,
-                resume=args.resume,
-                progress=progress,
-                context=context,
-            )
-        else:
-            from kdforge.pipeline import run_pipeline
+    if args.strategy:
+        config.teacher_strategy.name = args.strategy
+    standard = args.standard or config.teacher_strategy.standard_checkpoint
+    generous = config.teacher_strategy.name != "standard"
+    default = Path("runs") / config.name / "teacher" / "checkpoints" / "best.safetensors"
+    if generous and standard is None and default.is_file():
+        standard = str(default)
+        console.print(f"using standard teacher {standard}")
+    stage = f"teacher-{config.teacher_strategy.name}" if generous else "teacher"
+    return train_teacher(config, _run_dir(args, config.name, stage), session, standard_checkpoint=standard)
 
-            run_pipeline(
-                config,
-                _run_dir(args, config.name, None),
-                resume=args.resume,
-                progress=progress,
-                context=context,
-                console=console,
-                recipe_path=args.recipe,
-            )
+
+def _compress_run(args: argparse.Namespace, config: RunConfig, console: Console, session: Session) -> Any:
+    """`kdforge compress`: distill the student from a teacher checkpoint."""
+    from kdforge.compress.jobs import distill_student
+
+    method = config.method
+    teacher = args.teacher or config.teacher.checkpoint
+    stage = "teacher" if config.teacher_strategy.name == "standard" else "teacher-generous"
+    default = Path("runs") / config.name / stage / "checkpoints" / "best.safetensors"
+    if teacher is None and default.is_file():
+        teacher = str(default)
+        console.print(f"using teacher {teacher}")
+    out = _run_dir(args, config.name, f"student-{method.name}")
+    return distill_student(config, out, session, teacher_path=teacher, method=method)
+
+
+def _pipeline_run(args: argparse.Namespace, config: RunConfig, console: Console, session: Session) -> None:
+    """`kdforge run`: the whole pipeline; it prints its own summary."""
+    from kdforge.pipeline import run_pipeline
+
+    run_pipeline(config, _run_dir(args, config.name, None), session, console=console, recipe_path=args.recipe)
+
+
+def _print_result(result: Any, config: RunConfig, console: Console) -> None:
+    console.print(
+        f"test top-1 {result.test_top1:.2f}% (best val epoch {result.best_epoch}), "
+        f"last epoch {result.last_test_top1:.2f}%; checkpoint {result.best_path}"
+    )
+    from kdforge.pipeline import merge_multibranch
+
+    merged = merge_multibranch(result, config)
+    if merged is not None:
+        console.print(f"merged (deployable) network: test top-1 {merged[1]:.2f}%; checkpoint {merged[0]}")
+
+
+def _training_command(
+    run: Callable[[argparse.Namespace, RunConfig, Console, Session], Any],
+) -> Callable[[argparse.Namespace, Console], int]:
+    """Wrap a training command: load the recipe, join the process group, report, and leave it cleanly."""
+
+    def handler(args: argparse.Namespace, console: Console) -> int:
+        from kdforge.compress.config import load_recipe
+        from kdforge.compress.jobs import Session, resolve_device
+        from kdforge.compress.train.distributed import init_distributed, peer_failure, shutdown
+
+        config = load_recipe(args.recipe, args.overrides, getattr(args, "method", None))
+        context = init_distributed(resolve_device(config.device).type)
+        session = Session(resume=args.resume, progress=not args.no_progress, context=context)
+        try:
+            result = run(args, config, console, session)
+            if result is not None and context.is_main:
+                _print_result(result, config, console)
             return 0
-        if context.is_main:
-            console.print(
-                f"test top-1 {result.test_top1:.2f}% (best val epoch {result.best_epoch}), "
-                f"last epoch {result.last_test_top1:.2f}%; checkpoint {result.best_path}"
-            )
-            from kdforge.pipeline import merge_multibranch
+        except (RuntimeError, OSError) as exc:
+            line = peer_failure(exc, context)
+            if line is None:
+                raise
+            raise UserError(line) from exc
+        finally:
+            shutdown(context)
 
-            merged = merge_multibranch(result, config)
-            if merged is not None:
-                console.print(
-                    f"merged (deployable) network: test top-1 {merged[1]:.2f}%; checkpoint {merged[0]}"
-                )
-        return 0
-    except (RuntimeError, OSError) as exc:
-        from compress.train.distributed import peer_failure
-
-        line = peer_failure(exc, context)
-        if line is None:
-            raise
-        raise UserError(line) from exc
-    finally:
-        shutdown(context)
+    return handler
 
 
 def _cmd_eval(args: argparse.Namespace, console: Console) -> int:
-    from compress.config import RunConfig, apply_overrides, check, from_dict, load_recipe
-    from compress.train.checkpoint import read_checkpoint
+    from kdforge.compress.config import RunConfig, apply_overrides, check, from_dict, load_recipe
+    from kdforge.compress.train.checkpoint import read_checkpoint
     from kdforge.pipeline import evaluate_any
 
     if args.recipe:
@@ -277,8 +291,8 @@ def _split(text: str, what: str) -> tuple[str, ...]:
 
 
 def _cmd_deploy(args: argparse.Namespace, console: Console) -> int:
-    from export.bench import TimingPolicy
-    from export.deploy import DeployOptions, deploy
+    from kdforge.export.bench import TimingPolicy
+    from kdforge.export.deploy import DeployOptions, deploy
 
     batches = _batches(args.batches)
     if args.min_duration <= 0:
@@ -310,8 +324,8 @@ def _batches(text: str) -> tuple[int, ...]:
 
 
 def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
-    from export.bench import TimingPolicy
-    from export.bench.run import bench_artifact
+    from kdforge.export.bench import TimingPolicy
+    from kdforge.export.bench.run import bench_artifact
 
     shape = None
     if args.input_shape:
@@ -344,7 +358,7 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
 def _cmd_predict(args: argparse.Namespace, console: Console) -> int:
     import numpy as np
 
-    from export.artifact import open_artifact, preprocess
+    from kdforge.export.artifact import open_artifact, preprocess
 
     if args.top < 1:
         raise UserError(f"--top must be >= 1, got {args.top}")
@@ -360,8 +374,8 @@ def _cmd_predict(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_build_native(args: argparse.Namespace, console: Console) -> int:
-    from export.native import build_native
-    from export.native.build import DEFAULT_BUILD_DIR
+    from kdforge.export.native import build_native
+    from kdforge.export.native.build import DEFAULT_BUILD_DIR
 
     built = build_native(
         args.build_dir or DEFAULT_BUILD_DIR,
@@ -373,7 +387,7 @@ def _cmd_build_native(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _cmd_doctor(console: Console) -> int:
+def _cmd_doctor(args: argparse.Namespace, console: Console) -> int:
     from kdforge.doctor import doctor
 
     for name, usable, detail in doctor():
@@ -381,8 +395,8 @@ def _cmd_doctor(console: Console) -> int:
     return 0
 
 
-def _cmd_models(console: Console) -> int:
-    from compress.models import available
+def _cmd_models(args: argparse.Namespace, console: Console) -> int:
+    from kdforge.compress.models import available
 
     console.print("\n".join(available()))
     console.print(
@@ -397,21 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     errors = Console(stderr=True, soft_wrap=True)
     try:
         args = build_parser().parse_args(argv)
-        if args.command in ("teacher", "compress", "run"):
-            return _cmd_train(args, console)
-        if args.command == "eval":
-            return _cmd_eval(args, console)
-        if args.command == "deploy":
-            return _cmd_deploy(args, console)
-        if args.command == "doctor":
-            return _cmd_doctor(console)
-        if args.command == "bench":
-            return _cmd_bench(args, console)
-        if args.command == "build-native":
-            return _cmd_build_native(args, console)
-        if args.command == "predict":
-            return _cmd_predict(args, console)
-        return _cmd_models(console)
+        return args.handler(args, console)
     except UserError as exc:
         errors.print(f"kdforge: error: {exc}", highlight=False, markup=False, soft_wrap=True)
         return EXIT_USER_ERROR

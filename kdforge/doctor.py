@@ -39,7 +39,7 @@ def _onnxruntime() -> tuple[bool, str]:
 
 
 def _tensorrt() -> tuple[bool, str]:
-    from export.tensorrt import tensorrt_status
+    from kdforge.export.tensorrt import tensorrt_status
 
     return tensorrt_status()
 
@@ -54,7 +54,7 @@ def _version_line(program: str) -> str:
 
 
 def _aoti() -> tuple[bool, str]:
-    from export.bench.available import cxx_compiler
+    from kdforge.export.bench.available import cxx_compiler
 
     compiler = cxx_compiler()
     if compiler is None:
@@ -70,7 +70,7 @@ def _cmake() -> tuple[bool, str]:
 
 
 def _backends() -> tuple[bool, str]:
-    from export.bench.available import BACKENDS, why_unavailable
+    from kdforge.export.bench.available import BACKENDS, why_unavailable
 
     usable = [name for name in BACKENDS if why_unavailable(name) is None]
     missing = [name for name in BACKENDS if name not in usable]

@@ -16,14 +16,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from compress.atomic import atomic_write_text
-from compress.config import MethodConfig, RunConfig, TeacherStrategyConfig
-from compress.data import build_data
-from compress.jobs import distill_student, evaluate_checkpoint, train_teacher
-from compress.runlock import run_lock
-from compress.train.checkpoint import load_model
-from compress.train.distributed import DistContext
-from compress.train.trainer import TrainResult
+from kdforge.compress.atomic import atomic_write_text
+from kdforge.compress.config import MethodConfig, RunConfig, TeacherStrategyConfig
+from kdforge.compress.data import DataBundle, build_data
+from kdforge.compress.jobs import Session, distill_student, evaluate_checkpoint, train_teacher
+from kdforge.compress.runlock import run_lock
+from kdforge.compress.train.checkpoint import load_model
+from kdforge.compress.train.trainer import TrainResult
 
 
 @dataclass
@@ -44,11 +43,11 @@ class StageRow:
 def merge_multibranch(result: TrainResult, config: RunConfig) -> tuple[str, float] | None:
     """For a multi-branch (RSD) student: write `merged.safetensors` (export.reparameterize) and return
     its path and test top-1; None for a plain network."""
-    from compress.train.checkpoint import read_checkpoint
+    from kdforge.compress.train.checkpoint import read_checkpoint
 
     if "rep" not in read_checkpoint(result.best_path).meta["model"]:
         return None
-    from export.reparam import save_merged
+    from kdforge.export.reparam import save_merged
 
     merged = save_merged(result.best_path)
     return str(merged), evaluate_any(merged, config)["top1"]
@@ -56,12 +55,12 @@ def merge_multibranch(result: TrainResult, config: RunConfig) -> tuple[str, floa
 
 def evaluate_any(path: str | Path, config: RunConfig, split: str = "test") -> dict[str, float]:
     """Top-1/top-5 of a training checkpoint or of a merged (deployable) one."""
-    from compress.train.checkpoint import read_checkpoint
+    from kdforge.compress.train.checkpoint import read_checkpoint
 
     if not read_checkpoint(path).meta["model"].get("reparameterized"):
         return evaluate_checkpoint(path, config, split)
-    from compress.jobs import evaluate_model
-    from export.reparam import load_merged
+    from kdforge.compress.jobs import evaluate_model
+    from kdforge.export.reparam import load_merged
 
     return evaluate_model(load_merged(path)[0], config, split)
 
@@ -92,10 +91,8 @@ def _row(stage: str, method: str, result: TrainResult) -> StageRow:
 def run_pipeline(
     config: RunConfig,
     out_dir: str | Path,
+    session: Session | None = None,
     *,
-    resume: bool = False,
-    progress: bool = True,
-    context: DistContext | None = None,
     console: Console | None = None,
     recipe_path: str | None = None,
 ) -> list[StageRow]:
@@ -103,93 +100,83 @@ def run_pipeline(
     a CE student and a student distilled from the last teacher with the recipe's method; then deploy the
     last teacher and the distilled student and write report.md (unless deploy.enabled is false)."""
     out_dir = Path(out_dir)
-    context = context or DistContext()
+    session = session or Session()
     console = console or Console()
-    with run_lock(out_dir, enabled=context.is_main):  # one pipeline per directory
-        return _run_pipeline(config, out_dir, resume, progress, context, console, recipe_path)
+    with run_lock(out_dir, enabled=session.context.is_main):  # one pipeline per directory
+        deploy_options = None
+        if config.deploy.enabled:  # a typo in the deploy section fails now, not after the training
+            from kdforge.export.deploy import DeployOptions
+
+            deploy_options = DeployOptions.from_config(config.deploy)
+            deploy_options.check()
+        data = build_data(config.data)
+        teacher_path, rows = _train_teachers(config, out_dir, session, data)
+        rows += _train_students(config, out_dir, session, data, teacher_path)
+        if session.context.is_main:
+            write_results(out_dir, config, rows)
+            console.print(results_table(config, rows))
+            if deploy_options is not None:
+                student_path = rows[-1].checkpoint  # the distilled student, merged when it had branches
+                report = deploy_and_report(
+                    config, out_dir, teacher_path, student_path, deploy_options, session.resume, console,
+                    recipe_path,
+                )  # fmt: skip
+                console.print(f"wrote {report}")
+        return rows
 
 
-def _run_pipeline(
-    config: RunConfig,
-    out_dir: Path,
-    resume: bool,
-    progress: bool,
-    context: DistContext,
-    console: Console,
-    recipe_path: str | None,
-) -> list[StageRow]:
-    deploy_options = None
-    if config.deploy.enabled:  # a typo in the deploy section fails now, not after the training
-        from export.deploy import DeployOptions
-
-        deploy_options = DeployOptions.from_config(config.deploy)
-        deploy_options.check()
-    data = build_data(config.data)
+def _train_teachers(
+    config: RunConfig, out_dir: Path, session: Session, data: DataBundle
+) -> tuple[str, list[StageRow]]:
+    """The teacher the students learn from (given, or trained; then made generous when asked) and its rows."""
     rows: list[StageRow] = []
-
     standard = config.teacher_strategy.standard_checkpoint or config.teacher.checkpoint
     if standard:
         teacher_path = standard
         metrics = evaluate_checkpoint(teacher_path, config)
-        given = TrainResult(
-            -1,
-            float("nan"),
-            metrics["top1"],
-            metrics["top5"],
-            metrics["top1"],
-            0,
-            0.0,
-            teacher_path,
-            teacher_path,
-        )
+        top1, top5 = metrics["top1"], metrics["top5"]
+        given = TrainResult(-1, float("nan"), top1, top5, top1, 0, 0.0, teacher_path, teacher_path)
         rows.append(_row("teacher (given)", "-", given))
     else:
         stage = out_dir / "teacher"
         standard_config = replace(config, teacher_strategy=TeacherStrategyConfig())
-        result = _reuse(stage, resume) or train_teacher(
-            standard_config, stage, data=data, resume=resume, progress=progress, context=context
-        )
+        result = _reuse(stage, session.resume) or train_teacher(standard_config, stage, session, data=data)
         teacher_path = result.best_path
         rows.append(_row("teacher", "ce", result))
 
     strategy = config.teacher_strategy.name
     if strategy != "standard":  # standard teacher -> generous teacher -> students
         stage = out_dir / f"teacher-{strategy}"
-        result = _reuse(stage, resume) or train_teacher(
-            config,
-            stage,
-            data=data,
-            resume=resume,
-            progress=progress,
-            context=context,
-            standard_checkpoint=teacher_path,
+        result = _reuse(stage, session.resume) or train_teacher(
+            config, stage, session, data=data, standard_checkpoint=teacher_path
         )
         teacher_path = result.best_path
         rows.append(_row(f"teacher ({strategy})", strategy, result))
+    return teacher_path, rows
 
+
+def _train_students(
+    config: RunConfig, out_dir: Path, session: Session, data: DataBundle, teacher_path: str
+) -> list[StageRow]:
+    """The CE baseline and the distilled student (plus its merged form when it has branches)."""
+    rows: list[StageRow] = []
     methods = [MethodConfig(name="ce")] + ([config.method] if config.method.name != "ce" else [])
     for method in methods:
         stage = out_dir / f"student-{method.name}"
-        result = _reuse(stage, resume) or distill_student(
-            config,
-            stage,
-            teacher_path=teacher_path,
-            method=method,
-            data=data,
-            resume=resume,
-            progress=progress,
-            context=context,
+        result = _reuse(stage, session.resume) or distill_student(
+            config, stage, session, teacher_path=teacher_path, method=method, data=data
         )
         rows.append(_row("student", method.name, result))
-        merged = merge_multibranch(result, config) if context.is_main else None
+        merged = merge_multibranch(result, config) if session.context.is_main else None
         if merged is not None:
             path, top1 = merged
+            row = rows[-1]
             rows.append(
                 StageRow(
                     "student (merged)",
-                    rows[-1].arch,
+                    row.arch,
                     method.name,
-                    rows[-1].params_m,
+                    row.params_m,
                     top1,
                     float("nan"),
                     result.best_epoch,
@@ -197,22 +184,12 @@ def _run_pipeline(
                     path,
                 )
             )
-
-    if context.is_main:
-        write_results(out_dir, config, rows)
-        console.print(results_table(config, rows))
-        if deploy_options is not None:
-            student_path = rows[-1].checkpoint  # the distilled student, merged when it had branches
-            report = deploy_and_report(
-                config, out_dir, teacher_path, student_path, deploy_options, resume, console, recipe_path
-            )
-            console.print(f"wrote {report}")
     return rows
 
 
 def _deployed(stage: Path, checkpoint: str, options: Any, resume: bool) -> dict[str, Any] | None:
     """A finished deploy stage of the same checkpoint bytes and options, when resuming."""
-    from export.sidecar import sha256
+    from kdforge.export.sidecar import sha256
 
     found = stage / "deploy.json"
     if not (resume and found.is_file()):
@@ -240,8 +217,8 @@ def deploy_and_report(
     recipe_path: str | None = None,
 ) -> Path:
     """Deploy the teacher and the student (each reused when resuming), then write report.md."""
-    from export.deploy import deploy
-    from export.report import write_report
+    from kdforge.export.deploy import deploy
+    from kdforge.export.report import write_report
 
     def log(line: str) -> None:
         console.print(line, markup=False, highlight=False)

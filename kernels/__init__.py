@@ -5,8 +5,12 @@ CUDA tensors (`<loss>_triton.py`, kernel plus autograd Function), and on CPU ten
 reference (`<loss>_reference.py`) that the kernels are tested against.
 """
 
-from kernels.dist import dist_loss
-from kernels.dkd import dkd_loss
-from kernels.kd import kd_loss
+# Imported as a top-level `kernels` (a checkout's root on sys.path): refuse, this is kdforge.kernels.
+if __name__ != "kdforge.kernels":
+    raise ImportError(f"this folder is kdforge.kernels: import kdforge.kernels, not {__name__}")
+
+from kdforge.kernels.dist_kd import dist_loss
+from kdforge.kernels.dkd import dkd_loss
+from kdforge.kernels.kd import kd_loss
 
 __all__ = ["dist_loss", "dkd_loss", "kd_loss"]

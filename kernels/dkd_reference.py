@@ -8,8 +8,7 @@ non-target log-probabilities, so it stays exact when p_gt rounds to 1.
 from __future__ import annotations
 
 import torch
-
-from kernels.standardize import prepare_logits
+from kdforge.kernels.standardize import prepare_logits
 
 
 def dkd_loss_reference(

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-
-from kernels.kd_reference import kd_loss_reference
-from kernels.validation import check_logits, check_temperature, resolve_backend
+from kdforge.kernels.kd_reference import kd_loss_reference
+from kdforge.kernels.validation import check_logits, check_temperature, resolve_backend
 
 
 def kd_loss(
@@ -26,7 +25,7 @@ def kd_loss(
     check_logits(student, teacher)
     check_temperature(temperature)
     if resolve_backend(backend, student) == "triton":
-        from kernels.kd_triton import kd_loss_triton
+        from kdforge.kernels.kd_triton import kd_loss_triton
 
         return kd_loss_triton(student, teacher, temperature, standardize)
     return kd_loss_reference(student, teacher, temperature, standardize)

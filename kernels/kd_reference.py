@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from kernels.standardize import prepare_logits
+from kdforge.kernels.standardize import prepare_logits
 
 
 def kd_loss_reference(

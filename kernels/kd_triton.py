@@ -17,9 +17,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-
-from kernels.standardize import STANDARDIZE_EPS
-from kernels.triton_common import (
+from kdforge.kernels.standardize import STANDARDIZE_EPS
+from kdforge.kernels.triton_common import (
     fused_backward,
     launch_config,
     load_f32,

@@ -6,12 +6,12 @@ augmentation are pure functions of (seed, epoch): call `loader.set_epoch(epoch)`
 
 from __future__ import annotations
 
-from compress.config import DataConfig
-from compress.data.augment import SeededAugment, TensorImages, Transformed
-from compress.data.bundle import DataBundle
-from compress.data.loaders import EpochLoader
-from compress.data.splits import stratified_split, train_val_split
-from compress.errors import UserError
+from kdforge.compress.config import DataConfig
+from kdforge.compress.data.augment import SeededAugment, TensorImages, Transformed
+from kdforge.compress.data.bundle import DataBundle
+from kdforge.compress.data.loaders import EpochLoader
+from kdforge.compress.data.splits import stratified_split, train_val_split
+from kdforge.compress.errors import UserError
 
 __all__ = [
     "DataBundle",
@@ -28,11 +28,11 @@ __all__ = [
 def build_data(cfg: DataConfig) -> DataBundle:
     """Build the train/val/test splits named by `cfg` (nothing is ever downloaded)."""
     if cfg.name == "digits":
-        from compress.data import digits as source
+        from kdforge.compress.data import digits as source
     elif cfg.name in ("cifar10", "cifar100"):
-        from compress.data import cifar as source  # type: ignore[no-redef]
+        from kdforge.compress.data import cifar as source  # type: ignore[no-redef]
     elif cfg.name == "imagefolder":
-        from compress.data import imagefolder as source  # type: ignore[no-redef]
+        from kdforge.compress.data import imagefolder as source  # type: ignore[no-redef]
     else:
         raise UserError(
             f"data.name: unknown data set {cfg.name!r}; use digits, cifar10, cifar100, imagefolder"

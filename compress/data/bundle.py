@@ -8,11 +8,10 @@ from typing import Literal
 
 import numpy as np
 import torch
+from kdforge.compress.config import DataConfig
+from kdforge.compress.data.augment import TensorImages
+from kdforge.compress.data.loaders import EpochLoader
 from torch.utils.data import Dataset
-
-from compress.config import DataConfig
-from compress.data.augment import TensorImages
-from compress.data.loaders import EpochLoader
 
 Split = Literal["train", "val", "test"]
 

@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from compress.config import DataConfig
-from compress.data.bundle import DataBundle, tensor_bundle
-from compress.data.splits import train_val_split
-from compress.errors import UserError
+from kdforge.compress.config import DataConfig
+from kdforge.compress.data.bundle import DataBundle, tensor_bundle
+from kdforge.compress.data.splits import train_val_split
+from kdforge.compress.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from compress.config import DataConfig
-from compress.data.bundle import DataBundle, tensor_bundle
-from compress.data.splits import STAGE_TEST, stratified_split, train_val_split
+from kdforge.compress.config import DataConfig
+from kdforge.compress.data.bundle import DataBundle, tensor_bundle
+from kdforge.compress.data.splits import STAGE_TEST, stratified_split, train_val_split
 
 TEST_FRACTION = 0.2
 CLASSES = [str(d) for d in range(10)]

@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from kdforge.compress.config import DataConfig
+from kdforge.compress.data.augment import SeededAugment, Transformed
+from kdforge.compress.data.bundle import DataBundle
+from kdforge.compress.data.splits import train_val_split
+from kdforge.compress.errors import UserError
 from torch.utils.data import Subset
-
-from compress.config import DataConfig
-from compress.data.augment import SeededAugment, Transformed
-from compress.data.bundle import DataBundle
-from compress.data.splits import train_val_split
-from compress.errors import UserError
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

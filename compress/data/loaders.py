@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
+from kdforge.compress.data.augment import EpochSeeded, derive_seed
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
-
-from compress.data.augment import EpochSeeded, derive_seed
 
 
 class ShardSampler(Sampler[int]):

@@ -1,36 +1,31 @@
 """Distillation methods, one file each, built by name from a recipe's `method` section.
 
-`METHODS` are student methods (`kdforge compress --method NAME`); `TEACHER_STRATEGIES` train a teacher
-(`kdforge teacher` with `teacher_strategy.name`).
+Every module of this package is imported here, and each `Distiller` subclass that sets `name` registers
+itself: adding a method is adding one file. `METHODS` are student methods (`kdforge compress --method
+NAME`); `TEACHER_STRATEGIES` train a teacher (`kdforge teacher` with `teacher_strategy.name`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
+import importlib
+import pkgutil
+from typing import Any
 
+from kdforge.compress.config import MethodConfig
+from kdforge.compress.errors import UserError
+from kdforge.compress.methods.base import (
+    METHODS,
+    TEACHER_STRATEGIES,
+    Distiller,
+    MethodContext,
+    NetworkSpec,
+    freeze,
+)
 from torch import nn
 
-from compress.config import MethodConfig, from_dict
-from compress.errors import UserError
-from compress.methods.base import Distiller, MethodContext, NetworkSpec, freeze
-from compress.methods.ce import CE
-from compress.methods.dist import DIST
-from compress.methods.dist_plus import DISTPlus
-from compress.methods.dkd import DKD
-from compress.methods.generous import GenerousTeacher
-from compress.methods.kd import KD
-from compress.methods.rsd import RSD
-from compress.methods.sate import SATE, student_loss_method
-
-METHODS: dict[str, type[Distiller]] = {cls.name: cls for cls in (CE, KD, DKD, DIST, DISTPlus, SATE, RSD)}
-TEACHER_STRATEGIES: dict[str, type[Distiller]] = {"generous": GenerousTeacher}
-POSITIVE = (
-    "temperature",
-    "feature_temperature",
-    "k",
-    "external_temperature",
-)  # options that must be > 0, where a method has them
+for _module in pkgutil.iter_modules(__path__):  # each method module registers its classes on import
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def method_class(name: str, registry: dict[str, type[Distiller]] | None = None) -> type[Distiller]:
@@ -45,26 +40,9 @@ def method_class(name: str, registry: dict[str, type[Distiller]] | None = None) 
     return registry[name]
 
 
-def check_options(options: object, path: str) -> None:
-    """Range checks shared by every options dataclass: weights >= 0, temperatures > 0."""
-    for f in dataclasses.fields(options):
-        value = getattr(options, f.name)
-        if isinstance(value, float) and value < 0:
-            raise UserError(f"{path}.{f.name}: must be >= 0, got {value}")
-        if isinstance(value, int) and not isinstance(value, bool) and value < 0:
-            raise UserError(f"{path}.{f.name}: must be >= 0, got {value}")
-        if f.name in POSITIVE and value <= 0:
-            raise UserError(f"{path}.{f.name}: must be > 0, got {value}")
-
-
-def method_options(config: MethodConfig, registry: dict[str, type[Distiller]] | None = None) -> object:
-    """Validate `method.options` against the method's own options dataclass."""
-    cls = method_class(config.name, registry)
-    options = from_dict(cls.Options, config.options, "method.options")
-    check_options(options, "method.options")
-    if cls is SATE:
-        check_options(student_loss_method(options).options, "method.options.student_loss_options")
-    return options
+def method_options(config: MethodConfig, registry: dict[str, type[Distiller]] | None = None) -> Any:
+    """`method.options` validated by the method itself (keys, types, limits): its Options instance."""
+    return method_class(config.name, registry).validate_options(config.options, "method.options")
 
 
 def build_method(
@@ -76,7 +54,7 @@ def build_method(
 ) -> Distiller:
     """Instantiate the method of `config` around the given networks."""
     cls = method_class(config.name, registry)
-    options = method_options(config, registry)
+    options = cls.validate_options(config.options, "method.options")
     wants = cls.wants_teacher(config.options)
     if wants and teacher is None:
         raise UserError(

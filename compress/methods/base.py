@@ -1,19 +1,28 @@
-"""The method contract every distillation method implements (mdistiller-like).
+"""The method contract every distillation method implements (mdistiller-like), and the method registries.
 
 A method owns every network it trains, answers `forward_train(images, labels)` with the student's
 logits and a dict of named, already weighted loss terms, and `forward(images)` for evaluation. It says
-which parameters train through `param_groups()`; the Trainer knows nothing else about it.
+which parameters train through `param_groups()`; the Trainer knows nothing else about it. A subclass
+that sets `name` registers itself when its module is imported (see `kdforge.compress.methods`).
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
+import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
+from kdforge.compress.config import from_dict
 from torch import nn
+
+# name -> class, filled by `Distiller.__init_subclass__`: student methods (`kdforge compress --method`)
+# and teacher strategies (`kdforge teacher`, teacher_strategy.name). A name is unique across both.
+METHODS: dict[str, type[Distiller]] = {}
+TEACHER_STRATEGIES: dict[str, type[Distiller]] = {}
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -40,16 +49,46 @@ class MethodContext:
     teacher: NetworkSpec | None = None
 
 
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register(cls: type[Distiller]) -> type[Distiller]:
+    """Add `cls` to its registry under `cls.name`; a name taken by another class is an import-time error."""
+    if cls.kind not in ("student", "teacher"):
+        raise TypeError(f"{_qualified(cls)}.kind must be 'student' or 'teacher', got {cls.kind!r}")
+    if not dataclasses.is_dataclass(cls.Options):
+        raise TypeError(f"{_qualified(cls)}.Options must be a dataclass (the method's validated options)")
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(cls.__abstractmethods__))
+        raise TypeError(f"method {cls.name!r} ({_qualified(cls)}) does not implement {missing}")
+    for table in (METHODS, TEACHER_STRATEGIES):
+        taken = table.get(cls.name)
+        if taken is not None and _qualified(taken) != _qualified(cls):  # the same class again: a reload
+            raise TypeError(f"method name {cls.name!r} of {_qualified(cls)} is taken by {_qualified(taken)}")
+        table.pop(cls.name, None)
+    (TEACHER_STRATEGIES if cls.kind == "teacher" else METHODS)[cls.name] = cls
+    return cls
+
+
 class Distiller(nn.Module, abc.ABC):
     """Base class: a student, an optional teacher, and the options dataclass of the method.
 
-    `_frozen` networks never change (no gradients, eval mode, not part of the resume state);
-    `_eval_only` networks change but always run in eval mode (an EMA copy, a teacher whose head trains).
+    Networks given to `freeze_network` never change (no gradients, eval mode, not part of the resume
+    state); networks given to `keep_in_eval` change but always run in eval mode (an EMA copy, a teacher
+    whose head alone trains).
     """
 
-    name: ClassVar[str] = ""
+    name: ClassVar[str] = ""  # the recipe's `method.name`; a class that sets it registers itself
+    kind: ClassVar[Literal["student", "teacher"]] = "student"  # "teacher": a teacher strategy
     needs_teacher: ClassVar[bool] = True
     Options: ClassVar[type] = object
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Register every subclass that names itself (helpers such as LogitDistiller set no name)."""
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("name"):
+            register(cls)
 
     def __init__(
         self,
@@ -66,7 +105,35 @@ class Distiller(nn.Module, abc.ABC):
         self._frozen: list[nn.Module] = []
         self._eval_only: list[nn.Module] = []
         if teacher is not None and not self.trains_teacher():
-            self._frozen.append(freeze(teacher))
+            self.freeze_network(teacher)
+
+    @classmethod
+    def validate_options(cls, raw: dict[str, Any], path: str = "method.options") -> Any:
+        """`cls.Options` from the recipe's raw options: keys, types and field limits, or a one-line UserError.
+
+        Override (calling super) for checks that span several fields or options of another method.
+        """
+        return from_dict(cls.Options, raw, path)
+
+    @property
+    def frozen(self) -> tuple[nn.Module, ...]:
+        """Networks that never change: no gradients, eval mode, left out of the resume state."""
+        return tuple(self._frozen)
+
+    @property
+    def eval_only(self) -> tuple[nn.Module, ...]:
+        """Networks that change (and are resumed) but always run in eval mode."""
+        return tuple(self._eval_only)
+
+    def freeze_network(self, module: nn.Module) -> nn.Module:
+        """Freeze `module` (no gradients, eval mode) for good; it is not saved in the resume state."""
+        self._frozen.append(freeze(module))
+        return module
+
+    def keep_in_eval(self, module: nn.Module) -> nn.Module:
+        """Keep `module` in eval mode whatever `train()` says; it is still saved in the resume state."""
+        self._eval_only.append(module)
+        return module
 
     @classmethod
     def wants_teacher(cls, options: dict[str, Any]) -> bool:

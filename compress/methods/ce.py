@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
-
-from compress.methods.base import Distiller
+from annotated_types import Interval
+from kdforge.compress.methods.base import Distiller
 
 
 @dataclass
 class CEOptions:
     """Label smoothing is off by default, as in the papers' baselines."""
 
-    label_smoothing: float = 0.0
+    label_smoothing: Annotated[float, Interval(ge=0, le=1)] = 0.0  # cross_entropy refuses more than 1
 
 
 class CE(Distiller):

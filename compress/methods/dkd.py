@@ -6,20 +6,20 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-from compress.methods.logit import LogitDistiller
-from kernels import dkd_loss
+from kdforge.compress.config import NonNegative, NonNegativeFloat, PositiveFloat
+from kdforge.compress.methods.logit import LogitDistiller
+from kdforge.kernels import dkd_loss
 
 
 @dataclass
 class DKDOptions:
     """CE + warm-up * T^2 * (alpha * TCKD + beta * NCKD); the paper's CIFAR-100 defaults."""
 
-    alpha: float = 1.0
-    beta: float = 8.0
-    temperature: float = 4.0
-    ce_weight: float = 1.0
-    warmup_epochs: int = 20  # the DKD term ramps linearly to full weight over these epochs (0: none)
+    alpha: NonNegativeFloat = 1.0
+    beta: NonNegativeFloat = 8.0
+    temperature: PositiveFloat = 4.0
+    ce_weight: NonNegativeFloat = 1.0
+    warmup_epochs: NonNegative = 20  # the DKD term ramps linearly to full weight over these epochs (0: none)
     standardize: bool = False
 
 

@@ -3,7 +3,7 @@
 Stage 2 of the paper: a new teacher of the standard teacher's architecture trains on CE plus the
 standard teacher's non-target-class knowledge: NCKD(standard -> generous) at a per-sample temperature
 k * std(logits). Dividing a logit row by k * std is the same softmax as z-scoring it and dividing by k,
-so the term is `kernels.dkd_loss(alpha=0, beta=nckd_weight, temperature=k, standardize=True)`,
+so the term is `kdforge.kernels.dkd_loss(alpha=0, beta=nckd_weight, temperature=k, standardize=True)`,
 i.e. nckd_weight * k^2 * KL(q_standard || q_generous) over the non-target classes.
 """
 
@@ -13,24 +13,25 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-from compress.methods.logit import LogitDistiller
-from kernels import dkd_loss
+from kdforge.compress.config import NonNegativeFloat, PositiveFloat
+from kdforge.compress.methods.logit import LogitDistiller
+from kdforge.kernels import dkd_loss
 
 
 @dataclass
 class GenerousOptions:
     """CE + nckd_weight * k^2 * NCKD at temperature k * std(logits) per sample."""
 
-    k: float = 2.0  # temperature as a multiple of each sample's logit std
-    nckd_weight: float = 1.0
-    ce_weight: float = 1.0
+    k: PositiveFloat = 2.0  # temperature as a multiple of each sample's logit std
+    nckd_weight: NonNegativeFloat = 1.0
+    ce_weight: NonNegativeFloat = 1.0
 
 
 class GenerousTeacher(LogitDistiller):
     """Trains a generous teacher (the `student` slot) from a frozen standard teacher."""
 
     name = "generous"
+    kind = "teacher"  # a teacher strategy: `kdforge teacher` with teacher_strategy.name=generous
     Options = GenerousOptions
 
     def logit_terms(

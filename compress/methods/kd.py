@@ -6,18 +6,18 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-from compress.methods.logit import LogitDistiller
-from kernels import kd_loss
+from kdforge.compress.config import NonNegativeFloat, PositiveFloat
+from kdforge.compress.methods.logit import LogitDistiller
+from kdforge.kernels import kd_loss
 
 
 @dataclass
 class KDOptions:
     """CE weight + KD weight * T^2 * KL(p_t || p_s); `standardize` z-scores logits first (Sun et al.)."""
 
-    temperature: float = 4.0
-    ce_weight: float = 0.1
-    kd_weight: float = 0.9
+    temperature: PositiveFloat = 4.0
+    ce_weight: NonNegativeFloat = 0.1
+    kd_weight: NonNegativeFloat = 0.9
     standardize: bool = False
 
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 import abc
 
 import torch
-
-from compress.methods.base import Distiller
+from kdforge.compress.methods.base import Distiller
 
 
 class LogitDistiller(Distiller):

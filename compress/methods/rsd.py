@@ -1,14 +1,15 @@
 """`rsd`: restructured self-distillation (Zheng et al., TIP 2024).
 
-The student network is expanded (`compress.rep.expand`): every KxK conv + BN becomes a multi-branch
-block. One step runs it twice: the *student pass* with branches dropped per sample (`drop_rate`), and
+The student network is expanded (`kdforge.compress.reparam.expand`): every KxK conv + BN becomes a
+multi-branch block.
+One step runs it twice: the *student pass* with branches dropped per sample (`drop_rate`), and
 the *teacher pass* with all branches; at a random stage (forward hook, module path) the teacher pass
 continues on [x, x_tt, x_ts] with x_tt = lam x + (1 - lam) x[perm] and x_ts = lam x + (1 - lam) f_s[perm],
 f_s the student pass's features there, lam ~ Beta(2, 2). Loss (teacher logits not detached, as the
 paper's code): alpha [CE(s) + CE(t) + mixCE(tt) + mixCE(ts)] + beta [KL_T(s || t) + KL_T(ts || tt)],
 T = 3. With `use_teacher: true` an external frozen teacher adds KD: rsd_weight * L_RSD +
 external_weight * KD(teacher pass || external teacher). Evaluation and deployment use all branches,
-which `export.reparameterize` merges back into the plain architecture.
+which `kdforge.export.reparameterize` merges back into the plain architecture.
 """
 
 from __future__ import annotations
@@ -18,31 +19,31 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from kdforge.compress.config import Fraction, NonNegativeFloat, PositiveFloat
+from kdforge.compress.errors import UserError
+from kdforge.compress.methods.base import Distiller, MethodContext
+from kdforge.compress.models import FeatureTap
+from kdforge.compress.models.features import resolve_module
+from kdforge.compress.reparam import branch_dropping, expand
+from kdforge.kernels import kd_loss
 from torch import nn
-
-from compress.errors import UserError
-from compress.methods.base import Distiller, MethodContext
-from compress.models import FeatureTap
-from compress.models.features import resolve_module
-from compress.rep import branch_dropping, expand
-from kernels import kd_loss
 
 
 @dataclass
 class RSDOptions:
     """The paper's defaults: T 3, alpha = beta = 1, drop rate 0.2, mixture at a random stage."""
 
-    temperature: float = 3.0
-    alpha: float = 1.0
-    beta: float = 1.0
-    drop_rate: float = 0.2
+    temperature: PositiveFloat = 3.0
+    alpha: NonNegativeFloat = 1.0
+    beta: NonNegativeFloat = 1.0
+    drop_rate: Fraction = 0.2  # [0, 1)
     extra_branches: list[str] = field(default_factory=list)  # any of '1x1', 'identity', 'avg'
     stages: list[str] | None = None  # feature-mixture points; default: the model's `stage_names`
     mix: bool = True
     use_teacher: bool = False  # distill the teacher pass from an external (frozen) teacher too
-    rsd_weight: float = 0.1  # with use_teacher: weight of the RSD loss
-    external_weight: float = 0.9  # with use_teacher: weight of KD(teacher pass || external teacher)
-    external_temperature: float = 4.0
+    rsd_weight: NonNegativeFloat = 0.1  # with use_teacher: weight of the RSD loss
+    external_weight: NonNegativeFloat = 0.9  # with use_teacher: weight of KD(teacher pass || external)
+    external_temperature: PositiveFloat = 4.0
 
 
 def mixed_ce(
@@ -70,8 +71,6 @@ class RSD(Distiller):
         options: RSDOptions,
         context: MethodContext | None = None,
     ) -> None:
-        if not 0 <= options.drop_rate < 1:
-            raise UserError(f"method.options.drop_rate: must be in [0, 1), got {options.drop_rate}")
         expanded = expand(student, extra=tuple(options.extra_branches))
         super().__init__(expanded, teacher, options, context)
         stages = options.stages if options.stages is not None else list(getattr(student, "stage_names", []))

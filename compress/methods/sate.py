@@ -20,17 +20,16 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from kdforge.compress.config import Fraction, NonNegative, NonNegativeFloat, PositiveFloat
+from kdforge.compress.errors import UserError
+from kdforge.compress.methods.base import Distiller, MethodContext, NetworkSpec, freeze
+from kdforge.compress.methods.dist_kd import DIST
+from kdforge.compress.methods.dkd import DKD
+from kdforge.compress.methods.kd import KD
+from kdforge.compress.methods.logit import LogitDistiller
+from kdforge.compress.models import build
+from kdforge.kernels import kd_loss
 from torch import nn
-
-from compress.config import from_dict
-from compress.errors import UserError
-from compress.methods.base import Distiller, MethodContext, NetworkSpec, freeze
-from compress.methods.dist import DIST
-from compress.methods.dkd import DKD
-from compress.methods.kd import KD
-from compress.methods.logit import LogitDistiller
-from compress.models import build
-from kernels import kd_loss
 
 STUDENT_LOSSES: dict[str, type[LogitDistiller]] = {"kd": KD, "dist": DIST, "dkd": DKD}
 
@@ -44,20 +43,20 @@ class SATEOptions:
     intermediate_arch: str | None = None  # default: the strong teacher's architecture
     intermediate_options: dict[str, Any] = field(default_factory=dict)
     init_from_teacher: bool = False  # start from the strong teacher's weights (same arch only)
-    temperature: float = 4.0
-    ce_weight: float = 1.0  # intermediate teacher: labels
-    kd_weight: float = 1.0  # intermediate teacher: KD from the strong teacher
-    aware_weight: float = 1.0  # intermediate teacher: KL(student || intermediate), student detached
-    lr_scale: float = 1.0  # the intermediate teacher's lr as a multiple of the run's lr
-    student_warmup_epochs: int = 20  # the student's distillation terms ramp up linearly (0: none)
+    temperature: PositiveFloat = 4.0
+    ce_weight: NonNegativeFloat = 1.0  # intermediate teacher: labels
+    kd_weight: NonNegativeFloat = 1.0  # intermediate teacher: KD from the strong teacher
+    aware_weight: NonNegativeFloat = 1.0  # intermediate: KL(student || intermediate), student detached
+    lr_scale: NonNegativeFloat = 1.0  # the intermediate teacher's lr as a multiple of the run's lr
+    student_warmup_epochs: NonNegative = 20  # the student's distillation terms ramp up linearly (0: none)
     ema: bool = False  # the student distills from an EMA of the intermediate teacher
-    ema_decay: float = 0.99  # per optimizer step
+    ema_decay: Fraction = 0.99  # per optimizer step, in [0, 1)
 
 
-def student_loss_method(options: SATEOptions) -> LogitDistiller:
-    """The wrapped logit method, validated like a recipe's own `method.options`."""
+def student_loss_method(options: SATEOptions, path: str = "method.options") -> LogitDistiller:
+    """The wrapped logit method, its options validated by that method as a recipe's own `method.options`."""
     cls = STUDENT_LOSSES[options.student_loss]
-    inner = from_dict(cls.Options, options.student_loss_options, "method.options.student_loss_options")
+    inner = cls.validate_options(options.student_loss_options, f"{path}.student_loss_options")
     return cls(nn.Identity(), None, inner)
 
 
@@ -67,6 +66,15 @@ class SATE(Distiller):
     name = "sate"
     Options = SATEOptions
 
+    @classmethod
+    def validate_options(cls, raw: dict[str, Any], path: str = "method.options") -> SATEOptions:
+        """SATE's own options, then `student_loss_options` by the chosen student loss's method."""
+        options = super().validate_options(raw, path)
+        STUDENT_LOSSES[options.student_loss].validate_options(
+            options.student_loss_options, f"{path}.student_loss_options"
+        )
+        return options
+
     def __init__(
         self,
         student: nn.Module,
@@ -75,8 +83,6 @@ class SATE(Distiller):
         context: MethodContext | None = None,
     ) -> None:
         super().__init__(student, teacher, options, context)
-        if not 0 <= options.ema_decay < 1:
-            raise UserError(f"method.options.ema_decay: must be in [0, 1), got {options.ema_decay}")
         if context is None:
             raise UserError("method 'sate' needs the class count and the teacher's architecture")
         self.spec = self._intermediate_spec(options, context)
@@ -90,8 +96,7 @@ class SATE(Distiller):
             self.intermediate.load_state_dict(teacher.state_dict())
         self.ema_teacher: nn.Module | None = None
         if options.ema:
-            self.ema_teacher = freeze(copy.deepcopy(self.intermediate))
-            self._eval_only.append(self.ema_teacher)
+            self.ema_teacher = self.keep_in_eval(freeze(copy.deepcopy(self.intermediate)))
         self._student_loss = [student_loss_method(options)]  # a list: no parameters, not a submodule
 
     @staticmethod

@@ -5,12 +5,10 @@ Zoo models return logits only; take intermediate features with ``FeatureTap`` (f
 
 import difflib
 import inspect
-import re
 from typing import Any
 
+from kdforge.compress.errors import UserError
 from torch import nn
-
-from compress.errors import UserError
 
 from . import mobilenetv2, resnet_cifar, shufflenetv2, vgg, wrn
 from .features import FeatureTap, classifier_head, extract_features, probe_channels
@@ -46,23 +44,42 @@ def build(name: str, num_classes: int, **kw: Any) -> nn.Module:
         builder = _timm_builder(name[5:])
     else:
         builder = _zoo_builder(name.strip().lower())
+    check_options(name, builder, kw)
     try:
         return builder(num_classes, **kw)
     except TypeError as exc:
         if not kw:
             raise
-        found = re.search(r"keyword argument '(\w+)'", str(exc))
-        if found is None:
-            raise UserError(f"model {name!r} rejected options {kw} ({exc}): fix or remove them") from exc
-        raise UserError(f"model {name!r} has no option {found[1]!r}{_options(builder)}: remove it") from exc
+        # a name the signature allows but the model refuses (a torchvision argument its builder sets itself)
+        raise UserError(f"model {name!r} rejected options {kw} ({exc}): fix or remove them") from exc
 
 
-def _options(builder: Builder) -> str:
-    params = inspect.signature(builder).parameters.values()
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return ""  # torchvision / timm: options are the model class's
-    names = [p.name for p in params if p.name != "num_classes"]
-    return f" (options: {', '.join(names)})" if names else " (it takes no options)"
+def option_names(builder: Builder) -> tuple[list[str], bool]:
+    """The options ``builder(num_classes, **options)`` names in its signature, and whether it takes others."""
+    params = list(inspect.signature(builder).parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    taken = positional[0].name if positional else None  # receives num_classes
+    names = [
+        p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != taken
+    ]
+    return names, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def check_options(name: str, builder: Builder, options: dict[str, Any]) -> None:
+    """Refuse, in one line, an option the builder's signature does not take (before anything is built)."""
+    names, open_ended = option_names(builder)
+    for key in options:
+        if key in ("weights", "pretrained"):
+            raise UserError(
+                f"model {name!r}: no option {key!r}, models are always built without pretrained weights; "
+                "start from a kdforge checkpoint instead (network.checkpoint)"
+            )
+        if key in names or open_ended:
+            continue
+        near = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        valid = f"options: {', '.join(names)}" if names else "it takes no options"
+        raise UserError(f"model {name!r} has no option {key!r}{hint} ({valid})")
 
 
 def _zoo_builder(name: str) -> Builder:
@@ -98,7 +115,36 @@ def _torchvision_builder(name: str) -> Builder:
     def make(num_classes: int, **kw: Any) -> nn.Module:
         return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kw)
 
+    signature = _torchvision_signature(torchvision.models.get_model_builder(name))
+    make.__signature__ = signature  # type: ignore[attr-defined]  # what check_options reads
     return make
+
+
+def _torchvision_signature(builder: Builder) -> inspect.Signature:
+    """``(num_classes, *, <options>)`` of a torchvision model: its builder's keywords (not `weights` or
+    `progress`) and its model class's constructor arguments, along the class's bases.
+
+    A class whose constructor takes ``**kwargs`` (MobileNetV3, ConvNeXt, the quantizable models) hands
+    them to code we cannot see: then any option passes here and the model itself judges it.
+    """
+    own = inspect.signature(builder)
+    skip = ("weights", "progress", "num_classes")  # no pretrained weights: nothing to download either
+    params = [p for p in own.parameters.values() if p.kind is p.KEYWORD_ONLY and p.name not in skip]
+    open_ended = True
+    model = own.return_annotation
+    if isinstance(model, type) and issubclass(model, nn.Module):
+        open_ended = False
+        for cls in model.__mro__:
+            if cls is nn.Module or not issubclass(cls, nn.Module) or "__init__" not in vars(cls):
+                continue
+            for p in inspect.signature(cls.__init__).parameters.values():
+                if p.kind is p.VAR_KEYWORD or p.kind is p.VAR_POSITIONAL:
+                    open_ended = True
+                elif p.name not in ("self", "num_classes") and p.name not in {q.name for q in params}:
+                    params.append(p.replace(kind=p.KEYWORD_ONLY))
+    head = inspect.Parameter("num_classes", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    tail = [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)] if open_ended else []
+    return inspect.Signature([head, *params, *tail])
 
 
 def _timm_builder(name: str) -> Builder:

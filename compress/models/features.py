@@ -5,10 +5,9 @@ from types import TracebackType
 from typing import Any
 
 import torch
+from kdforge.compress.errors import UserError
 from torch import nn
 from torch.utils.hooks import RemovableHandle
-
-from compress.errors import UserError
 
 
 class FeatureTap:

@@ -2,9 +2,8 @@
 
 import torch
 import torch.nn.functional as F
+from kdforge.compress.errors import UserError
 from torch import nn
-
-from compress.errors import UserError
 
 from .common import init_weights
 from .registry import register

@@ -10,9 +10,8 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+from kdforge.compress.errors import UserError
 from torch import nn
-
-from compress.errors import UserError
 
 from .common import init_weights
 from .registry import Builder, register

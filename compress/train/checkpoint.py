@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from kdforge.compress.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from kdforge.compress.errors import UserError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
-
-from compress.atomic import atomic_path, atomic_write_bytes, atomic_write_text
-from compress.errors import UserError
 
 FORMAT = "kdforge.checkpoint"
 FORMAT_VERSION = 1
@@ -162,7 +161,7 @@ def check_fits(checkpoint: Checkpoint, *, num_classes: int | None = None, arch: 
 
 def load_model(path: str | Path, *, num_classes: int | None = None) -> tuple[nn.Module, Checkpoint]:
     """Build the checkpoint's architecture and load its weights; check the class count if given."""
-    from compress.models import build
+    from kdforge.compress.models import build
 
     checkpoint = read_checkpoint(path)
     check_fits(checkpoint, num_classes=num_classes)
@@ -170,11 +169,11 @@ def load_model(path: str | Path, *, num_classes: int | None = None) -> tuple[nn.
     if model_meta.get("reparameterized"):
         raise UserError(
             f"checkpoint {str(path)!r} is a merged (deployable) network; load it with "
-            "export.reparam.load_merged or `kdforge eval`"
+            "kdforge.export.reparam.load_merged or `kdforge eval`"
         )
     model = build(model_meta["arch"], checkpoint.num_classes, **model_meta.get("options", {}))
     if "rep" in model_meta:  # a multi-branch (RSD) training network
-        from compress.rep import expand
+        from kdforge.compress.reparam import expand
 
         model = expand(model, extra=tuple(model_meta["rep"].get("extra", ())))
     return load_weights(model, checkpoint), checkpoint

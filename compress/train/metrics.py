@@ -11,9 +11,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-from compress.atomic import atomic_write_text
-from compress.train.distributed import DistContext, all_reduce_sum
+from kdforge.compress.atomic import atomic_write_text
+from kdforge.compress.train.distributed import DistContext, all_reduce_sum
 
 
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:

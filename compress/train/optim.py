@@ -6,9 +6,8 @@ import math
 from typing import Any
 
 import torch
-
-from compress.config import TrainConfig
-from compress.errors import UserError
+from kdforge.compress.config import TrainConfig
+from kdforge.compress.errors import UserError
 
 WARMUP_START = 0.01  # warm-up starts at lr/100
 

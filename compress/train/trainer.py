@@ -17,19 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from kdforge.compress.atomic import atomic_write_text
+from kdforge.compress.config import TrainConfig
+from kdforge.compress.errors import UserError
+from kdforge.compress.methods.base import Distiller
+from kdforge.compress.train.checkpoint import load_train_state, load_weights, read_checkpoint, save_checkpoint
+from kdforge.compress.train.distributed import DistContext, all_reduce_sum, barrier, sync_buffers
+from kdforge.compress.train.metrics import MetricsLog, evaluate, topk_correct
+from kdforge.compress.train.optim import build_optimizer, build_scheduler
+from kdforge.compress.train.progress import TrainProgress
+from kdforge.compress.train.seeding import deterministic_mode, rng_state, seed_everything, set_rng_state
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-
-from compress.atomic import atomic_write_text
-from compress.config import TrainConfig
-from compress.errors import UserError
-from compress.methods.base import Distiller
-from compress.train.checkpoint import load_train_state, load_weights, read_checkpoint, save_checkpoint
-from compress.train.distributed import DistContext, all_reduce_sum, barrier, sync_buffers
-from compress.train.metrics import MetricsLog, evaluate, topk_correct
-from compress.train.optim import build_optimizer, build_scheduler
-from compress.train.progress import TrainProgress
-from compress.train.seeding import deterministic_mode, rng_state, seed_everything, set_rng_state
 
 
 @dataclass
@@ -72,7 +71,7 @@ def autocast_factory(device: torch.device, amp: str) -> Callable[[], Any]:
 
 def resume_state(method: Distiller) -> dict[str, torch.Tensor]:
     """State of every trained network other than the deliverable (e.g. a teacher that trains too)."""
-    skip = {id(method.deliverable()), *(id(m) for m in method._frozen)}
+    skip = {id(method.deliverable()), *(id(m) for m in method.frozen)}
     state: dict[str, torch.Tensor] = {}
     for name, child in method.named_children():
         if id(child) not in skip:

@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from kdforge.compress.errors import UserError
+from kdforge.compress.jobs import resolve_device
+from kdforge.export.reparam import reparameterize
+from kdforge.export.sidecar import PREPROCESSING_KEYS, read_sidecar, write_sidecar
 from torch import nn
-
-from compress.errors import UserError
-from compress.jobs import resolve_device
-from export.reparam import reparameterize
-from export.sidecar import PREPROCESSING_KEYS, read_sidecar, write_sidecar
 
 REBUILD_HINT = "rebuild it with `kdforge deploy CHECKPOINT --backends aoti`"
 KIND = "aoti-package"

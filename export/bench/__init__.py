@@ -5,7 +5,7 @@ The backends (torch, ONNX Runtime) load on first use; the timing and the backend
 
 from typing import Any
 
-from export.bench.timing import (
+from kdforge.export.bench.timing import (
     COV_WARNING,
     LatencyStats,
     TimingPolicy,
@@ -33,7 +33,7 @@ _BACKENDS = ("Backend", "OnnxRuntime", "TorchEager")
 
 def __getattr__(name: str) -> Any:
     if name in _BACKENDS:
-        from export.bench import backends
+        from kdforge.export.bench import backends
 
         return getattr(backends, name)
-    raise AttributeError(f"module 'export.bench' has no attribute {name!r}")
+    raise AttributeError(f"module 'kdforge.export.bench' has no attribute {name!r}")

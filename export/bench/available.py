@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from compress.errors import UserError
+from kdforge.compress.errors import UserError
 
 BACKENDS = {
     "torch": "PyTorch eager, fp32",
@@ -32,8 +32,8 @@ def why_unavailable(name: str) -> str | None:
             import onnxruntime as ort
         except ImportError:
             return f"{name} needs onnxruntime: pip install onnxruntime (or kdforge[gpu], see README)"
-        from export.bench.backends import ORT_BACKENDS
-        from export.onnx.parity import ORT_PROVIDERS
+        from kdforge.export.bench.backends import ORT_BACKENDS
+        from kdforge.export.onnx.parity import ORT_PROVIDERS
 
         wanted = ORT_PROVIDERS[ORT_BACKENDS[name]][0]
         if wanted not in ort.get_available_providers():
@@ -42,7 +42,7 @@ def why_unavailable(name: str) -> str | None:
                 "README's 'GPU machines' section says"
             )
     if name == "tensorrt":
-        from export.tensorrt import tensorrt_status
+        from kdforge.export.tensorrt import tensorrt_status
 
         usable, detail = tensorrt_status()
         if not usable:

@@ -12,11 +12,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from kdforge.compress.errors import UserError
+from kdforge.compress.jobs import resolve_device
+from kdforge.export.bench.timing import Timer, cuda_event_timer, wall_clock_timer
 from torch import nn
-
-from compress.errors import UserError
-from compress.jobs import resolve_device
-from export.bench.timing import Timer, cuda_event_timer, wall_clock_timer
 
 
 class Backend(abc.ABC):
@@ -116,7 +115,7 @@ class AotInductor(_TorchDevice):
     name = "aoti"
 
     def __init__(self, path: str | Path) -> None:
-        from export.aoti import AotiPackage
+        from kdforge.export.aoti import AotiPackage
 
         self.path = Path(path)
         self.package = AotiPackage(path)
@@ -150,7 +149,7 @@ class OnnxRuntime(Backend):
     def __init__(
         self, path: str | Path, threads: int | None = None, provider: str = "cpu", alone: bool = False
     ) -> None:
-        from export.onnx.parity import ort_session
+        from kdforge.export.onnx.parity import ort_session
 
         self.path = Path(path)
         self.provider = provider
@@ -202,7 +201,7 @@ class TensorRT(Backend):
     name = "tensorrt"
 
     def __init__(self, path: str | Path, cuda_graph: bool = False) -> None:
-        from export.tensorrt import TensorRTEngine
+        from kdforge.export.tensorrt import TensorRTEngine
 
         self.path = Path(path)
         self.engine = TensorRTEngine(path, cuda_graph=cuda_graph)

@@ -7,9 +7,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from compress.errors import UserError
-from export.bench.available import available_backends, check_backends, why_unavailable
-from export.bench.backends import (
+from kdforge.compress.errors import UserError
+from kdforge.export.bench.available import available_backends, check_backends, why_unavailable
+from kdforge.export.bench.backends import (
     ORT_BACKENDS,
     AotInductor,
     Backend,
@@ -18,7 +18,7 @@ from export.bench.backends import (
     TorchCompile,
     TorchEager,
 )
-from export.bench.timing import TimingPolicy, measure_interleaved
+from kdforge.export.bench.timing import TimingPolicy, measure_interleaved
 
 RUNS_ON = {  # which backends can run each kind of artifact
     "checkpoint": ("torch", "torch-compile", "aoti", *ORT_BACKENDS, "tensorrt"),
@@ -44,7 +44,7 @@ def _runners(artifact: Any, backends: tuple[str, ...], work: Path, device: str) 
         elif name == "aoti":
             path = artifact.path
             if artifact.kind == "checkpoint":
-                from export.aoti import compile_package
+                from kdforge.export.aoti import compile_package
 
                 path = compile_package(
                     artifact.model,
@@ -56,7 +56,7 @@ def _runners(artifact: Any, backends: tuple[str, ...], work: Path, device: str) 
             runners[name] = AotInductor(path)
         else:
             if onnx_path is None and artifact.kind == "checkpoint":
-                from export.onnx import to_onnx
+                from kdforge.export.onnx import to_onnx
 
                 onnx_path = to_onnx(artifact.model, work / "model.onnx", shape)
             if name in ORT_BACKENDS:
@@ -65,7 +65,7 @@ def _runners(artifact: Any, backends: tuple[str, ...], work: Path, device: str) 
             else:
                 engine = artifact.path
                 if artifact.kind != "engine":
-                    from export.tensorrt import build_engine
+                    from kdforge.export.tensorrt import build_engine
 
                     engine = build_engine(onnx_path, work / "model.engine", "fp32")
                 runners[name] = TensorRT(engine)
@@ -84,7 +84,7 @@ def bench_artifact(
     """Latency rows (one per backend and batch) for the artifact at `path`; backends share rounds.
     `backends` None: every backend available here that can run this kind of artifact. `native` adds the
     rows of kdforge-runner (build/native) timing the same artifact (a checkpoint: its .pt2) afterwards."""
-    from export.artifact import open_artifact
+    from kdforge.export.artifact import open_artifact
 
     if backends is not None:
         check_backends(backends)
@@ -124,7 +124,7 @@ def _native_rows(
     device: str,
 ) -> list[dict[str, Any]]:
     """kdforge-runner on the artifact itself, or on a .pt2 compiled from a checkpoint."""
-    from export.native import run_native
+    from kdforge.export.native import run_native
 
     target = artifact.path
     if artifact.kind == "checkpoint":
@@ -132,7 +132,7 @@ def _native_rows(
         if isinstance(aoti, AotInductor):
             target = aoti.path
         else:
-            from export.aoti import compile_package
+            from kdforge.export.aoti import compile_package
 
             shape = (1, *artifact.input_shape)
             meta = {"input_shape": list(artifact.input_shape)}

@@ -1,7 +1,7 @@
-"""kdforge-runner, the native latency runner: its C++ sources live here, `build_native` builds them with
-CMake into build/native, and `run_native` times an artifact with it and returns profiler rows."""
+"""kdforge-runner, the native latency runner: its C++ sources and CMake files live here (and ship in the
+package), `build_native` builds them into the user's cache, and `run_native` times an artifact with it."""
 
-from export.native.build import NativeBuild, build_native, find_runner
-from export.native.run import run_native
+from kdforge.export.native.build import NativeBuild, build_native, find_runner
+from kdforge.export.native.run import run_native
 
 __all__ = ["NativeBuild", "build_native", "find_runner", "run_native"]

@@ -1,8 +1,11 @@
-"""`build_native`: configure (once) and build kdforge-runner with CMake into build/native, reusing the build
-directory (CMake rebuilds only what changed) and reporting which backends were compiled in."""
+"""`build_native`: configure (once) and build kdforge-runner with CMake from the sources that ship in this
+package, into a per-environment folder of the user's cache (reused: CMake rebuilds only what changed)."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,11 +13,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from compress.errors import UserError
+from kdforge.compress.errors import UserError
 
-SOURCE_ROOT = Path(__file__).resolve().parents[2]  # where CMakeLists.txt is, in a source checkout
-DEFAULT_BUILD_DIR = SOURCE_ROOT / "build" / "native"
+SOURCE_DIR = Path(__file__).resolve().parent  # CMakeLists.txt + runner.cmake + the C++ sources
 BINARY = "kdforge-runner"
+
+
+def default_build_dir() -> Path:
+    """Where the runner is built unless told otherwise: $XDG_CACHE_HOME (or ~/.cache)/kdforge/native/<env>,
+    one folder per Python environment, since the runner links that environment's libtorch."""
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(cache) if os.path.isabs(cache) else Path.home() / ".cache"
+    prefix = str(Path(sys.prefix).resolve())
+    name = re.sub(r"[^A-Za-z0-9_-]", "", Path(prefix).name).lstrip("_-") or "python"
+    return root / "kdforge" / "native" / f"{name}-{hashlib.sha256(prefix.encode()).hexdigest()[:8]}"
+
+
+DEFAULT_BUILD_DIR = default_build_dir()
 
 
 @dataclass
@@ -43,6 +58,21 @@ def _run(command: list[str], log: Path, what: str) -> None:
         raise UserError(f"{what} failed: {first[:200]} (full log: {log})")
 
 
+def _configured_source(build: Path) -> str | None:
+    """The source folder an existing CMake cache in `build` was generated from (None when there is none)."""
+    cache = build / "CMakeCache.txt"
+    if not cache.is_file():
+        return None
+    for line in cache.read_text(errors="replace").splitlines():
+        if line.startswith("CMAKE_HOME_DIRECTORY:"):
+            return line.partition("=")[2]
+    return None
+
+
+def _lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
 def build_native(
     build_dir: str | Path = DEFAULT_BUILD_DIR,
     *,
@@ -52,12 +82,11 @@ def build_native(
     jobs: int = 2,
     log: Callable[[str], None] | None = None,
 ) -> NativeBuild:
-    """Configure when the build directory is new or the options changed, then build (incremental).
-    `cmake_options` are passed to CMake as they are (-DNAME=VALUE)."""
-    if not (SOURCE_ROOT / "CMakeLists.txt").is_file():
-        raise UserError(
-            f"no CMakeLists.txt in {SOURCE_ROOT}: build the runner from a kdforge source checkout"
-        )
+    """Configure when the build directory is new, the options changed or no backend was found last time,
+    then build (incremental). Refuses, in one line, a runner with no backend. `cmake_options` are passed
+    to CMake as they are (-DNAME=VALUE)."""
+    if not (SOURCE_DIR / "CMakeLists.txt").is_file():
+        raise UserError(f"no CMakeLists.txt in {SOURCE_DIR}: this kdforge install lacks the runner's sources")
     log = log or (lambda message: None)
     cmake = _cmake()
     build = Path(build_dir).resolve()
@@ -71,14 +100,28 @@ def build_native(
         options.append(f"-DONNXRUNTIME_ROOT={onnxruntime_root}")
     options.extend(cmake_options)
     stamp = build / "kdforge-options.txt"
-    if (
-        not (build / "CMakeCache.txt").is_file()
-        or not stamp.is_file()
-        or stamp.read_text() != "\n".join(options)
-    ):
+    stamped = "\n".join([f"-S {SOURCE_DIR}", *options])
+    source = _configured_source(build)
+    if source is not None and Path(source).resolve() != SOURCE_DIR:
+        # configured from another copy of the sources (a checkout, an older install): CMake refuses to
+        # reuse such a cache, so the configuration starts over (objects are rebuilt as needed)
+        (build / "CMakeCache.txt").unlink()
+        shutil.rmtree(build / "CMakeFiles", ignore_errors=True)
+        source = None
+    backends_file = build / "backends.txt"
+    if source is None or not stamp.is_file() or stamp.read_text() != stamped or not _lines(backends_file):
         log(f"configuring {build} (cmake)")
-        _run([cmake, "-S", str(SOURCE_ROOT), "-B", str(build), *options], logfile, "cmake configure")
-        stamp.write_text("\n".join(options))
+        _run([cmake, "-S", str(SOURCE_DIR), "-B", str(build), *options], logfile, "cmake configure")
+        stamp.write_text(stamped)
+    missing = _lines(build / "missing-backends.txt")
+    if not _lines(backends_file):
+        raise UserError(
+            f"no backend found, so {BINARY} would time nothing: "
+            + "; ".join(missing or ["every backend is switched off (KDFORGE_WITH_*=OFF)"])
+            + f" (full log: {logfile})"
+        )
+    for line in missing:
+        log(f"not compiled in: {line}")
     log(f"building {BINARY} (incremental; the first build takes about a minute on 2 cores)")
     _run([cmake, "--build", str(build), "--parallel", str(jobs)], logfile, "cmake build")
     return find_runner(build)

@@ -3,7 +3,9 @@
 //
 //   kdforge-runner --model M [--batch 1,8,64] [--warmup-ms 200] [--min-iters 50] [--min-ms 1000]
 //                  [--json out.json] [--input x.npy [--dump-output y.npy]] [--threads N]
-//                  [--device cpu|cuda] [--cuda-graph] [--release-memory] | --list-backends | --version
+//                  [--device cpu|cuda] [--cuda-graph] [--release-memory]
+//   kdforge-runner --list-backends | --version | --help
+// (kUsage below is what --help prints.)
 //
 // By default freed memory stays in the process between runs (heap.h); --release-memory keeps the C
 // library's defaults, as a Python process has them.
@@ -28,6 +30,32 @@ namespace kdforge {
 namespace {
 
 constexpr const char* kVersion = "0.1.0";
+
+constexpr const char* kUsage = R"(usage: kdforge-runner --model M [options]
+       kdforge-runner --list-backends | --version | --help
+
+Time a deployed model (.pt2 AOTInductor package, .engine TensorRT engine, .onnx) without Python, with the
+method and JSON fields of kdforge's Python profiler.
+
+options:
+  --model M           the model file to time (required)
+  --batch 1,8,64      batch sizes to time, comma-separated (default 1,64)
+  --warmup-ms MS      warm-up time before timing each batch (default 200)
+  --min-iters N       at least this many timed runs per batch (default 50)
+  --min-ms MS         and at least this much timed time per batch (default 1000)
+  --json PATH         write the latency rows as JSON (same fields as the Python profiler)
+  --input X.npy       time this batch instead of random data
+  --dump-output Y.npy write the model's output for --input (to check it against Python)
+  --threads N         intra-op threads (CPU backends)
+  --device cpu|cuda   the device to run on (a .pt2 runs on the one it was compiled for)
+  --cuda-graph        TensorRT: replay the runs as a CUDA graph
+  --release-memory    give freed memory back between runs, as a Python process does
+  --list-backends     print the backends compiled in
+  --version           print the version
+  -h, --help          print this help
+
+A user mistake prints one line `kdforge-runner: error: ...` and exits 2.
+)";
 
 struct Options {
   BackendOptions backend;
@@ -106,7 +134,7 @@ Options parse(int argc, char** argv) {
     else if (flag == "--device") options.backend.device = value();
     else if (flag == "--cuda-graph") options.backend.cuda_graph = true;
     else if (flag == "--release-memory") options.release_memory = true;
-    else throw UserError("unknown option " + flag + " (see the usage at the top of export/native/main.cpp)");
+    else throw UserError("unknown option " + flag + " (see kdforge-runner --help)");
   }
   if (options.backend.model.empty()) throw UserError("--model is required: a .pt2, .engine or .onnx file");
   if (!options.dump_path.empty() && options.input_path.empty()) {
@@ -216,6 +244,17 @@ void write_json(const std::string& path, const Options& options, bool heap_retai
 }
 
 int run(int argc, char** argv) {
+  if (argc == 1) {
+    std::cerr << kUsage;
+    return 2;
+  }
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::cout << kUsage;
+      return 0;
+    }
+  }
   if (argc == 2 && std::string(argv[1]) == "--version") {
     std::cout << "kdforge-runner " << kVersion << "\n";
     return 0;

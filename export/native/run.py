@@ -9,9 +9,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from compress.errors import UserError
-from export.bench.timing import TimingPolicy
-from export.native.build import DEFAULT_BUILD_DIR, find_runner
+from kdforge.compress.errors import UserError
+from kdforge.export.bench.timing import TimingPolicy
+from kdforge.export.native.build import DEFAULT_BUILD_DIR, find_runner
 
 
 def run_native(

@@ -11,10 +11,9 @@ from typing import Any
 
 import onnx
 import torch
+from kdforge.compress.errors import UserError
+from kdforge.export.reparam import reparameterize
 from torch import nn
-
-from compress.errors import UserError
-from export.reparam import reparameterize
 
 SUPPORTED_OPSETS = range(17, 21)  # TensorRT 10.x parses up to opset 20
 
@@ -55,7 +54,7 @@ def _export(
 def save_onnx(graph: onnx.ModelProto, path: str | Path) -> Path:
     """Write `graph` to `path` as one file, atomically: a reader or a killed run sees the old file or the
     new one, never a torn one."""
-    from compress.atomic import atomic_path
+    from kdforge.compress.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         onnx.save(graph, str(tmp))

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from kdforge.compress.errors import UserError
 from torch import nn
-
-from compress.errors import UserError
 
 ORT_PROVIDERS = {  # the provider asked for first, then the fallbacks for nodes it does not take
     "cpu": ["CPUExecutionProvider"],

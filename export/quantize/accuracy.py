@@ -9,8 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from export.onnx.parity import ort_session
+from kdforge.export.onnx.parity import ort_session
 
 
 def top1(run: Callable[[torch.Tensor], Any], batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:

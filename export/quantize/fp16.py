@@ -8,8 +8,7 @@ import warnings
 from pathlib import Path
 
 import onnx
-
-from export.onnx.export import save_onnx
+from kdforge.export.onnx.export import save_onnx
 
 
 def topological_sort(graph: onnx.GraphProto) -> None:

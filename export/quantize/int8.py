@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-
-from compress.errors import UserError
-from export.onnx.export import save_onnx
+from kdforge.compress.errors import UserError
+from kdforge.export.onnx.export import save_onnx
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 

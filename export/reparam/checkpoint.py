@@ -5,11 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kdforge.compress.models import build
+from kdforge.compress.train.checkpoint import (
+    Checkpoint,
+    load_model,
+    load_weights,
+    read_checkpoint,
+    save_checkpoint,
+)
+from kdforge.export.reparam.merge import reparameterize
 from torch import nn
-
-from compress.models import build
-from compress.train.checkpoint import Checkpoint, load_model, load_weights, read_checkpoint, save_checkpoint
-from export.reparam.merge import reparameterize
 
 
 def save_merged(path: str | Path, name: str = "merged") -> Path:

@@ -6,10 +6,9 @@ import copy
 import warnings
 
 import torch
+from kdforge.compress.reparam import MultiBranchConv, conv_bn_pairs, set_submodule
+from kdforge.export.reparam.fold import conv_with_bias, fold_conv_bn, identity_kernel, pad_to
 from torch import nn
-
-from compress.rep import MultiBranchConv, conv_bn_pairs, set_submodule
-from export.reparam.fold import conv_with_bias, fold_conv_bn, identity_kernel, pad_to
 
 
 def merge_block(block: MultiBranchConv) -> nn.Conv2d:

@@ -77,7 +77,7 @@ def plot_teacher_vs_student(
 
 
 def _save(figure: Any, path: str | Path) -> Path:
-    from compress.atomic import atomic_path
+    from kdforge.compress.atomic import atomic_path
 
     path = Path(path)
     figure.tight_layout()

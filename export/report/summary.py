@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from compress.atomic import atomic_write_text
-from export.report.plots import plot_teacher_vs_student
+from kdforge.compress.atomic import atomic_write_text
+from kdforge.export.report.plots import plot_teacher_vs_student
 
 SAME_FILE_AS = {  # backends that run a file (or weights) whose accuracy another backend measured
     "torch-compile": "torch",

@@ -8,8 +8,7 @@ from types import ModuleType
 from typing import Any
 
 import torch
-
-from compress.errors import UserError
+from kdforge.compress.errors import UserError
 
 INSTALL_HINT = "pip install 'kdforge[tensorrt]' on a machine with an NVIDIA GPU"
 SUPPORTED_MAJORS = (10, 11)

@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from compress.atomic import atomic_write_bytes
-from compress.errors import UserError
-from export.sidecar import PREPROCESSING_KEYS, sha256, write_sidecar
-from export.tensorrt.availability import gpu_description, require_tensorrt, trt_logger
+from kdforge.compress.atomic import atomic_write_bytes
+from kdforge.compress.errors import UserError
+from kdforge.export.sidecar import PREPROCESSING_KEYS, sha256, write_sidecar
+from kdforge.export.tensorrt.availability import gpu_description, require_tensorrt, trt_logger
 
 PRECISIONS = ("fp32", "fp16", "int8")  # int8: symmetric Q/DQ; ONNX Runtime CPU's int8-u8 form is not for TRT
 DEFAULT_OPT_BATCH = 64
@@ -140,7 +140,7 @@ def build_engine(
     if not onnx_path.is_file():
         raise UserError(f"{str(onnx_path)!r} not found; export the ONNX file first")
     trt = require_tensorrt()
-    from export.onnx import onnx_metadata
+    from kdforge.export.onnx import onnx_metadata
 
     metadata = onnx_metadata(onnx_path)
     gpu, capability = gpu_description()

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-
-from compress.errors import UserError
-from export.sidecar import read_sidecar
-from export.tensorrt.availability import gpu_description, require_tensorrt, trt_logger
+from kdforge.compress.errors import UserError
+from kdforge.export.sidecar import read_sidecar
+from kdforge.export.tensorrt.availability import gpu_description, require_tensorrt, trt_logger
 
 REBUILD_HINT = "rebuild it with `kdforge deploy CHECKPOINT --backends tensorrt`"
 KIND = "tensorrt-engine"

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from compress.config import RunConfig, load_recipe
+from kdforge.compress.config import RunConfig, load_recipe
 
 TINY = [
     "data.image_size=16",
@@ -38,8 +37,8 @@ def tiny() -> RunConfig:
 
 def foreign_checkpoint(directory: Path, arch: str, classes: int) -> Path:
     """A kdforge checkpoint of an untrained `arch` with `classes` outputs (for refusal tests)."""
-    from compress.models import build
-    from compress.train.checkpoint import save_checkpoint
+    from kdforge.compress.models import build
+    from kdforge.compress.train.checkpoint import save_checkpoint
 
     meta = {"role": "teacher", "model": {"arch": arch, "options": {}, "num_classes": classes}}
     return save_checkpoint(directory, "best", build(arch, classes), meta)

@@ -8,15 +8,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
+from kdforge.compress.config import MethodConfig
+from kdforge.compress.data import build_data
+from kdforge.compress.jobs import network_meta
+from kdforge.compress.methods import build_method
+from kdforge.compress.models import build
+from kdforge.compress.train.distributed import init_distributed, shutdown
+from kdforge.compress.train.trainer import Trainer
 from safetensors.torch import save_file
 
-from compress.config import MethodConfig
-from compress.data import build_data
-from compress.jobs import network_meta
-from compress.methods import build_method
-from compress.models import build
-from compress.train.distributed import init_distributed, shutdown
-from compress.train.trainer import Trainer
 from tests.compress.conftest import tiny_config
 
 

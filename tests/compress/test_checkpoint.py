@@ -7,18 +7,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
-
-from compress.atomic import atomic_path, atomic_write_text
-from compress.errors import UserError
-from compress.models import build
-from compress.train.checkpoint import (
+from kdforge.compress.atomic import atomic_path, atomic_write_text
+from kdforge.compress.errors import UserError
+from kdforge.compress.models import build
+from kdforge.compress.train.checkpoint import (
     load_model,
     load_train_state,
     load_weights,
     read_checkpoint,
     save_checkpoint,
 )
+from safetensors.torch import save_file
 
 
 def _meta(arch: str = "resnet8", num_classes: int = 10) -> dict:

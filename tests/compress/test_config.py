@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from compress.config import RunConfig, load_recipe, to_dict
-from compress.errors import UserError
+from kdforge.compress.config import RunConfig, load_recipe, to_dict
+from kdforge.compress.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,8 +19,8 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 def test_shipped_recipes_validate() -> None:
     """Every recipe (top level, recipes/digits/, recipes/cifar100/<pair>/) with its method's options."""
-    from compress.config import MethodConfig
-    from compress.methods import TEACHER_STRATEGIES, method_options
+    from kdforge.compress.config import MethodConfig
+    from kdforge.compress.methods import TEACHER_STRATEGIES, method_options
 
     recipes = sorted((REPO / "recipes").rglob("*.yaml"))
     assert len(recipes) >= 60, "the repository ships the digits and CIFAR-100 per-method recipes"
@@ -110,7 +109,7 @@ def test_missing_recipe_file_is_a_user_error(tmp_path: Path) -> None:
 
 
 def test_round_trip_through_a_plain_dict() -> None:
-    from compress.config import from_dict
+    from kdforge.compress.config import from_dict
 
     config = load_recipe(None, ["student.arch=resnet20", "student_train.grad_clip=5"])
     assert from_dict(RunConfig, to_dict(config)) == config

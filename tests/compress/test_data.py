@@ -1,4 +1,4 @@
-"""compress.data: splits, normalisation, deterministic augmentation and loaders of every data set."""
+"""kdforge.compress.data: splits, normalisation, deterministic augmentation and loaders of every data set."""
 
 from __future__ import annotations
 
@@ -8,13 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from kdforge.compress.config import DataConfig
+from kdforge.compress.data import (
+    DataBundle,
+    EpochLoader,
+    SeededAugment,
+    TensorImages,
+    build_data,
+    stratified_split,
+)
+from kdforge.compress.data.augment import sample_hashes, shift_flip
+from kdforge.compress.data.digits import load_raw
+from kdforge.compress.errors import UserError
 from PIL import Image
-
-from compress.config import DataConfig
-from compress.data import DataBundle, EpochLoader, SeededAugment, TensorImages, build_data, stratified_split
-from compress.data.augment import sample_hashes, shift_flip
-from compress.data.digits import load_raw
-from compress.errors import UserError
 
 N_DIGITS = 1797
 
@@ -434,7 +440,7 @@ def test_imagefolder_user_errors(tmp_path: Path) -> None:
 
 
 def test_eval_shards_cover_every_sample_exactly_once_without_padding() -> None:
-    from compress.data import build_data
+    from kdforge.compress.data import build_data
 
     bundle = build_data(DataConfig(image_size=8, eval_batch_size=7))
     seen: list[int] = []

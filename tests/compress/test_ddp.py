@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import torch
+from kdforge.compress.data import build_data
+from kdforge.compress.train.checkpoint import load_model
+from kdforge.compress.train.metrics import evaluate
 from safetensors.torch import load_file
 
-from compress.data import build_data
-from compress.train.checkpoint import load_model
-from compress.train.metrics import evaluate
 from tests.compress.conftest import tiny_config
 
 WORKER = Path(__file__).with_name("ddp_worker.py")

@@ -8,8 +8,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
-from compress.methods.dist import DISTOptions, dist_relation_loss
+from kdforge.compress.methods.dist_kd import DISTOptions, dist_relation_loss
 
 ROWS = (5, 3)  # unequal shards: the gather pads and trims
 

@@ -11,10 +11,10 @@ import warnings
 from pathlib import Path
 
 import pytest
+from kdforge.compress.errors import UserError
+from kdforge.compress.runlock import LOCK_NAME, run_lock
+from kdforge.compress.train.checkpoint import load_model
 
-from compress.errors import UserError
-from compress.runlock import LOCK_NAME, run_lock
-from compress.train.checkpoint import load_model
 from kdforge.cli import main
 from tests.compress.conftest import TINY
 
@@ -66,7 +66,7 @@ def test_a_second_run_on_a_busy_directory_exits_2_naming_the_holder(tmp_path: Pa
         [
             sys.executable,
             "-c",
-            "import sys, time\nfrom compress.runlock import run_lock\n"
+            "import sys, time\nfrom kdforge.compress.runlock import run_lock\n"
             "with run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n",
             str(out),
         ],
@@ -116,7 +116,7 @@ def test_disk_full_or_read_only_mid_run_keeps_the_last_checkpoint(
 
 def _poison(monkeypatch: pytest.MonkeyPatch, bad: set[tuple[int, int]]) -> None:
     """CE's loss is NaN at the given (epoch, step within the epoch), both counted from 0."""
-    from compress.methods.ce import CE
+    from kdforge.compress.methods.ce import CE
 
     where = {"epoch": 0, "step": 0}
     original_start, original_forward = CE.on_epoch_start, CE.forward_train
@@ -149,7 +149,8 @@ def test_a_nan_loss_stops_by_default_keeping_the_last_checkpoint_and_recording_t
     records = [json.loads(x) for x in (out / "nonfinite.jsonl").read_text().splitlines()]
     assert len(records) == 1 and records[0]["epoch"] == 2 and records[0]["terms"] == {"ce": "nan"}
     assert len(records[0]["labels"]) == len(records[0]["samples"]) > 0
-    from compress.data import build_data
+    from kdforge.compress.data import build_data
+
     from tests.compress.conftest import tiny_config
 
     data = build_data(tiny_config("teacher.arch=resnet8").data)

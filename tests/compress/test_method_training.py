@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from kdforge.compress.config import MethodConfig
+from kdforge.compress.errors import UserError
+from kdforge.compress.jobs import Session, distill_student, evaluate_checkpoint, train_teacher
+from kdforge.compress.models import build
+from kdforge.compress.train.checkpoint import read_checkpoint
+from kdforge.compress.train.trainer import Trainer
 
-from compress.config import MethodConfig
-from compress.errors import UserError
-from compress.jobs import distill_student, evaluate_checkpoint, train_teacher
-from compress.models import build
-from compress.train.checkpoint import read_checkpoint
-from compress.train.trainer import Trainer
 from tests.compress.conftest import foreign_checkpoint, tiny_config
 
 METHODS = [
@@ -33,7 +33,9 @@ METHODS = [
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory: pytest.TempPathFactory) -> str:
     out = tmp_path_factory.mktemp("teacher")
-    return train_teacher(tiny_config("teacher_train.epochs=2"), out, progress=False).best_path
+    return train_teacher(
+        tiny_config("teacher_train.epochs=2"), out, session=Session(progress=False)
+    ).best_path
 
 
 def _tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -54,7 +56,7 @@ def test_method_trains_checkpoints_resumes_and_evaluates(
     config = tiny_config("student_train.epochs=3")
     method = MethodConfig(name, options)
     straight = distill_student(
-        config, tmp_path / "straight", teacher_path=teacher, method=method, progress=False
+        config, tmp_path / "straight", teacher_path=teacher, method=method, session=Session(progress=False)
     )
 
     original = Trainer._save
@@ -66,10 +68,16 @@ def test_method_trains_checkpoints_resumes_and_evaluates(
 
     monkeypatch.setattr(Trainer, "_save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        distill_student(config, tmp_path / "killed", teacher_path=teacher, method=method, progress=False)
+        distill_student(
+            config, tmp_path / "killed", teacher_path=teacher, method=method, session=Session(progress=False)
+        )
     monkeypatch.undo()
     distill_student(
-        config, tmp_path / "killed", teacher_path=teacher, method=method, resume=True, progress=False
+        config,
+        tmp_path / "killed",
+        teacher_path=teacher,
+        method=method,
+        session=Session(resume=True, progress=False),
     )
 
     checkpoints = sorted(p.name for p in (tmp_path / "straight" / "checkpoints").glob("*.safetensors"))
@@ -97,9 +105,9 @@ def test_method_trains_checkpoints_resumes_and_evaluates(
 def test_dist_plus_acclimation_moves_only_the_teachers_head_through_the_trainer(
     teacher: str, tmp_path: Path
 ) -> None:
-    from compress.data import build_data
-    from compress.jobs import load_teacher
-    from compress.methods import build_method
+    from kdforge.compress.data import build_data
+    from kdforge.compress.jobs import load_teacher
+    from kdforge.compress.methods import build_method
 
     config = tiny_config("student_train.epochs=1")
     data = build_data(config.data)
@@ -132,7 +140,7 @@ def test_generous_teacher_strategy_trains_a_new_teacher_from_the_standard_one(
     config = tiny_config(
         "teacher_train.epochs=1", "teacher_strategy.name=generous", "teacher_strategy.options={k: 1.5}"
     )
-    result = train_teacher(config, tmp_path, standard_checkpoint=teacher, progress=False)
+    result = train_teacher(config, tmp_path, standard_checkpoint=teacher, session=Session(progress=False))
     checkpoint = read_checkpoint(result.best_path)
     assert checkpoint.meta["role"] == "teacher" and checkpoint.meta["method"] == "generous"
     assert checkpoint.meta["model"]["arch"] == "resnet14"
@@ -155,22 +163,24 @@ def test_generous_refuses_a_standard_teacher_that_does_not_fit(
     path = foreign_checkpoint(tmp_path / "ckpt", arch, classes)
     config = tiny_config("teacher_strategy.name=generous")
     with pytest.raises(UserError, match=message):
-        train_teacher(config, tmp_path / "run", standard_checkpoint=path, progress=False)
+        train_teacher(config, tmp_path / "run", standard_checkpoint=path, session=Session(progress=False))
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_generous_without_a_standard_teacher_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="needs a standard teacher: pass --standard PATH"):
-        train_teacher(tiny_config("teacher_strategy.name=generous"), tmp_path, progress=False)
+        train_teacher(
+            tiny_config("teacher_strategy.name=generous"), tmp_path, session=Session(progress=False)
+        )
 
 
 def test_a_bad_method_option_on_resume_leaves_the_run_as_it_was(teacher: str, tmp_path: Path) -> None:
     good = tiny_config("student_train.epochs=1", "method.name=dist_plus")
-    distill_student(good, tmp_path, teacher_path=teacher, progress=False)
+    distill_student(good, tmp_path, teacher_path=teacher, session=Session(progress=False))
     before = {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     bad = tiny_config(
         "student_train.epochs=1", "method.name=dist_plus", "method.options={student_stages: [layer9]}"
     )
     with pytest.raises(UserError, match="no module 'layer9'"):
-        distill_student(bad, tmp_path, teacher_path=teacher, resume=True, progress=False)
+        distill_student(bad, tmp_path, teacher_path=teacher, session=Session(resume=True, progress=False))
     assert {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before, "config.yaml kept"

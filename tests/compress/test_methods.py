@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
-from compress.config import MethodConfig
-from compress.errors import UserError
-from compress.methods import build_method
-from compress.models import build
+from kdforge.compress.config import MethodConfig
+from kdforge.compress.errors import UserError
+from kdforge.compress.methods import build_method
+from kdforge.compress.models import build
 
 
 @pytest.fixture

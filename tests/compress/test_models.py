@@ -7,12 +7,20 @@ import types
 import pytest
 import torch
 import torch.fx
+from kdforge.compress.errors import UserError
+from kdforge.compress.models import (
+    FeatureTap,
+    _torchvision_builder,
+    available,
+    build,
+    check_options,
+    extract_features,
+    option_names,
+    registry,
+)
+from kdforge.compress.models.features import resolve_module
+from kdforge.compress.models.shufflenetv2 import channel_shuffle
 from torch import nn
-
-from compress.errors import UserError
-from compress.models import FeatureTap, available, build, extract_features
-from compress.models.features import resolve_module
-from compress.models.shufflenetv2 import channel_shuffle
 
 # Parameter counts in millions at 100 classes: the CRD (Tian et al. 2020) and DKD (Zhao et al. 2022) tables.
 PAPER_PARAMS_M = {
@@ -176,6 +184,65 @@ def test_unknown_option_is_a_user_error_naming_model_and_option() -> None:
         build("resnet20", 10, widen=2)
     with pytest.raises(UserError, match="net_size"):
         build("shufflenetv2", 10, net_size=3)
+
+
+def test_an_unknown_option_is_refused_before_the_builder_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The builder's signature decides, not the text of a TypeError: nothing is built, and the nearest
+    option and the valid ones are named in one line."""
+    calls = []
+
+    def fake(num_classes: int, width: int = 1, depth: int = 2) -> nn.Module:
+        calls.append((num_classes, width, depth))
+        return nn.Linear(width, num_classes)
+
+    monkeypatch.setitem(registry._ZOO, "fake_net", fake)
+    with pytest.raises(UserError) as caught:
+        build("fake_net", 3, wdith=2)
+    message = str(caught.value)
+    assert message == "model 'fake_net' has no option 'wdith'; did you mean 'width'? (options: width, depth)"
+    assert calls == []
+    assert build("fake_net", 3, width=4).in_features == 4
+
+
+def test_a_type_error_inside_a_builder_is_not_read_as_an_unknown_option(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fake(num_classes: int, width: int = 1) -> nn.Module:
+        raise TypeError("unexpected keyword argument 'bias'")  # from deep inside, about something else
+
+    monkeypatch.setitem(registry._ZOO, "fake_net", fake)
+    with pytest.raises(UserError, match=r"'fake_net' rejected options \{'width': 2\}"):
+        build("fake_net", 3, width=2)
+
+
+def test_zoo_options_come_from_the_builder_signature() -> None:
+    with pytest.raises(
+        UserError, match=r"^model 'wrn_16_2' has no option 'dropuot'; did you mean 'dropout'\? "
+    ):
+        build("wrn_16_2", 10, dropuot=0.1)
+    with pytest.raises(UserError, match=r"\(options: dropout, preact\)$"):
+        build("wrn_16_2", 10, dropuot=0.1)
+    with pytest.raises(UserError, match=r"'resnet20' has no option 'widen' \(it takes no options\)$"):
+        build("resnet20", 10, widen=2)
+
+
+def test_torchvision_options_are_the_builders_and_the_model_classes() -> None:
+    """tv: builders take **kwargs for their model class; its constructor (along its bases) names them."""
+    names, open_ended = option_names(_torchvision_builder("resnet18"))
+    assert not open_ended and {"zero_init_residual", "groups", "width_per_group"} <= set(names)
+    assert "weights" not in names and "num_classes" not in names
+    with pytest.raises(
+        UserError, match=r"no option 'zero_init_resdual'; did you mean 'zero_init_residual'\?"
+    ):
+        build("tv:resnet18", 10, zero_init_resdual=True)
+    with pytest.raises(UserError, match="without pretrained weights"):
+        build("tv:resnet18", 10, weights="IMAGENET1K_V1")
+    model = build("tv:resnet18", 10, zero_init_residual=True)
+    assert torch.count_nonzero(model.layer1[0].bn2.weight) == 0
+    # a model class that takes **kwargs of its own (MobileNetV3): any name passes, the model judges it
+    make = _torchvision_builder("mobilenet_v3_small")
+    assert option_names(make)[1]
+    check_options("tv:mobilenet_v3_small", make, {"reduced_tail": True})
 
 
 def test_torchvision_models_build_with_the_requested_classes() -> None:

@@ -6,9 +6,8 @@ import math
 
 import pytest
 import torch
-
-from compress.config import TrainConfig
-from compress.train.optim import build_optimizer, build_scheduler, lr_factor
+from kdforge.compress.config import TrainConfig
+from kdforge.compress.train.optim import build_optimizer, build_scheduler, lr_factor
 
 
 def test_multistep_decays_at_each_milestone() -> None:

@@ -6,13 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from kdforge.compress.config import MethodConfig
+from kdforge.compress.errors import UserError
+from kdforge.compress.methods import build_method
+from kdforge.compress.models import build
+from kdforge.compress.reparam import branch_dropping
 from torch import nn
-
-from compress.config import MethodConfig
-from compress.errors import UserError
-from compress.methods import build_method
-from compress.models import build
-from compress.rep import branch_dropping
 
 
 def kd64(s: torch.Tensor, t: torch.Tensor, T: float) -> torch.Tensor:

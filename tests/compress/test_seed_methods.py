@@ -7,12 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
-from compress.config import MethodConfig
-from compress.errors import UserError
-from compress.methods import TEACHER_STRATEGIES, MethodContext, NetworkSpec, build_method
-from compress.methods.dist_plus import feature_dist
-from compress.models import build
+from kdforge.compress.config import MethodConfig
+from kdforge.compress.errors import UserError
+from kdforge.compress.methods import TEACHER_STRATEGIES, MethodContext, NetworkSpec, build_method
+from kdforge.compress.methods.dist_kd_plus import feature_dist
+from kdforge.compress.models import build
 
 B, C = 7, 10
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from kdforge.compress.errors import UserError
+from kdforge.compress.jobs import distill_student, train_teacher
+from kdforge.compress.methods.ce import CE
+from kdforge.compress.train.checkpoint import read_checkpoint
+from kdforge.compress.train.trainer import Trainer
 
-from compress.errors import UserError
-from compress.jobs import distill_student, train_teacher
-from compress.methods.ce import CE
-from compress.train.checkpoint import read_checkpoint
-from compress.train.trainer import Trainer
 from tests.compress.conftest import tiny_config
 
 

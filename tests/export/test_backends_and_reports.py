@@ -11,15 +11,15 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 import torch
+from kdforge.compress.config import load_recipe
+from kdforge.compress.errors import UserError
+from kdforge.compress.models import build
+from kdforge.export.aoti import AotiPackage, compile_package
+from kdforge.export.bench import TimingPolicy, measure_interleaved
+from kdforge.export.bench.available import BACKENDS, available_backends, check_backends, why_unavailable
+from kdforge.export.bench.backends import AotInductor, TorchCompile, TorchEager
+from kdforge.export.report import comparison_rows, plot_latency_vs_batch, plot_teacher_vs_student
 
-from compress.config import load_recipe
-from compress.errors import UserError
-from compress.models import build
-from export.aoti import AotiPackage, compile_package
-from export.bench import TimingPolicy, measure_interleaved
-from export.bench.available import BACKENDS, available_backends, check_backends, why_unavailable
-from export.bench.backends import AotInductor, TorchCompile, TorchEager
-from export.report import comparison_rows, plot_latency_vs_batch, plot_teacher_vs_student
 from tests.export.conftest import randomise_batchnorm
 
 SHAPE = (1, 3, 16, 16)
@@ -183,7 +183,7 @@ def test_recipe_deploy_section_is_validated(override: str, message: str) -> None
 
 
 def test_recipe_deploy_section_reads_into_deploy_options() -> None:
-    from export.deploy import DeployOptions
+    from kdforge.export.deploy import DeployOptions
 
     config = load_recipe(
         None, ["deploy.backends=[torch,aoti]", "deploy.batches=[2,16]", "deploy.min_duration_s=0.5"]

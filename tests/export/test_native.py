@@ -1,29 +1,33 @@
-"""kdforge-runner, the C++ latency runner: built with CMake here (build/native is reused between runs), its
-outputs match Python AOTInductor on a fixed batch, its statistics match an independent numpy computation
-from its own raw samples, its JSON rows conform to the profiler's schema, and bad input is one line."""
+"""kdforge-runner, the C++ latency runner: built with CMake here (into the default folder in the user's
+cache, reused between runs), its outputs match Python AOTInductor on a fixed batch, its statistics match an
+independent numpy computation from its own raw samples, its JSON rows conform to the profiler's schema, bad
+input is one line, it links libtorch (and libtorch_cuda) for real, and a build with no backend is refused."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from kdforge.compress.errors import UserError
+from kdforge.compress.models import build as build_model
+from kdforge.export.aoti import AotiPackage, compile_package
+from kdforge.export.bench.schema import row_problems
+from kdforge.export.native import build_native, run_native
+from kdforge.export.native.build import DEFAULT_BUILD_DIR, default_build_dir
+from kdforge.export.onnx.export import to_onnx
+from kdforge.export.onnx.parity import ort_session
+from kdforge.export.quantize.fp16 import to_fp16
 
-from compress.errors import UserError
-from compress.models import build as build_model
-from export.aoti import AotiPackage, compile_package
-from export.bench.schema import row_problems
-from export.native import build_native, run_native
-from export.native.build import DEFAULT_BUILD_DIR
-from export.onnx.export import to_onnx
-from export.onnx.parity import ort_session
-from export.quantize.fp16 import to_fp16
 from tests.export.conftest import randomise_batchnorm
 
 pytestmark = pytest.mark.skipif(
@@ -31,11 +35,13 @@ pytestmark = pytest.mark.skipif(
 )
 SHAPE = (1, 3, 16, 16)
 ONNXRUNTIME_ROOT = os.environ.get("ONNXRUNTIME_ROOT")
+CHECKOUT = Path(__file__).resolve().parents[2]
+NO_BACKENDS = ("-DKDFORGE_WITH_AOTI=OFF", "-DKDFORGE_WITH_TENSORRT=OFF", "-DKDFORGE_WITH_ONNXRUNTIME=OFF")
 
 
 @pytest.fixture(scope="module")
 def runner() -> Path:
-    return build_native().binary  # incremental: seconds when build/native is up to date
+    return build_native().binary  # incremental: seconds when the default build folder is up to date
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +97,7 @@ def test_native_outputs_match_python_aoti(runner: Path, package: Path, tmp_path:
 
 
 def test_native_rows_follow_the_profiler_schema_and_its_statistics(runner: Path, package: Path) -> None:
-    from export.bench import TimingPolicy
+    from kdforge.export.bench import TimingPolicy
 
     rows = run_native(package, (1, 4), TimingPolicy(warmup_s=0.0, min_iterations=9, min_duration_s=0.0))
     assert [(r["backend"], r["batch"]) for r in rows] == [("native-aoti", 1), ("native-aoti", 4)]
@@ -108,8 +114,8 @@ def test_native_rows_follow_the_profiler_schema_and_its_statistics(runner: Path,
 
 
 def test_python_profiler_rows_follow_the_same_schema(package: Path) -> None:
-    from export.bench import TimingPolicy
-    from export.bench.run import bench_artifact
+    from kdforge.export.bench import TimingPolicy
+    from kdforge.export.bench.run import bench_artifact
 
     rows = bench_artifact(package, ("aoti",), (2,), TimingPolicy(0.0, 3, 0.0))
     assert rows and all(row_problems(r) == [] for r in rows)
@@ -162,6 +168,67 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(runner: Path, package: Path, t
         )
 
 
+def test_runner_help_and_a_bare_call(runner: Path) -> None:
+    for flag in ("--help", "-h"):
+        done = _run(runner, flag)
+        assert done.returncode == 0 and done.stderr == "", (flag, done.stderr)
+        assert done.stdout.startswith("usage: kdforge-runner --model M") and "--list-backends" in done.stdout
+    bare = _run(runner)
+    assert bare.returncode == 2 and bare.stdout == "" and bare.stderr.startswith("usage: kdforge-runner")
+    assert _run(runner, "--model", "m.pt2", "--help").returncode == 0  # help wins over everything else
+    assert _run(runner, "--version").stdout.startswith("kdforge-runner ")
+    assert "aoti" in _run(runner, "--list-backends").stdout
+
+
+@pytest.mark.skipif(shutil.which("readelf") is None, reason="needs readelf (binutils)")
+def test_runner_links_libtorch_and_libtorch_cuda(runner: Path) -> None:
+    # The runner calls nothing in libtorch_cuda, so a linker defaulting to --as-needed would drop it (and
+    # CUDA packages would find no CUDA backend): it must be a NEEDED entry of the binary itself.
+    dynamic = _run(Path(shutil.which("readelf") or "readelf"), "-d", str(runner)).stdout
+    needed = set(re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dynamic))
+    expected = {"libtorch.so"}
+    if (Path(torch.__file__).parent / "lib" / "libtorch_cuda.so").is_file():
+        expected.add("libtorch_cuda.so")
+    assert expected <= needed, sorted(needed)
+
+
+def test_default_build_dir_is_a_per_environment_user_cache(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    folder = default_build_dir()
+    assert folder.parent == tmp_path / "kdforge" / "native" and folder == default_build_dir()
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
+    assert default_build_dir().parent == Path.home() / ".cache" / "kdforge" / "native"
+    assert Path(sys.prefix).resolve() not in DEFAULT_BUILD_DIR.parents  # not inside the install
+
+
+def test_build_native_refuses_a_runner_without_backends(monkeypatch, tmp_path: Path, capsys) -> None:
+    import kdforge.export.native
+
+    from kdforge.cli import main
+
+    monkeypatch.setattr(
+        kdforge.export.native, "build_native", functools.partial(build_native, cmake_options=NO_BACKENDS)
+    )
+    assert main(["build-native", "--build-dir", str(tmp_path / "none")]) == 2
+    captured = capsys.readouterr()
+    line = captured.err.strip()
+    assert "\n" not in line and line.startswith("kdforge: error: no backend found"), captured.err
+    assert "KDFORGE_WITH_*=OFF" in line
+    assert not (tmp_path / "none" / "kdforge-runner").exists()  # refused before compiling anything
+
+
+def test_cmake_by_hand_from_the_checkout_uses_the_given_python(tmp_path: Path) -> None:
+    # the root CMakeLists.txt of a checkout builds the same runner as the packaged export/native/ one, and
+    # -DPython3_EXECUTABLE=<python> takes libtorch from that Python's torch
+    options = ["-DKDFORGE_WITH_TENSORRT=OFF", "-DKDFORGE_WITH_ONNXRUNTIME=OFF"]
+    argv = ["cmake", "-S", str(CHECKOUT), "-B", str(tmp_path), f"-DPython3_EXECUTABLE={sys.executable}"]
+    done = subprocess.run([*argv, *options], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "backends.txt").read_text().strip() == "aoti"
+    assert f"AOTInductor from {Path(torch.__file__).parent}" in done.stdout
+    assert "CMake Warning" not in done.stderr, done.stderr
+
+
 def test_run_native_reports_the_runners_error_as_a_user_error(runner: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"missing\.pt2 not found"):
         run_native(tmp_path / "missing.pt2", (1,))
@@ -197,13 +264,16 @@ def test_bench_native_adds_the_runners_rows(runner: Path, package: Path, capsys)
 
 
 def test_deploy_adds_native_rows_to_its_tables(runner: Path, tmp_path: Path) -> None:
-    from compress.jobs import train_teacher
-    from export.bench import TimingPolicy
-    from export.deploy import DeployOptions, deploy
+    from kdforge.compress.jobs import Session, train_teacher
+    from kdforge.export.bench import TimingPolicy
+    from kdforge.export.deploy import DeployOptions, deploy
+
     from tests.compress.conftest import tiny_config
 
     trained = train_teacher(
-        tiny_config("teacher.arch=resnet8", "teacher_train.epochs=1"), tmp_path / "t", progress=False
+        tiny_config("teacher.arch=resnet8", "teacher_train.epochs=1"),
+        tmp_path / "t",
+        session=Session(progress=False),
     )
     options = DeployOptions(
         precisions=("fp32",),
@@ -231,7 +301,7 @@ def test_deploy_adds_native_rows_to_its_tables(runner: Path, tmp_path: Path) -> 
     "build and test the runner's ONNX Runtime backend: no package here ships the headers",
 )
 def test_native_onnxruntime_matches_python_onnxruntime(tmp_path: Path) -> None:
-    build = build_native(DEFAULT_BUILD_DIR.parent / "native-onnxruntime", onnxruntime_root=ONNXRUNTIME_ROOT)
+    build = build_native(CHECKOUT / "build" / "native-onnxruntime", onnxruntime_root=ONNXRUNTIME_ROOT)
     assert "onnxruntime" in build.backends, build.backends
     torch.manual_seed(0)
     network = randomise_batchnorm(build_model("resnet8", num_classes=10)).eval()

@@ -14,17 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from export.bench import TimingPolicy
-from export.bench.schema import row_problems
-from export.native import build_native, run_native
-from export.native.build import DEFAULT_BUILD_DIR
+from kdforge.export.bench import TimingPolicy
+from kdforge.export.bench.schema import row_problems
+from kdforge.export.native import build_native, run_native
 
 pytestmark = pytest.mark.skipif(
     shutil.which("cmake") is None or shutil.which("c++") is None, reason="needs cmake and a C++ compiler"
 )
 FAKE_SDK = Path(__file__).resolve().parents[1] / "native_fake_sdk"
-BUILD_DIR = DEFAULT_BUILD_DIR.parent / "native-fake-tensorrt"
+BUILD_DIR = Path(__file__).resolve().parents[2] / "build" / "native-fake-tensorrt"  # a test build: checkout
 QUICK = ("--min-iters", "3", "--min-ms", "0", "--warmup-ms", "0")
 
 

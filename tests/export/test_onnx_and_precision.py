@@ -9,14 +9,14 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from kdforge.compress.errors import UserError
+from kdforge.compress.jobs import Session, train_teacher
+from kdforge.compress.models import build
+from kdforge.compress.reparam import expand
+from kdforge.export.bench import OnnxRuntime, TimingPolicy, measure, percentile, summarize
+from kdforge.export.deploy import DeployOptions, deploy
+from kdforge.export.onnx import check_parity, onnx_metadata, ort_session, to_onnx
 
-from compress.errors import UserError
-from compress.jobs import train_teacher
-from compress.models import build
-from compress.rep import expand
-from export.bench import OnnxRuntime, TimingPolicy, measure, percentile, summarize
-from export.deploy import DeployOptions, deploy
-from export.onnx import check_parity, onnx_metadata, ort_session, to_onnx
 from tests.compress.conftest import tiny_config
 from tests.export.conftest import randomise_batchnorm
 
@@ -111,7 +111,7 @@ def test_measure_runs_at_least_the_minimum_iterations() -> None:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> str:
     out = tmp_path_factory.mktemp("deploy-teacher")
     config = tiny_config("teacher.arch=resnet8", "teacher_train.epochs=3")
-    return train_teacher(config, out, progress=False).best_path
+    return train_teacher(config, out, Session(progress=False)).best_path
 
 
 def test_deploy_builds_every_precision_and_reports_accuracy_and_latency(trained: str, tmp_path: Path) -> None:
@@ -150,7 +150,7 @@ def test_deploy_builds_every_precision_and_reports_accuracy_and_latency(trained:
 
 
 def test_interleaved_measurement_rotates_and_times_every_call_alike() -> None:
-    from export.bench import measure_interleaved
+    from kdforge.export.bench import measure_interleaved
 
     order: list[str] = []
     calls = {name: (lambda name=name: order.append(name)) for name in ("a", "b", "c")}

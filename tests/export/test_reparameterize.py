@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from kdforge.compress.models import build
+from kdforge.compress.reparam import MultiBranchConv, expand
+from kdforge.export.reparam import reparameterize
 from torch import nn
 
-from compress.models import build
-from compress.rep import MultiBranchConv, expand
-from export.reparam import reparameterize
 from tests.export.conftest import randomise_batchnorm
 
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}

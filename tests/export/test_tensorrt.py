@@ -15,12 +15,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
-from compress.errors import UserError
-from compress.models import build
-from export.onnx import onnx_metadata, ort_session, to_onnx
-from export.sidecar import PREPROCESSING_KEYS, sha256, sidecar_path, write_sidecar
-from export.tensorrt import (
+from kdforge.compress.errors import UserError
+from kdforge.compress.models import build
+from kdforge.export.onnx import onnx_metadata, ort_session, to_onnx
+from kdforge.export.sidecar import PREPROCESSING_KEYS, sha256, sidecar_path, write_sidecar
+from kdforge.export.tensorrt import (
     INSTALL_HINT,
     REBUILD_HINT,
     EngineOptions,
@@ -525,7 +524,7 @@ def _real_tensorrt() -> None:
 @pytest.fixture(scope="module")
 def real_engines(small_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _real_tensorrt()
-    from export.quantize import to_fp16
+    from kdforge.export.quantize import to_fp16
 
     folder = tmp_path_factory.mktemp("trt-engines")
     options = EngineOptions(min_batch=1, opt_batch=8, max_batch=16, optimization_level=1)

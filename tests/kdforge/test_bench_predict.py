@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from kdforge.compress.data.digits import load_images, load_raw
+from kdforge.compress.jobs import Session, train_teacher
+from kdforge.export.artifact import open_artifact, preprocess
+from kdforge.export.bench import TimingPolicy
+from kdforge.export.deploy import DeployOptions, deploy
 from PIL import Image
 
-from compress.data.digits import load_images, load_raw
-from compress.jobs import train_teacher
-from export.artifact import open_artifact, preprocess
-from export.bench import TimingPolicy
-from export.deploy import DeployOptions, deploy
 from kdforge.cli import main
 from tests.compress.conftest import tiny_config
 
@@ -26,7 +26,9 @@ TENSORRT_PRESENT = importlib.util.find_spec("tensorrt") is not None
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, list[Path], str]:
     out = tmp_path_factory.mktemp("bench-predict")
     checkpoint = train_teacher(
-        tiny_config("teacher.arch=resnet8", "teacher_train.epochs=3"), out / "run", progress=False
+        tiny_config("teacher.arch=resnet8", "teacher_train.epochs=3"),
+        out / "run",
+        session=Session(progress=False),
     )
     options = DeployOptions(
         precisions=("fp32",),
@@ -109,7 +111,7 @@ def test_bench_runs_the_aoti_package_alone_by_default(deployed, capsys) -> None:
 
 
 def test_bad_bench_and_predict_input_is_one_line(deployed, tmp_path: Path, capsys) -> None:
-    from export.sidecar import write_sidecar
+    from kdforge.export.sidecar import write_sidecar
 
     checkpoint, onnx_path, paths, package = deployed
     corrupt = tmp_path / "corrupt.onnx"
@@ -130,7 +132,7 @@ def test_bad_bench_and_predict_input_is_one_line(deployed, tmp_path: Path, capsy
     truncated_engine.write_bytes(b"engine bytes")
     write_sidecar(truncated_engine, meta)
     truncated_engine.write_bytes(b"engine by")
-    from export.onnx import to_onnx
+    from kdforge.export.onnx import to_onnx
 
     not_an_image = to_onnx(torch.nn.Linear(12, 3), tmp_path / "linear.onnx", (1, 12))
     truncated_package = tmp_path / "truncated.pt2"

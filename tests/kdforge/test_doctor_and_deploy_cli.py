@@ -15,7 +15,7 @@ def test_doctor_reports_each_backend_on_one_line(capsys) -> None:
     names = [line.split()[1] for line in lines]
     assert names == ["torch", "triton", "onnxruntime", "tensorrt", "aotinductor", "cmake", "backends"]
     assert lines[0].startswith("ok ") and "onnxruntime" in lines[2]
-    from export.bench.available import available_backends
+    from kdforge.export.bench.available import available_backends
 
     assert "deploy/bench run here on " + ", ".join(available_backends()) in lines[-1]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
+from kdforge.compress.config import RunConfig, load_recipe
+from kdforge.compress.errors import UserError
 
-from compress.config import RunConfig, load_recipe
-from compress.errors import UserError
 from kdforge.cli import main
 from tests.fuzz_inputs import command_lines, recipes
 
@@ -41,7 +41,7 @@ def test_fuzzed_recipes_validate_or_fail_with_one_user_error(tree: dict) -> None
 @given(tree=recipes())
 def test_fuzzed_recipes_through_the_cli_exit_0_or_2_with_one_line(tree: dict) -> None:
     with tempfile.TemporaryDirectory() as work, pytest.MonkeyPatch.context() as patch:
-        patch.setattr("compress.train.trainer.Trainer.fit", _no_training)
+        patch.setattr("kdforge.compress.train.trainer.Trainer.fit", _no_training)
         path = Path(work) / "recipe.yaml"
         path.write_text(yaml.safe_dump(tree, allow_unicode=True))
         _exit_0_or_2(["teacher", str(path), "--out", str(Path(work) / "run"), "--no-progress"])
@@ -53,7 +53,7 @@ def test_fuzzed_command_lines_exit_0_or_2_with_one_line(argv: list[str]) -> None
     if argv[:1] == ["build-native"]:
         return
     with tempfile.TemporaryDirectory() as work, pytest.MonkeyPatch.context() as patch:
-        patch.setattr("compress.train.trainer.Trainer.fit", _no_training)
+        patch.setattr("kdforge.compress.train.trainer.Trainer.fit", _no_training)
         patch.chdir(Path(__file__).resolve().parents[2])
         _exit_0_or_2(
             [*argv, "--out", str(Path(work) / "run")] if argv[:1] in (["teacher"], ["run"]) else argv

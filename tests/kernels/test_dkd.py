@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import math
 
+import kdforge.kernels.dkd_triton as dkd_triton
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import kernels.dkd_triton as dkd_triton
-from kernels.dkd import dkd_loss
-from kernels.triton_common import LaunchConfig
+from kdforge.kernels.dkd import dkd_loss
+from kdforge.kernels.triton_common import LaunchConfig
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 needs_gpu = pytest.mark.skipif(
@@ -350,6 +349,31 @@ def test_bad_target_raises_value_error(target: torch.Tensor, message: str) -> No
 def test_bad_arguments_raise_value_error(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         dkd_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([0, 1]), **kwargs)
+
+
+@pytest.mark.parametrize("name", ["alpha", "beta"])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (math.nan, "must be a finite number, got nan"),
+        (math.inf, "must be a finite number, got inf"),
+        (-math.inf, "must be a finite number, got -inf"),
+        (-0.5, "must be >= 0, got -0.5"),
+        (True, "must be a finite number, got True"),
+        ("1", "must be a finite number, got '1'"),
+    ],
+)
+def test_bad_weights_raise_value_error(name: str, value: object, message: str) -> None:
+    """Like DIST's beta/gamma: a NaN weight would otherwise make every loss and gradient NaN."""
+    with pytest.raises(ValueError, match=f"^{name} {message}$"):
+        dkd_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([0, 1]), **{name: value})
+
+
+def test_zero_weights_are_allowed() -> None:
+    """alpha = 0 is the Generous Teacher's NCKD-only loss; both zero give a zero loss."""
+    s, t, target = torch.randn(4, 5), torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
+    assert dkd_loss(s, t, target, 0.0, 0.0, backend="torch").item() == 0.0
+    assert dkd_loss(s, t, target, 0, 2, backend="torch").item() > 0
 
 
 def test_bad_logits_raise_value_error() -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from kernels import kd_loss
+from kdforge.kernels import kd_loss
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

@@ -10,8 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from kernels import kd_loss
+from kdforge.kernels import kd_loss
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # (loss relative tolerance, gradient tolerance relative to the largest reference gradient)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from kernels import dist_loss, dkd_loss, kd_loss
+from kdforge.kernels import dist_loss, dkd_loss, kd_loss
 
 OFFSET = 2**31  # a row starting past the int32 range: offsets must be computed in int64
 

@@ -1,7 +1,7 @@
 """The multi-branch block RSD trains in place of a KxK conv + BN (structural reparameterization).
 
 Every branch is linear up to its BN, so in eval mode the block's sum is one KxK conv with a bias
-(`export.reparameterize` computes it). Branches (names are the keys of `MultiBranchConv.branches`):
+(`kdforge.export.reparameterize` computes it). Branches (names are the keys of `MultiBranchConv.branches`):
   kxk0, kxk1, kxk2  KxK conv + BN (the public RSD code's three), kx1 / 1xk  Kx1 and 1xK conv + BN,
   1x1               1x1 conv + BN (optional), identity  BN alone (optional; stride 1, in == out),
   avg               1x1 conv -> KxK average pool -> BN (optional; Diverse-Branch-Block style).
@@ -23,8 +23,9 @@ def _bn(channels: int, like: nn.BatchNorm2d) -> nn.BatchNorm2d:
 class MultiBranchConv(nn.Module):
     """Sum of parallel branches with the geometry of one KxK conv (+ its BN); per-sample branch dropping.
 
-    `drop_rate` (0 = off) is set for a student pass by `compress.rep.branch_dropping`; it only acts in
-    training mode. Each sample drops each branch with that probability, keeps at least one, and the
+    `drop_rate` (0 = off) is set for a student pass by `kdforge.compress.reparam.branch_dropping`; it
+    only acts in training mode.
+    Each sample drops each branch with that probability, keeps at least one, and the
     survivors are rescaled by (branches / kept) so the expected sum is unchanged.
     """
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 import math
 
 import torch
-
-from kernels.dist_reference import dist_loss_reference
-from kernels.validation import check_logits, check_temperature, resolve_backend
+from kdforge.kernels.dist_kd_reference import dist_loss_reference
+from kdforge.kernels.validation import check_logits, check_temperature, resolve_backend
 
 
 def _check_finite(name: str, value: float) -> None:
@@ -54,7 +53,7 @@ def dist_loss(
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
     if resolve_backend(backend, student) == "triton":
-        from kernels.dist_triton import dist_loss_triton
+        from kdforge.kernels.dist_kd_triton import dist_loss_triton
 
         return dist_loss_triton(student, teacher, beta, gamma, temperature, standardize, eps)
     return dist_loss_reference(student, teacher, beta, gamma, temperature, standardize, eps)

@@ -7,11 +7,10 @@ import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from kdforge.compress.errors import UserError
+from kdforge.compress.reparam.blocks import DEFAULT_BRANCHES, OPTIONAL_BRANCHES, MultiBranchConv
+from kdforge.compress.reparam.graph import conv_bn_pairs, set_submodule
 from torch import nn
-
-from compress.errors import UserError
-from compress.rep.blocks import DEFAULT_BRANCHES, OPTIONAL_BRANCHES, MultiBranchConv
-from compress.rep.graph import conv_bn_pairs, set_submodule
 
 
 @dataclass

@@ -10,8 +10,7 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-
-from kernels.dist import dist_loss
+from kdforge.kernels.dist_kd import dist_loss
 
 device = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -351,7 +350,7 @@ def test_bad_arguments_raise_one_clear_value_error(student, teacher, kwargs, mes
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: compiled Triton kernels")
 @pytest.mark.parametrize(("dtype", "standardize"), [(torch.bfloat16, False), (torch.float32, True)])
 def test_gpu_large_shape_matches_reference(dtype: torch.dtype, standardize: bool) -> None:
-    from kernels.dist_reference import dist_loss_reference
+    from kdforge.kernels.dist_kd_reference import dist_loss_reference
 
     s, t = _logits(1024, 32000, seed=17, dtype=dtype)
     loss, grad_s, grad_t = run(s, t, temperature=4.0, standardize=standardize)

@@ -4,7 +4,7 @@ Feature DIST, our reading: at each tapped stage the student's map (after a 1x1 c
 channel counts differ) and the teacher's map are compared with the DIST relation twice: the channel
 relation is the per-position softmax over channels, correlated row by row (B*H*W rows of C values); the
 spatial relation is the per-channel softmax over positions (B*C rows of H*W values). Both use
-`kernels.dist_loss` with gamma = 0 (the rows are the relation; there is no class axis to transpose).
+`kdforge.kernels.dist_loss` with gamma = 0 (the rows are the relation; there is no class axis to transpose).
 
 Teacher acclimation: the teacher's body stays frozen and in eval mode; only its classifier head trains,
 at `acclimation_lr_scale` times the lr, on acclimation_ce_weight * CE(head(f), y) +
@@ -19,29 +19,29 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from kdforge.compress.config import NonNegativeFloat, PositiveFloat
+from kdforge.compress.errors import UserError
+from kdforge.compress.methods.base import Distiller, freeze
+from kdforge.compress.methods.dist_kd import DISTOptions, dist_relation_loss
+from kdforge.compress.models import FeatureTap, classifier_head, probe_channels
+from kdforge.kernels import dist_loss
 from torch import nn
-
-from compress.errors import UserError
-from compress.methods.base import Distiller, freeze
-from compress.methods.dist import DISTOptions, dist_relation_loss
-from compress.models import FeatureTap, classifier_head, probe_channels
-from kernels import dist_loss
 
 
 @dataclass
 class DISTPlusOptions(DISTOptions):
     """DIST's options plus the feature term and the teacher acclimation (see docs/methods.md)."""
 
-    feature_weight: float = 1.0
-    feature_temperature: float = 1.0
-    channel_weight: float = 1.0  # per-position softmax over channels
-    spatial_weight: float = 1.0  # per-channel softmax over positions
+    feature_weight: NonNegativeFloat = 1.0
+    feature_temperature: PositiveFloat = 1.0
+    channel_weight: NonNegativeFloat = 1.0  # per-position softmax over channels
+    spatial_weight: NonNegativeFloat = 1.0  # per-channel softmax over positions
     student_stages: list[str] | None = None  # module paths; default: the model's last `stage_names` entry
     teacher_stages: list[str] | None = None
     acclimation: bool = True
-    acclimation_weight: float = 1.0
-    acclimation_ce_weight: float = 1.0
-    acclimation_lr_scale: float = 0.1  # the head's lr as a multiple of the run's lr
+    acclimation_weight: NonNegativeFloat = 1.0
+    acclimation_ce_weight: NonNegativeFloat = 1.0
+    acclimation_lr_scale: NonNegativeFloat = 0.1  # the head's lr as a multiple of the run's lr
 
 
 def default_stages(model: nn.Module, given: list[str] | None, role: str) -> list[str]:
@@ -106,9 +106,8 @@ class DISTPlus(Distiller):
             connector(s, t) for s, t in zip(student_channels, teacher_channels, strict=True)
         )
         self.head_path, self.head = classifier_head(teacher)
-        if options.acclimation:  # body frozen in eval mode, the head trains
-            freeze(teacher)
-            self._eval_only.append(teacher)
+        if options.acclimation:  # body frozen in eval mode (but resumed: its head trains)
+            self.keep_in_eval(freeze(teacher))
             self.head.requires_grad_(True)
 
     def trains_teacher(self) -> bool:

@@ -11,8 +11,7 @@ safely normalized vectors (0, with zero gradient, where a norm is 0).
 from __future__ import annotations
 
 import torch
-
-from kernels.standardize import prepare_logits
+from kdforge.kernels.standardize import prepare_logits
 
 
 def _safe_norm(x: torch.Tensor, dim: int) -> torch.Tensor:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from kdforge.compress.errors import UserError
+from kdforge.compress.models import build
+from kdforge.compress.reparam import MultiBranchConv, branch_dropping, expand, multi_branch_blocks
 from torch import nn
-
-from compress.errors import UserError
-from compress.models import build
-from compress.rep import MultiBranchConv, branch_dropping, expand, multi_branch_blocks
 
 
 def test_expand_returns_a_copy_with_every_kxk_conv_bn_expanded() -> None:

@@ -10,21 +10,21 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-from compress.methods.logit import LogitDistiller
-from compress.train.distributed import gather_rows
-from kernels import dist_loss
+from kdforge.compress.config import NonNegativeFloat, PositiveFloat
+from kdforge.compress.methods.logit import LogitDistiller
+from kdforge.compress.train.distributed import gather_rows
+from kdforge.kernels import dist_loss
 
 
 @dataclass
 class DISTOptions:
     """CE weight + KD weight * tau^2 * (beta * inter + gamma * intra); CIFAR defaults (tau 4, KD 2)."""
 
-    temperature: float = 4.0
-    beta: float = 1.0
-    gamma: float = 1.0
-    ce_weight: float = 1.0
-    kd_weight: float = 2.0
+    temperature: PositiveFloat = 4.0
+    beta: NonNegativeFloat = 1.0
+    gamma: NonNegativeFloat = 1.0
+    ce_weight: NonNegativeFloat = 1.0
+    kd_weight: NonNegativeFloat = 2.0
     standardize: bool = False
     global_batch: bool = True  # under DDP: relations over every rank's rows (all-gather with gradient)
 
