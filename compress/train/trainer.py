@@ -342,44 +342,47 @@ class Trainer:
                         done = f"{self.start_epoch}/{self.config.epochs}{inside}"
                         bar.print(f"{self.title}: resuming after epoch {done}")
                     for epoch in range(self.start_epoch, self.config.epochs):
-                        tick = time.perf_counter()
-                        first = epoch == self.start_epoch
-                        record = self._train_epoch(
-                            epoch, bar, self.start_batch if first else 0, self.partial if first else None
-                        )
-                        sync_buffers(self.method, self.context)
-                        self.method.eval()
-                        val = evaluate(
-                            self.method,
-                            self.val_loader,
-                            self.device,
-                            self.context,
-                            self.autocast,
-                            self.config.channels_last,
-                        )
-                        improved = val["top1"] >= self.best_val  # ties: the later epoch
-                        if improved:
-                            self.best_val, self.best_epoch = val["top1"], epoch + 1
-                        record.update(
-                            {
-                                "epoch": epoch + 1,
-                                "step": self.global_step,
-                                "val_top1": val["top1"],
-                                "val_top5": val["top5"],
-                                "val_loss": val["loss"],
-                                "lr": self.optimizer.param_groups[0]["lr"],
-                                "epoch_seconds": time.perf_counter() - tick,
-                            }
-                        )
-                        if log is not None:  # log first: a resume drops lines past its checkpoint
-                            log.write(record)
-                        self._save(epoch + 1, record, improved)
-                        bar.end_epoch(self._summary_line(record), f"best val {self.best_val:.1f}%")
+                        self._run_epoch(epoch, bar, log)
                 barrier(self.context)
                 return self._finish(time.perf_counter() - started)
             finally:
                 if log is not None:
                     log.close()
+
+    def _run_epoch(self, epoch: int, bar: TrainProgress, log: MetricsLog | None) -> None:
+        """Train one epoch (from the resume point when it is the first), validate, log, checkpoint."""
+        tick = time.perf_counter()
+        first = epoch == self.start_epoch
+        record = self._train_epoch(
+            epoch, bar, self.start_batch if first else 0, self.partial if first else None
+        )
+        sync_buffers(self.method, self.context)
+        val = self._validate()
+        improved = val["top1"] >= self.best_val  # ties: the later epoch
+        if improved:
+            self.best_val, self.best_epoch = val["top1"], epoch + 1
+        record.update(
+            {
+                "epoch": epoch + 1,
+                "step": self.global_step,
+                "val_top1": val["top1"],
+                "val_top5": val["top5"],
+                "val_loss": val["loss"],
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "epoch_seconds": time.perf_counter() - tick,
+            }
+        )
+        if log is not None:  # log first: a resume drops lines past its checkpoint
+            log.write(record)
+        self._save(epoch + 1, record, improved)
+        bar.end_epoch(self._summary_line(record), f"best val {self.best_val:.1f}%")
+
+    def _validate(self) -> dict[str, float]:
+        """Top-1/top-5/loss of the method (its student) on the validation split, over every rank."""
+        self.method.eval()
+        return evaluate(
+            self.method, self.val_loader, self.device, self.context, self.autocast, self.config.channels_last
+        )
 
     def _summary_line(self, record: dict[str, Any]) -> str:
         return (
