@@ -7,20 +7,28 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-
-def _default_mode() -> int:
-    """Permissions a plain `open()` would give a new file (mkstemp's are owner-only)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 
-_FILE_MODE = _default_mode()
+def _new_temporary(path: Path) -> Path:
+    """Create `.<name>.<random>.tmp` next to `path`, empty, with the permissions a plain `open()` gives.
+
+    The kernel applies the umask to mode 0o666 at creation, so the umask is never read or changed
+    (mkstemp's files are owner-only, and reading the umask means setting it: racy in threaded programs).
+    """
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(tmp, _CREATE, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name next to {str(path)!r}")
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -36,10 +44,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces `path`, on failure it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    os.chmod(tmp, _FILE_MODE)
+    tmp = _new_temporary(path)
     try:
         yield tmp
         with open(tmp, "rb+") as handle:

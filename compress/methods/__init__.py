@@ -24,8 +24,16 @@ from kdforge.compress.methods.base import (
 )
 from torch import nn
 
-for _module in pkgutil.iter_modules(__path__):  # each method module registers its classes on import
-    importlib.import_module(f"{__name__}.{_module.name}")
+
+def discover_methods() -> list[str]:
+    """Import every module of this package, so each registers its methods; their names, in import order."""
+    names = [module.name for module in pkgutil.iter_modules(__path__)]
+    for name in names:
+        importlib.import_module(f"{__name__}.{name}")
+    return names
+
+
+discover_methods()
 
 
 def method_class(name: str, registry: dict[str, type[Distiller]] | None = None) -> type[Distiller]:
@@ -70,6 +78,7 @@ __all__ = [
     "MethodContext",
     "NetworkSpec",
     "build_method",
+    "discover_methods",
     "freeze",
     "method_class",
     "method_options",

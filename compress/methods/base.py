@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -55,17 +54,20 @@ def _qualified(cls: type) -> str:
 
 def register(cls: type[Distiller]) -> type[Distiller]:
     """Add `cls` to its registry under `cls.name`; a name taken by another class is an import-time error."""
+    # ABCMeta marks a class abstract only after __init_subclass__ has run: look for abstract members here
+    members = ((name, getattr(cls, name, None)) for name in dir(cls))
+    missing = sorted(name for name, member in members if getattr(member, "__isabstractmethod__", False))
+    if missing:
+        raise TypeError(f"method {cls.name!r} ({_qualified(cls)}) does not implement {', '.join(missing)}")
     if cls.kind not in ("student", "teacher"):
         raise TypeError(f"{_qualified(cls)}.kind must be 'student' or 'teacher', got {cls.kind!r}")
     if not dataclasses.is_dataclass(cls.Options):
         raise TypeError(f"{_qualified(cls)}.Options must be a dataclass (the method's validated options)")
-    if inspect.isabstract(cls):
-        missing = ", ".join(sorted(cls.__abstractmethods__))
-        raise TypeError(f"method {cls.name!r} ({_qualified(cls)}) does not implement {missing}")
     for table in (METHODS, TEACHER_STRATEGIES):
         taken = table.get(cls.name)
         if taken is not None and _qualified(taken) != _qualified(cls):  # the same class again: a reload
             raise TypeError(f"method name {cls.name!r} of {_qualified(cls)} is taken by {_qualified(taken)}")
+    for table in (METHODS, TEACHER_STRATEGIES):
         table.pop(cls.name, None)
     (TEACHER_STRATEGIES if cls.kind == "teacher" else METHODS)[cls.name] = cls
     return cls

@@ -10,7 +10,7 @@ from typing import Any
 from kdforge.compress.errors import UserError
 from torch import nn
 
-from . import mobilenetv2, resnet_cifar, shufflenetv2, vgg, wrn
+from . import convnet, mobilenetv2, resnet_cifar, shufflenetv2, vgg, wrn
 from .features import FeatureTap, classifier_head, extract_features, probe_channels
 from .registry import Builder, lookup, register, registered_names
 
@@ -24,7 +24,8 @@ __all__ = [
     "register",
 ]
 
-_ZOO_MODULES = (resnet_cifar, wrn, vgg, mobilenetv2, shufflenetv2)  # imported for their @register side effect
+# imported for their @register side effect
+_ZOO_MODULES = (resnet_cifar, wrn, vgg, mobilenetv2, shufflenetv2, convnet)
 
 
 def available() -> list[str]:
@@ -83,7 +84,7 @@ def check_options(name: str, builder: Builder, options: dict[str, Any]) -> None:
 
 
 def _zoo_builder(name: str) -> Builder:
-    builder = lookup(name) or wrn.builder_for(name)
+    builder = lookup(name) or wrn.builder_for(name) or convnet.builder_for(name)
     if builder is not None:
         return builder
     near = difflib.get_close_matches(name, available(), n=3, cutoff=0.4)

@@ -83,7 +83,7 @@ def bench_artifact(
 ) -> list[dict[str, Any]]:
     """Latency rows (one per backend and batch) for the artifact at `path`; backends share rounds.
     `backends` None: every backend available here that can run this kind of artifact. `native` adds the
-    rows of kdforge-runner (build/native) timing the same artifact (a checkpoint: its .pt2) afterwards."""
+    rows of kdforge-runner (build-native's) timing the same artifact (a checkpoint: its .pt2) afterwards."""
     from kdforge.export.artifact import open_artifact
 
     if backends is not None:

@@ -302,3 +302,29 @@ def test_sate_can_start_from_the_teacher() -> None:
 def test_bad_method_options_are_one_line_user_errors(name: str, options: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):
         _method(name, options)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "frozen", "eval_only", "resumed"),
+    [
+        ("kd", {}, ["teacher"], [], set()),
+        ("dist_plus", {"acclimation": False}, ["teacher"], [], {"head"}),  # a child of its own too
+        ("dist_plus", {}, [], ["teacher"], {"teacher", "head"}),  # connectors: Identity, no state
+        (
+            "sate",
+            {"intermediate_arch": "resnet8", "ema": True},
+            ["teacher"],
+            ["ema_teacher"],
+            {"intermediate", "ema_teacher"},
+        ),
+    ],
+)
+def test_frozen_networks_stay_out_of_the_resume_state(name, options, frozen, eval_only, resumed) -> None:
+    """`freeze_network` networks are never saved for resume; `keep_in_eval` ones are, and stay in eval."""
+    from kdforge.compress.train.trainer import resume_state
+
+    method = _method(name, options).train()
+    assert method.frozen == tuple(getattr(method, n) for n in frozen)
+    assert method.eval_only == tuple(getattr(method, n) for n in eval_only)
+    assert not any(m.training for m in (*method.frozen, *method.eval_only)) and method.student.training
+    assert {key.split(".", 1)[0] for key in resume_state(method)} == resumed

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from kdforge.compress.errors import UserError
-from kdforge.compress.jobs import distill_student, train_teacher
+from kdforge.compress.jobs import Session, distill_student, train_teacher
 from kdforge.compress.methods.ce import CE
 from kdforge.compress.train.checkpoint import read_checkpoint
 from kdforge.compress.train.trainer import Trainer
@@ -21,7 +21,7 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_training_learns_and_writes_its_run_directory(tmp_path: Path) -> None:
-    result = train_teacher(tiny_config(), tmp_path, progress=False)
+    result = train_teacher(tiny_config(), tmp_path, session=Session(progress=False))
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert records[-1]["train_loss"] < records[0]["train_loss"]
@@ -39,7 +39,7 @@ def test_a_killed_run_resumes_to_bitwise_identical_weights(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tiny_config("teacher_train.epochs=3")
-    train_teacher(config, tmp_path / "straight", progress=False)
+    train_teacher(config, tmp_path / "straight", session=Session(progress=False))
 
     original = Trainer._save
 
@@ -50,10 +50,10 @@ def test_a_killed_run_resumes_to_bitwise_identical_weights(
 
     monkeypatch.setattr(Trainer, "_save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train_teacher(config, tmp_path / "killed", progress=False)
+        train_teacher(config, tmp_path / "killed", session=Session(progress=False))
     monkeypatch.undo()
     assert read_checkpoint(tmp_path / "killed" / "checkpoints" / "last.safetensors").meta["epoch"] == 2
-    train_teacher(config, tmp_path / "killed", resume=True, progress=False)
+    train_teacher(config, tmp_path / "killed", Session(resume=True, progress=False))
 
     straight = _tensors(tmp_path / "straight" / "checkpoints" / "last.safetensors")
     resumed = _tensors(tmp_path / "killed" / "checkpoints" / "last.safetensors")
@@ -66,9 +66,9 @@ def test_a_killed_run_resumes_to_bitwise_identical_weights(
 
 def test_refuses_to_overwrite_an_existing_run(tmp_path: Path) -> None:
     config = tiny_config("teacher_train.epochs=1")
-    train_teacher(config, tmp_path, progress=False)
+    train_teacher(config, tmp_path, session=Session(progress=False))
     with pytest.raises(UserError, match="already holds a run; pass --resume"):
-        train_teacher(config, tmp_path, progress=False)
+        train_teacher(config, tmp_path, session=Session(progress=False))
 
 
 def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
@@ -87,7 +87,7 @@ def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
 
     monkeypatch.setattr(CE, "forward_train", poisoned)
     with pytest.raises(UserError, match=r"non-finite loss at epoch 2") as info:
-        train_teacher(config, tmp_path, progress=False)
+        train_teacher(config, tmp_path, session=Session(progress=False))
     assert "\n" not in str(info.value)
     last = read_checkpoint(tmp_path / "checkpoints" / "last.safetensors")
     assert last.meta["epoch"] == 1
@@ -96,8 +96,10 @@ def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
 
 def test_kd_student_from_a_teacher_checkpoint(tmp_path: Path) -> None:
     config = tiny_config("teacher_train.epochs=2", "student_train.epochs=2")
-    teacher = train_teacher(config, tmp_path / "teacher", progress=False)
-    result = distill_student(config, tmp_path / "student", teacher_path=teacher.best_path, progress=False)
+    teacher = train_teacher(config, tmp_path / "teacher", session=Session(progress=False))
+    result = distill_student(
+        config, tmp_path / "student", teacher_path=teacher.best_path, session=Session(progress=False)
+    )
     meta = read_checkpoint(result.best_path).meta
     assert meta["method"] == "kd" and meta["role"] == "student" and meta["model"]["arch"] == "resnet8"
     records = [json.loads(x) for x in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]

@@ -264,9 +264,10 @@ def test_bench_native_adds_the_runners_rows(runner: Path, package: Path, capsys)
 
 
 def test_deploy_adds_native_rows_to_its_tables(runner: Path, tmp_path: Path) -> None:
+    from kdforge.compress.config import DeployConfig
     from kdforge.compress.jobs import Session, train_teacher
     from kdforge.export.bench import TimingPolicy
-    from kdforge.export.deploy import DeployOptions, deploy
+    from kdforge.export.deploy import deploy
 
     from tests.compress.conftest import tiny_config
 
@@ -275,15 +276,10 @@ def test_deploy_adds_native_rows_to_its_tables(runner: Path, tmp_path: Path) -> 
         tmp_path / "t",
         session=Session(progress=False),
     )
-    options = DeployOptions(
-        precisions=("fp32",),
-        backends=("aoti",),
-        batches=(1, 2),
-        device="cpu",
-        native="always",
-        policy=TimingPolicy(0.0, 3, 0.0),
+    config = DeployConfig(
+        precisions=["fp32"], backends=["aoti"], batches=[1, 2], device="cpu", native="always"
     )
-    result = deploy(trained.best_path, tmp_path / "deploy", options)
+    result = deploy(trained.best_path, tmp_path / "deploy", config, policy=TimingPolicy(0.0, 3, 0.0))
     rows = [(r["backend"], r["precision"], r["batch"]) for r in result["latency"]]
     assert rows == [
         ("aoti", "fp32", 1),
