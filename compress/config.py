@@ -43,8 +43,18 @@ class DataConfig:
     workers: NonNegative = 0
     val_fraction: Fraction = 0.1  # held out of the training split (stratified) for model selection
     train_fraction: Share = 1.0  # keep this stratified share of the training split
+    # the teacher's share of the training split (default: train_fraction). A teacher trained on more
+    # labelled data than the student gets is the common real case: a big model exists, labels are scarce.
+    teacher_train_fraction: Share | None = None
     augment: bool = True
     split_seed: int = 0  # fixes the train/val/test split independently of the training seed
+
+
+def teacher_data(data: DataConfig) -> DataConfig:
+    """The data section a teacher trains on: the recipe's, with `teacher_train_fraction` when it is set."""
+    if data.teacher_train_fraction is None:
+        return data
+    return dataclasses.replace(data, train_fraction=data.teacher_train_fraction, teacher_train_fraction=None)
 
 
 @dataclass
@@ -92,24 +102,72 @@ class MethodConfig:
 class TeacherStrategyConfig:
     """How `kdforge teacher` trains: 'standard' (CE) or 'generous' (from a standard teacher's checkpoint)."""
 
-    name: Literal["standard", "generous"] = "standard"
+    name: str = "standard"  # 'standard', or a registered teacher strategy ('generous')
     standard_checkpoint: str | None = None  # generous: the stage-1 teacher (same arch and classes)
     options: dict[str, Any] = field(default_factory=dict)  # the strategy's options (k, nckd_weight, ...)
 
 
+Precision = Literal["fp32", "fp16", "int8", "int8-u8"]  # int8: TensorRT's symmetric Q/DQ; int8-u8: ORT CPU's
+CalibrationMethod = Literal["minmax", "entropy", "percentile"]
+
+
 @dataclass
 class DeployConfig:
-    """`kdforge run`'s deploy stages for the teacher and the distilled student (as `kdforge deploy`)."""
+    """How to deploy a checkpoint: the recipe's `deploy:` section and `kdforge deploy`'s flags alike.
 
-    enabled: bool = True
-    precisions: list[str] = field(default_factory=lambda: ["fp32", "fp16", "int8", "int8-u8"])
-    backends: list[str] | None = None  # None: every backend usable on this machine (kdforge doctor)
-    batches: list[int] = field(default_factory=lambda: [1, 64])
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # torch, torch-compile and aoti
-    native: Literal["auto", "always", "never"] = "auto"  # kdforge-runner rows (auto: when it is built)
-    min_duration_s: float = 1.0  # timing per variant and batch size
-    calibration_images: int = 256
-    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    The one declaration of each option: default, limits, and in `metadata` its help and its flag (none:
+    recipe only). kdforge/cli.py builds the flags from it and export/deploy.py consumes it."""
+
+    enabled: bool = field(
+        default=True, metadata={"help": "deploy the teacher and the distilled student after training"}
+    )
+    precisions: Annotated[list[Precision], MinLen(1)] = field(
+        default_factory=lambda: ["fp32", "fp16", "int8", "int8-u8"],
+        metadata={
+            "flag": "--precision",
+            "help": "comma list of fp32, fp16, int8 (symmetric Q/DQ, TensorRT's form), int8-u8 "
+            "(ONNX Runtime CPU's)",
+        },
+    )
+    backends: Annotated[list[str], MinLen(1)] | None = field(
+        default=None,
+        metadata={
+            "flag": "--backends",
+            "help": "comma list of backends to time; not given: every one usable here (see kdforge doctor)",
+        },
+    )
+    batches: Annotated[list[Positive], MinLen(1)] = field(
+        default_factory=lambda: [1, 64], metadata={"flag": "--batches", "help": "comma list of batch sizes"}
+    )
+    device: Literal["auto", "cpu", "cuda"] = field(
+        default="auto",
+        metadata={
+            "flag": "--device",
+            "help": "where torch, torch-compile and aoti run (auto: CUDA when present)",
+        },
+    )
+    cuda_graph: bool = field(
+        default=False, metadata={"flag": "--cuda-graph", "help": "tensorrt: replay a captured CUDA graph"}
+    )
+    native: Literal["auto", "always", "never"] = field(
+        default="auto",
+        metadata={
+            "flag": "--native",
+            "help": "also time with kdforge-runner (auto: when `kdforge build-native` has built it)",
+        },
+    )
+    min_duration_s: PositiveFloat = field(
+        default=1.0,
+        metadata={"flag": "--min-duration", "help": "seconds of timing per variant and batch size"},
+    )
+    calibration_images: Positive = field(
+        default=256,
+        metadata={"flag": "--calibration", "help": "int8: number of training images to calibrate on"},
+    )
+    calibration_method: CalibrationMethod = field(
+        default="minmax",
+        metadata={"flag": "--calibration-method", "help": "int8: how activation ranges are set"},
+    )
 
 
 @dataclass
@@ -364,13 +422,12 @@ def load_recipe(
     return config
 
 
-def _positive(path: str, value: float) -> None:
-    if value <= 0:
-        raise UserError(f"{path}: must be > 0, got {value}")
-
-
 def check(config: RunConfig) -> None:
     """Checks that involve more than one field (single-field limits live on the fields)."""
+    if config.teacher_strategy.name != "standard":
+        from kdforge.compress.methods import TEACHER_STRATEGIES, method_class
+
+        method_class(config.teacher_strategy.name, TEACHER_STRATEGIES, "teacher_strategy.name")
     data = config.data
     if data.name != "digits" and data.root is None:
         raise UserError(f"data.root: the {data.name} data set needs a local directory (data.root=PATH)")
@@ -382,10 +439,3 @@ def check(config: RunConfig) -> None:
             raise UserError(
                 f"{section}.milestones: must be increasing positive epochs, got {train.milestones}"
             )
-    deploy = config.deploy
-    _positive("deploy.min_duration_s", deploy.min_duration_s)
-    _positive("deploy.calibration_images", deploy.calibration_images)
-    if not deploy.batches or any(b < 1 for b in deploy.batches):
-        raise UserError(f"deploy.batches: give batch sizes >= 1, got {deploy.batches}")
-    if not deploy.precisions:
-        raise UserError("deploy.precisions: give at least one of fp32, fp16, int8, int8-u8")

@@ -13,7 +13,14 @@ from typing import Any
 import torch
 import yaml
 from kdforge.compress.atomic import atomic_write_text, remove_stale_temporaries
-from kdforge.compress.config import MethodConfig, NetworkConfig, RunConfig, TrainConfig, to_dict
+from kdforge.compress.config import (
+    MethodConfig,
+    NetworkConfig,
+    RunConfig,
+    TrainConfig,
+    teacher_data,
+    to_dict,
+)
 from kdforge.compress.data import DataBundle, build_data
 from kdforge.compress.errors import UserError
 from kdforge.compress.methods import (
@@ -164,7 +171,7 @@ def train_teacher(
     The generous strategy needs a standard teacher of the same architecture and class count:
     `standard_checkpoint`, else `teacher_strategy.standard_checkpoint`.
     """
-    data = data or build_data(config.data)
+    data = data or build_data(teacher_data(config.data))
     network = replace(config.teacher, checkpoint=None)
     strategy = config.teacher_strategy
     method, standard, registry = MethodConfig(name="ce"), None, None

@@ -5,17 +5,19 @@ latency per backend, precision and batch -> deploy.md / deploy.json / deploy.csv
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import time
+import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from kdforge.compress.atomic import atomic_write_text, remove_stale_temporaries
-from kdforge.compress.config import DeployConfig, RunConfig, from_dict
+from kdforge.compress.config import DeployConfig, Precision, RunConfig, from_dict
 from kdforge.compress.data import build_data
 from kdforge.compress.errors import UserError
 from kdforge.compress.train.checkpoint import load_model, read_checkpoint, versions
@@ -31,63 +33,69 @@ from kdforge.export.bench.backends import (
     TorchEager,
 )
 from kdforge.export.onnx import check_parity, to_onnx
-from kdforge.export.quantize import CALIBRATION_METHODS, onnx_top1, to_fp16, to_int8
+from kdforge.export.quantize import onnx_top1, to_fp16, to_int8
 from kdforge.export.quantize.accuracy import top1
 from kdforge.export.sidecar import sha256
 from torch import nn
 
-PRECISIONS = ("fp32", "fp16", "int8", "int8-u8")  # int8: TensorRT's form; int8-u8: ONNX Runtime CPU's
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)  # declared once, on DeployConfig.precisions
 TENSORRT_PRECISIONS = ("fp32", "fp16", "int8")  # the u8-activation form is for ONNX Runtime's CPU kernels
+OPSET = 18
 Log = Callable[[str], None]
-NATIVE_CHOICES = ("auto", "always", "never")
+ALWAYS_IN_FLAGS = ("precisions", "backends", "batches")  # the reproduce line names these even at default
 
 
-@dataclass
-class DeployOptions:
-    """What to build and measure. `backends` None: every backend that can run here."""
+def checked(config: DeployConfig) -> DeployConfig:
+    """`config` validated against its fields' types and limits (a DeployConfig built in code skips them)."""
+    return from_dict(DeployConfig, dataclasses.asdict(config), "deploy")
 
-    precisions: tuple[str, ...] = PRECISIONS
-    backends: tuple[str, ...] | None = None
-    batches: tuple[int, ...] = (1, 64)
-    calibration_images: int = 256
-    calibration_method: str = "minmax"
-    opset: int = 18
-    device: str = "auto"  # for torch, torch-compile and aoti
-    cuda_graph: bool = False  # TensorRT: replay a captured CUDA graph
-    native: str = "auto"  # kdforge-runner rows too: auto (when build/native holds it), always, never
-    policy: TimingPolicy = field(default_factory=TimingPolicy)
 
-    def check(self) -> None:
-        for p in self.precisions:
-            if p not in PRECISIONS:
-                raise UserError(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
-        if self.backends is not None:
-            check_backends(self.backends)
-        if not self.batches or any(b < 1 for b in self.batches):
-            raise UserError(f"batch sizes must be >= 1, got {list(self.batches)}")
-        if self.native not in NATIVE_CHOICES:
-            raise UserError(f"native: choose one of {', '.join(NATIVE_CHOICES)}, not {self.native!r}")
-        if self.calibration_method not in CALIBRATION_METHODS:
-            raise UserError(
-                f"unknown calibration method {self.calibration_method!r}; choose from {CALIBRATION_METHODS}"
-            )
+def resolved_backends(config: DeployConfig) -> tuple[str, ...]:
+    """The backends `config` asks for (None: every one usable here), each checked to run on this machine."""
+    if config.backends is None:
+        return available_backends()
+    backends = tuple(config.backends)
+    check_backends(backends)
+    return backends
 
-    @classmethod
-    def from_config(cls, config: DeployConfig) -> DeployOptions:
-        """The options a recipe's `deploy:` section asks for."""
-        return cls(
-            precisions=tuple(config.precisions),
-            backends=tuple(config.backends) if config.backends is not None else None,
-            batches=tuple(config.batches),
-            calibration_images=config.calibration_images,
-            calibration_method=config.calibration_method,
-            device=config.device,
-            native=config.native,
-            policy=TimingPolicy(min_duration_s=config.min_duration_s),
-        )
 
-    def resolved_backends(self) -> tuple[str, ...]:
-        return self.backends if self.backends is not None else available_backends()
+def timing_policy(config: DeployConfig) -> TimingPolicy:
+    """How each variant is timed: the profiler's defaults with `config.min_duration_s`."""
+    return TimingPolicy(min_duration_s=config.min_duration_s)
+
+
+def recorded_options(config: DeployConfig, policy: TimingPolicy | None = None) -> dict[str, Any]:
+    """Every input of a deploy besides the checkpoint, as deploy.json records it (backends resolved); a
+    resumed `kdforge run` reuses a deploy only when this is equal."""
+    config = checked(config)
+    options = {k: v for k, v in dataclasses.asdict(config).items() if k != "enabled"}  # a pipeline switch
+    return {
+        **options,
+        "backends": list(resolved_backends(config)),
+        "opset": OPSET,
+        "policy": dataclasses.asdict(policy or timing_policy(config)),
+    }
+
+
+def deploy_flags(options: dict[str, Any]) -> str:
+    """The `kdforge deploy` flags of recorded options: precisions, backends and batches always, the
+    others when they differ from their default (flag names from DeployConfig's fields)."""
+    defaults = dataclasses.asdict(DeployConfig())
+    flags = []
+    for f in dataclasses.fields(DeployConfig):
+        value = options.get(f.name, defaults[f.name])
+        if "flag" not in f.metadata or value is None:
+            continue
+        if f.name not in ALWAYS_IN_FLAGS and value == defaults[f.name]:
+            continue
+        if isinstance(value, bool):
+            flags += [f.metadata["flag"]] if value else []
+        else:
+            flags += [
+                f.metadata["flag"],
+                ",".join(map(str, value)) if isinstance(value, list) else str(value),
+            ]
+    return " ".join(flags)
 
 
 def load_network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -102,29 +110,80 @@ def load_network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), checkpoint.meta
 
 
+@dataclass
+class Source:
+    """The network to deploy with what every stage needs: its data, input shape and file metadata."""
+
+    model: nn.Module
+    arch: str
+    shape: tuple[int, ...]  # (1, C, H, W)
+    test: list[tuple[torch.Tensor, torch.Tensor]]  # the test split, batched
+    calibration: torch.Tensor  # training images for int8 calibration
+    describe: dict[str, Any]  # metadata written into every exported file
+    stem: str  # file-name stem of the artifacts
+
+
 def deploy(
-    checkpoint: str | Path, out_dir: str | Path, options: DeployOptions | None = None, log: Log | None = None
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    config: DeployConfig | None = None,
+    log: Log | None = None,
+    *,
+    policy: TimingPolicy | None = None,
 ) -> dict[str, Any]:
-    """Build every precision of `checkpoint`'s network under `out_dir`, check and measure them."""
-    options = options or DeployOptions()
-    options.check()
-    log = log or (lambda message: None)
-    backends = options.resolved_backends()
+    """Build every precision of `checkpoint`'s network under `out_dir`, check and measure them.
+
+    `policy` replaces the timing built from `config.min_duration_s` (tests time a few iterations)."""
+    config = checked(config or DeployConfig())
+    policy = policy or timing_policy(config)
+    options = recorded_options(config, policy)  # checks the backends before any work
+    backends = tuple(options["backends"])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)  # left by a deploy killed mid-write
     began = time.perf_counter()
+    source = load_source(checkpoint, config.calibration_images)
+    step = _stepper(log or (lambda message: None), began, source.arch)
+    onnx_files, parity = export_onnx(source, config, out, step)
+    compiled = compile_artifacts(source, out, onnx_files, backends, config, step)
+    accuracy = measure_accuracy(source, onnx_files, compiled, step)
+    variants = latency_variants(source, onnx_files, compiled, backends, config.device)
+    latency = measure_latency(source, variants, config.batches, policy, step)
+    latency += native_latency(onnx_files, compiled, config, policy, step)
+    result = {
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": source.describe["source_checkpoint_sha256"],
+        "arch": source.arch,
+        "input_shape": list(source.shape),
+        "files": {p: str(f) for p, f in onnx_files.items()},
+        "artifacts": {
+            **{f"onnx {p}": str(f) for p, f in onnx_files.items()},
+            **{f"{b} {p}": str(r.path) for b, by in compiled.items() for p, r in by.items()},
+        },
+        "parity": [vars(r) for r in parity],
+        "accuracy": accuracy,
+        "latency": latency,
+        "options": options,
+        "calibration_images_used": len(source.calibration),
+        "environment": {**versions(), "threads": torch.get_num_threads()},
+        "seconds": round(time.perf_counter() - began, 1),
+    }
+    write_results(out, result)
+    step(f"wrote {out / 'deploy.md'}")
+    return result
+
+
+def load_source(checkpoint: str | Path, calibration_images: int) -> Source:
+    """Load (and merge, when multi-branch) the network, its test split and its calibration images."""
     model, meta = load_network(checkpoint)
     config = from_dict(RunConfig, meta["config"])
     data = build_data(config.data)
+    arch = meta["model"]["arch"]
     shape = (1, *meta["data"]["input_shape"])
-    test = list(data.loader("test", seed=config.seed))
-    calibration = torch.cat([x for x, _ in data.loader("train", seed=config.seed)])[
-        : options.calibration_images
-    ]
+    train = torch.cat([x for x, _ in data.loader("train", seed=config.seed)])
     describe = {
         "name": config.name,
-        "arch": meta["model"]["arch"],
+        "arch": arch,
         "classes": meta["data"]["classes"],
         "mean": meta["data"]["mean"],
         "std": meta["data"]["std"],
@@ -133,42 +192,58 @@ def deploy(
         "kdforge": versions()["kdforge"],
         "source_checkpoint_sha256": sha256(checkpoint),
     }
-    stem = (
-        Path(checkpoint).stem
-        if Path(checkpoint).stem not in ("best", "last", "merged")
-        else meta["model"]["arch"]
+    stem = Path(checkpoint).stem
+    return Source(
+        model=model,
+        arch=arch,
+        shape=shape,
+        test=list(data.loader("test", seed=config.seed)),
+        calibration=train[:calibration_images],
+        describe=describe,
+        stem=stem if stem not in ("best", "last", "merged") else arch,
     )
-    step = _stepper(log, began, meta["model"]["arch"])
 
+
+def export_onnx(
+    source: Source, config: DeployConfig, out: Path, step: Log
+) -> tuple[dict[str, Path], list[Any]]:
+    """The fp32 ONNX (parity-checked against PyTorch) and the fp16 / int8 forms `config` asks for."""
     step("ONNX export and parity check")
     onnx_files: dict[str, Path] = {}
+    stem, describe = source.stem, source.describe
     fp32 = to_onnx(
-        model,
+        source.model,
         out / f"{stem}-fp32.onnx",
-        shape,
-        opset=options.opset,
+        source.shape,
+        opset=OPSET,
         metadata={**describe, "precision": "fp32"},
     )
-    parity = check_parity(model, fp32, torch.cat([x for x, _ in test])[:8])
-    if "fp32" in options.precisions:
+    parity = check_parity(source.model, fp32, torch.cat([x for x, _ in source.test])[:8])
+    if "fp32" in config.precisions:
         onnx_files["fp32"] = fp32
-    if "fp16" in options.precisions:
+    if "fp16" in config.precisions:
         step("fp16 ONNX")
         onnx_files["fp16"] = to_fp16(fp32, out / f"{stem}-fp16.onnx")
     for precision, activations in (("int8", "int8"), ("int8-u8", "uint8")):
-        if precision in options.precisions:
-            method, count = options.calibration_method, len(calibration)
+        if precision in config.precisions:
+            method, count = config.calibration_method, len(source.calibration)
             step(f"{precision} Q/DQ ONNX ({method} calibration on {count} images)")
             onnx_files[precision] = to_int8(
                 fp32,
                 out / f"{stem}-{precision}.onnx",
-                calibration,
-                method=options.calibration_method,
+                source.calibration,
+                method=method,
                 activations=activations,
             )
-    compiled = _compile(model, shape, stem, out, describe, onnx_files, backends, options, step)
+    return onnx_files, parity
 
+
+def measure_accuracy(
+    source: Source, onnx_files: dict[str, Path], compiled: dict[str, dict[str, Any]], step: Log
+) -> dict[str, float]:
+    """Test top-1 of the PyTorch network and of every built file, on the runtime that runs it."""
     step("accuracy per precision on the test split")
+    model, test = source.model, source.test
     with torch.no_grad():
         accuracy = {"torch fp32": top1(lambda x: model(x).numpy(), test)}
     accuracy.update({f"onnxruntime {p}": onnx_top1(f, test) for p, f in onnx_files.items()})
@@ -178,83 +253,74 @@ def deploy(
     for precision, runner in compiled.get("tensorrt", {}).items():
         engine = runner.engine
         accuracy[f"tensorrt {precision}"] = top1(lambda x, e=engine: e.infer(x).float().cpu().numpy(), test)
+    return accuracy
 
+
+def latency_variants(
+    source: Source,
+    onnx_files: dict[str, Path],
+    compiled: dict[str, dict[str, Any]],
+    backends: tuple[str, ...],
+    device: str,
+) -> list[tuple[str, str, Backend]]:
+    """(backend, precision, runner) of everything to time: PyTorch, every ONNX file, package and engine."""
     runs: list[tuple[str, str, Backend]] = []
     if "torch" in backends:
-        runs.append(("torch", "fp32", TorchEager(model, shape, options.device)))
+        runs.append(("torch", "fp32", TorchEager(source.model, source.shape, device)))
     if "torch-compile" in backends:
-        runs.append(("torch-compile", "fp32", TorchCompile(model, shape, options.device)))
+        runs.append(("torch-compile", "fp32", TorchCompile(source.model, source.shape, device)))
     if "aoti" in compiled:
         runs.append(("aoti", "fp32", compiled["aoti"]["fp32"]))
     for name, provider in ORT_BACKENDS.items():
         if name in backends:
             runs += [(name, p, OnnxRuntime(f, provider=provider)) for p, f in onnx_files.items()]
     runs += [("tensorrt", p, runner) for p, runner in compiled.get("tensorrt", {}).items()]
+    return runs
+
+
+def measure_latency(
+    source: Source,
+    runs: list[tuple[str, str, Backend]],
+    batches: list[int],
+    policy: TimingPolicy,
+    step: Log,
+) -> list[dict[str, Any]]:
+    """One latency row per variant and batch; every variant of one batch size timed in the same rounds."""
     latency: list[dict[str, Any]] = []
-    for batch in options.batches:  # every backend and precision of one batch size timed together
+    for batch in batches:
         step(f"latency at batch {batch}: {len(runs)} variants in rotating rounds")
         calls = {f"{b} {p}": runner.prepare(batch) for b, p, runner in runs}
         timers = {f"{b} {p}": runner.timer() for b, p, runner in runs}
-        timed = measure_interleaved(calls, batch, options.policy, timers=timers)
+        timed = measure_interleaved(calls, batch, policy, timers=timers)
         for backend, precision, runner in runs:
-            stats = timed[f"{backend} {precision}"]
             described = runner.describe()
             latency.append(
                 {
                     **described,
                     "backend": backend,
                     "precision": precision,
-                    **stats.as_dict(),
-                    "size_mb": described.get("size_mb", round(_param_bytes(model) / 1e6, 3)),
+                    **timed[f"{backend} {precision}"].as_dict(),
+                    "size_mb": described.get("size_mb", round(_param_bytes(source.model) / 1e6, 3)),
                 }
             )
-    latency += _native_latency(onnx_files, compiled, options, step)
-    files = {f"onnx {p}": str(f) for p, f in onnx_files.items()}
-    files.update({f"{b} {p}": str(r.path) for b, by in compiled.items() for p, r in by.items()})
-    result = {
-        "checkpoint": str(checkpoint),
-        "checkpoint_sha256": describe["source_checkpoint_sha256"],
-        "arch": meta["model"]["arch"],
-        "input_shape": list(shape),
-        "files": {p: str(f) for p, f in onnx_files.items()},
-        "artifacts": files,
-        "parity": [vars(r) for r in parity],
-        "accuracy": accuracy,
-        "latency": latency,
-        "options": {
-            "precisions": list(options.precisions),
-            "backends": list(backends),
-            "batches": list(options.batches),
-            "device": options.device,
-            "native": options.native,
-            "calibration_images": len(calibration),
-            "calibration_method": options.calibration_method,
-            "policy": vars(options.policy),
-        },
-        "environment": {**versions(), "threads": torch.get_num_threads()},
-        "seconds": round(time.perf_counter() - began, 1),
-    }
-    _write(out, result)
-    step(f"wrote {out / 'deploy.md'}")
-    return result
+    return latency
 
 
 def _stepper(log: Log, began: float, arch: str) -> Log:
+    """`log` with the seconds since the deploy began and the architecture in front of each line."""
+
     def step(message: str) -> None:
         log(f"[{time.perf_counter() - began:6.1f} s] {arch}: {message}")
 
     return step
 
 
-def _compile(
-    model: nn.Module,
-    shape: tuple[int, ...],
-    stem: str,
+def compile_artifacts(
+    source: Source,
     out: Path,
-    describe: dict[str, Any],
     onnx_files: dict[str, Path],
     backends: tuple[str, ...],
-    options: DeployOptions,
+    config: DeployConfig,
     step: Log,
 ) -> dict[str, dict[str, Any]]:
     """The AOTInductor package and the TensorRT engines the requested backends need, as backends."""
@@ -264,43 +330,50 @@ def _compile(
 
         step("AOTInductor package (fp32; compiles C++, tens of seconds)")
         package = compile_package(
-            model,
-            out / f"{stem}-fp32.pt2",
-            shape,
-            device=options.device,
-            max_batch=max(1024, *options.batches),
-            metadata=describe,
+            source.model,
+            out / f"{source.stem}-fp32.pt2",
+            source.shape,
+            device=config.device,
+            max_batch=max(1024, *config.batches),
+            metadata=source.describe,
         )
         compiled["aoti"] = {"fp32": AotInductor(package)}
     if "tensorrt" in backends:
         from kdforge.export.tensorrt import EngineOptions, build_engine
 
         engine_options = EngineOptions(
-            min_batch=1, opt_batch=max(options.batches), max_batch=max(256, *options.batches)
+            min_batch=1, opt_batch=max(config.batches), max_batch=max(256, *config.batches)
         )
         compiled["tensorrt"] = {}
         for precision in TENSORRT_PRECISIONS:
             if precision in onnx_files:
                 step(f"TensorRT engine ({precision})")
                 engine = build_engine(
-                    onnx_files[precision], out / f"{stem}-{precision}.engine", precision, engine_options
+                    onnx_files[precision],
+                    out / f"{source.stem}-{precision}.engine",
+                    precision,
+                    engine_options,
                 )
-                compiled["tensorrt"][precision] = TensorRT(engine, cuda_graph=options.cuda_graph)
+                compiled["tensorrt"][precision] = TensorRT(engine, cuda_graph=config.cuda_graph)
     return compiled
 
 
-def _native_latency(
-    onnx_files: dict[str, Path], compiled: dict[str, dict[str, Any]], options: DeployOptions, step: Log
+def native_latency(
+    onnx_files: dict[str, Path],
+    compiled: dict[str, dict[str, Any]],
+    config: DeployConfig,
+    policy: TimingPolicy,
+    step: Log,
 ) -> list[dict[str, Any]]:
     """kdforge-runner's rows for every artifact it was built to run (timed after the Python rounds)."""
-    if options.native == "never":
+    if config.native == "never":
         return []
     from kdforge.export.native import find_runner, run_native
 
     try:
         runner = find_runner()
     except UserError:
-        if options.native == "always":
+        if config.native == "always":
             raise
         return []
     targets = [("aoti", p, r.path) for p, r in compiled.get("aoti", {}).items()]
@@ -311,7 +384,7 @@ def _native_latency(
         if backend in runner.backends:
             step(f"kdforge-runner on {Path(path).name}")
             rows += [
-                {**row, "precision": precision} for row in run_native(path, options.batches, options.policy)
+                {**row, "precision": precision} for row in run_native(path, tuple(config.batches), policy)
             ]
     return rows
 
@@ -324,7 +397,8 @@ def _flag(cov: float) -> str:
     return " (!)" if cov > COV_WARNING else ""
 
 
-def _write(out: Path, result: dict[str, Any]) -> None:
+def write_results(out: Path, result: dict[str, Any]) -> None:
+    """deploy.json (everything), deploy.csv (the latency rows), latency.png and deploy.md (for people)."""
     from kdforge.export.report import plot_latency_vs_batch
 
     atomic_write_text(out / "deploy.json", json.dumps(result, indent=2) + "\n")
@@ -350,6 +424,11 @@ def _write(out: Path, result: dict[str, Any]) -> None:
     writer.writerows(result["latency"])
     atomic_write_text(out / "deploy.csv", table.getvalue())
     plot_latency_vs_batch(result["latency"], out / "latency.png", f"{result['arch']}: latency per image")
+    atomic_write_text(out / "deploy.md", deploy_markdown(result))
+
+
+def deploy_markdown(result: dict[str, Any]) -> str:
+    """deploy.md: parity, accuracy per precision and runtime, latency per variant and how to reproduce."""
     acc, opts = result["accuracy"], result["options"]
     base = acc["torch fp32"]
     copies = sorted({r["backend"] for r in result["latency"] if r.get("copies_included")})
@@ -380,7 +459,6 @@ def _write(out: Path, result: dict[str, Any]) -> None:
         "",
         "![latency per image against batch size](latency.png)",
         "",
-        f"Reproduce: `kdforge deploy {result['checkpoint']} --precision {','.join(opts['precisions'])} "
-        f"--backends {','.join(opts['backends'])} --batches {','.join(map(str, opts['batches']))}`",
+        f"Reproduce: `kdforge deploy {result['checkpoint']} {deploy_flags(opts)}`",
     ]
-    atomic_write_text(out / "deploy.md", "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"

@@ -1,4 +1,5 @@
-"""The `kdforge` command: teacher, compress, run, eval, deploy, bench, predict, build-native, doctor, models.
+"""The `kdforge` command: teacher, compress, run, eval, deploy, bench, predict, check, build-native, doctor,
+models.
 
 Each subcommand's parser names its handler (`set_defaults(handler=...)`); `main` only dispatches.
 
@@ -9,14 +10,19 @@ User mistakes print one line `kdforge: error: ...` and exit 2; anything else is 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import sys
+import types
+import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+import yaml
 from rich.console import Console
 
+from kdforge.compress.config import DeployConfig, from_dict
 from kdforge.compress.errors import UserError
 from kdforge.export.bench.available import BACKENDS
 
@@ -31,6 +37,8 @@ STORAGE_ERRORS = {  # the machine, not kdforge: one line and exit 2, like any ot
     errno.EROFS: "the output directory is on a read-only file system",
     errno.EACCES: "permission denied",
 }
+DEPLOY_OPTIONS = tuple(f.name for f in dataclasses.fields(DeployConfig) if "flag" in f.metadata)
+BENCH_OPTIONS = ("batches", "device", "min_duration_s")  # bench times as deploy does
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,13 +71,87 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _device_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--device",
-        default="auto",
-        choices=["auto", "cpu", "cuda"],
-        help="where torch, torch-compile and aoti run (auto: CUDA when present)",
-    )
+def _bare(hint: Any) -> Any:
+    """A field's type without its limits (Annotated) and without `| None`."""
+    while True:
+        origin = typing.get_origin(hint)
+        if origin is Annotated:
+            hint = typing.get_args(hint)[0]
+        elif origin in (typing.Union, types.UnionType):
+            hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+        else:
+            return hint
+
+
+def _items(text: str) -> list[str]:
+    """The non-empty items of a comma list."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _flag_reader(hint: Any) -> Callable[[str], Any]:
+    """Flag text -> the value the same text would be in a recipe (a comma list -> a list, numbers as YAML
+    reads them). It never refuses: `_from_flags` validates, so a mistake reads as it would in a recipe."""
+
+    def scalar(text: str, kind: Any) -> Any:
+        if kind not in (int, float):
+            return text
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+
+    bare = _bare(hint)
+    if typing.get_origin(bare) is list:
+        inner = _bare(typing.get_args(bare)[0])
+        return lambda text: [scalar(item, inner) for item in _items(text)]
+    return lambda text: scalar(text, bare)
+
+
+def _config_flags(
+    parser: argparse.ArgumentParser, cls: type, names: tuple[str, ...], notes: dict[str, str] | None = None
+) -> None:
+    """Add the flags of config fields `names` of `cls`: flag name, default and help from the field."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    defaults = cls()
+    for name in names:
+        flag, default = fields[name].metadata["flag"], getattr(defaults, name)
+        text = fields[name].metadata["help"] + (f"; {notes[name]}" if notes and name in notes else "")
+        if hints[name] is bool:
+            action = argparse.BooleanOptionalAction if default else "store_true"
+            parser.add_argument(flag, dest=name, action=action, default=default, help=text)
+            continue
+        if default is not None:
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            text += f" (default: {shown})"
+        bare = _bare(hints[name])
+        metavar = flag.removeprefix("--").upper().replace("-", "_")
+        if typing.get_origin(bare) is Literal:
+            metavar = "{" + ",".join(typing.get_args(bare)) + "}"
+        parser.add_argument(
+            flag,
+            dest=name,
+            default=default,
+            type=_flag_reader(hints[name]),
+            metavar=metavar,
+            help=text.replace("%", "%%"),
+        )
+
+
+def _from_flags(args: argparse.Namespace, cls: type, names: tuple[str, ...]) -> Any:
+    """Config `cls` from the flags of fields `names`, each validated as the same recipe value is (from_dict,
+    the fields' limits); a mistake is the recipe's one-line message with the flag in front."""
+    flags = {f.name: f.metadata.get("flag") for f in dataclasses.fields(cls)}
+    values = {}
+    for name in names:
+        try:
+            values[name] = getattr(from_dict(cls, {name: getattr(args, name)}), name)
+        except UserError as exc:
+            message = str(exc)
+            if not message.startswith(name):
+                raise
+            raise type(exc)(f"{flags[name]}{message[len(name) :]}") from None
+    return cls(**values)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,8 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.set_defaults(handler=_training_command(_teacher_run))
     teacher.add_argument(
         "--strategy",
-        choices=["standard", "generous"],
-        help="teacher strategy (default: the recipe's teacher_strategy.name)",
+        help="teacher strategy: standard or generous (default: the recipe's teacher_strategy.name)",
     )
     teacher.add_argument(
         "--standard",
@@ -119,27 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deploy.add_argument("checkpoint", help="a .safetensors checkpoint written by kdforge (merged or not)")
     deploy.add_argument("--out", help="output folder (default: <checkpoint folder>/../deploy)")
-    deploy.add_argument(
-        "--precision",
-        default="fp32,fp16,int8,int8-u8",
-        help="comma list of fp32, fp16, int8 (symmetric Q/DQ, TensorRT's form), int8-u8 (ONNX Runtime CPU's)",
-    )
-    deploy.add_argument(
-        "--backends",
-        help=f"comma list of {', '.join(BACKENDS)} (default: every one usable here; see kdforge doctor)",
-    )
-    deploy.add_argument("--batches", default="1,64", help="comma list of batch sizes")
-    _device_option(deploy)
-    deploy.add_argument("--cuda-graph", action="store_true", help="tensorrt: replay a captured CUDA graph")
-    deploy.add_argument(
-        "--native",
-        choices=["auto", "always", "never"],
-        default="auto",
-        help="also time with kdforge-runner (auto: when `kdforge build-native` has built it)",
-    )
-    deploy.add_argument("--min-duration", type=float, default=1.0, help="seconds of timing per variant")
-    deploy.add_argument("--calibration", type=int, default=256, help="int8: number of training images")
-    deploy.add_argument("--calibration-method", default="minmax", help="int8: minmax, entropy or percentile")
+    _config_flags(deploy, DeployConfig, DEPLOY_OPTIONS, {"backends": f"known: {', '.join(BACKENDS)}"})
     deploy.set_defaults(handler=_cmd_deploy)
     doctor = commands.add_parser("doctor", help="which backends are usable on this machine")
     doctor.set_defaults(handler=_cmd_doctor)
@@ -151,13 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--backends",
         help=f"comma list of {', '.join(BACKENDS)} (default: every one usable here that runs the file)",
     )
-    _device_option(bench)
-    bench.add_argument("--batches", default="1,64", help="comma list of batch sizes")
+    _config_flags(bench, DeployConfig, BENCH_OPTIONS)
     bench.add_argument(
         "--native", action="store_true", help="also time it with kdforge-runner (see kdforge build-native)"
     )
     bench.add_argument("--input-shape", help="C,H,W the model must take (checked against the file)")
-    bench.add_argument("--min-duration", type=float, default=1.0, help="seconds of timing per variant")
     bench.set_defaults(handler=_cmd_bench)
     native = commands.add_parser(
         "build-native", help="build kdforge-runner, the C++ latency runner, with CMake"
@@ -175,6 +234,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", help="image files (any format Pillow reads)")
     predict.add_argument("--top", type=int, default=3, help="how many classes to print per image")
     predict.set_defaults(handler=_cmd_predict)
+    check = commands.add_parser(
+        "check", help="lint an ONNX file for TensorRT (without TensorRT) or ONNX Runtime's CPU provider"
+    )
+    check.add_argument("model", help="an .onnx file")
+    check.add_argument("--target", choices=["tensorrt", "onnxruntime"], default="tensorrt")
+    check.add_argument(
+        "--trt-version", type=int, choices=[10, 11], default=10, help="tensorrt: the major version (default 10)"
+    )
+    check.add_argument("--json", action="store_true", help="print the problems as one JSON document")
+    check.set_defaults(handler=_cmd_check)
     return parser
 
 
@@ -189,8 +258,6 @@ def _teacher_run(args: argparse.Namespace, config: RunConfig, console: Console, 
     """`kdforge teacher`: a standard (CE) teacher, or a Generous Teacher from a standard one."""
     from kdforge.compress.jobs import train_teacher
 
-    if args.strategy:
-        config.teacher_strategy.name = args.strategy
     standard = args.standard or config.teacher_strategy.standard_checkpoint
     generous = config.teacher_strategy.name != "standard"
     default = Path("runs") / config.name / "teacher" / "checkpoints" / "best.safetensors"
@@ -245,7 +312,9 @@ def _training_command(
         from kdforge.compress.jobs import Session, resolve_device
         from kdforge.compress.train.distributed import init_distributed, peer_failure, shutdown
 
-        config = load_recipe(args.recipe, args.overrides, getattr(args, "method", None))
+        strategy = getattr(args, "strategy", None)  # --strategy NAME is teacher_strategy.name=NAME
+        overrides = [*args.overrides, *([f"teacher_strategy.name={strategy}"] if strategy else [])]
+        config = load_recipe(args.recipe, overrides, getattr(args, "method", None))
         context = init_distributed(resolve_device(config.device).type)
         session = Session(resume=args.resume, progress=not args.no_progress, context=context)
         try:
@@ -284,47 +353,25 @@ def _cmd_eval(args: argparse.Namespace, console: Console) -> int:
 
 
 def _split(text: str, what: str) -> tuple[str, ...]:
-    items = tuple(item.strip() for item in text.split(",") if item.strip())
+    items = tuple(_items(text))
     if not items:
         raise UserError(f"--{what}: give a comma-separated list")
     return items
 
 
 def _cmd_deploy(args: argparse.Namespace, console: Console) -> int:
-    from kdforge.export.bench import TimingPolicy
-    from kdforge.export.deploy import DeployOptions, deploy
+    from kdforge.export.deploy import deploy
 
-    batches = _batches(args.batches)
-    if args.min_duration <= 0:
-        raise UserError(f"--min-duration must be > 0 seconds, got {args.min_duration}")
-    options = DeployOptions(
-        precisions=_split(args.precision, "precision"),
-        backends=_split(args.backends, "backends") if args.backends else None,
-        batches=batches,
-        calibration_images=args.calibration,
-        calibration_method=args.calibration_method,
-        device=args.device,
-        cuda_graph=args.cuda_graph,
-        native=args.native,
-        policy=TimingPolicy(min_duration_s=args.min_duration),
-    )
-    options.check()
+    config = _from_flags(args, DeployConfig, DEPLOY_OPTIONS)
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent / "deploy"
-    deploy(args.checkpoint, out, options, log=lambda line: console.print(line, markup=False, highlight=False))
+    deploy(args.checkpoint, out, config, log=lambda line: console.print(line, markup=False, highlight=False))
     console.print((out / "deploy.md").read_text(), markup=False, highlight=False)
     console.print(f"wrote {out / 'deploy.md'}, deploy.json, deploy.csv, latency.png and the deployed files")
     return 0
 
 
-def _batches(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(b) for b in _split(text, "batches"))
-    except ValueError:
-        raise UserError(f"--batches: expected integers like 1,64, got {text!r}") from None
-
-
 def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
-    from kdforge.export.bench import TimingPolicy
+    from kdforge.export.bench import COV_WARNING, TimingPolicy
     from kdforge.export.bench.run import bench_artifact
 
     shape = None
@@ -335,17 +382,16 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
             shape = ()
         if len(shape) != 3:
             raise UserError(f"--input-shape: expected C,H,W like 3,32,32, got {args.input_shape!r}")
-    if args.min_duration <= 0:
-        raise UserError(f"--min-duration must be > 0 seconds, got {args.min_duration}")
-    policy = TimingPolicy(min_duration_s=args.min_duration)
+    options = _from_flags(args, DeployConfig, BENCH_OPTIONS)
+    policy = TimingPolicy(min_duration_s=options.min_duration_s)
     backends = _split(args.backends, "backends") if args.backends else None
-    batches = _batches(args.batches)
-    rows = bench_artifact(args.model, backends, batches, policy, shape, args.device, args.native)
+    batches = tuple(options.batches)
+    rows = bench_artifact(args.model, backends, batches, policy, shape, options.device, args.native)
     console.print(
         "backend            batch    p50 ms    p90 ms    p99 ms   CoV     images/s  faults/run", markup=False
     )
     for row in rows:
-        flag = "  (noisy)" if row["cov"] > 0.05 else ""
+        flag = "  (noisy)" if row["cov"] > COV_WARNING else ""
         console.print(
             f"{row['backend']:<17} {row['batch']:>6} {row['p50']:>9.3f} {row['p90']:>9.3f} "
             f"{row['p99']:>9.3f} {100 * row['cov']:>5.1f}% {row['throughput']:>10.0f} "
@@ -387,6 +433,25 @@ def _cmd_build_native(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace, console: Console) -> int:
+    """Exit 0 when the file has no error for the target, 1 when it has; an unreadable file is exit 2."""
+    import json
+
+    from kdforge.export.lint import format_lines, is_ready, lint_onnx, to_json, verdict
+
+    problems = lint_onnx(args.model, args.target, args.trt_version)
+    if args.json:
+        document = to_json(args.model, problems, args.target, args.trt_version)
+        console.print(json.dumps(document, indent=2), markup=False, highlight=False, soft_wrap=True)
+    else:
+        for line in format_lines(problems):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"{args.model}: {verdict(problems, args.target, args.trt_version)}", markup=False, highlight=False
+        )
+    return 0 if is_ready(problems) else 1
+
+
 def _cmd_doctor(args: argparse.Namespace, console: Console) -> int:
     from kdforge.doctor import doctor
 
@@ -400,7 +465,8 @@ def _cmd_models(args: argparse.Namespace, console: Console) -> int:
 
     console.print("\n".join(available()))
     console.print(
-        "also: tv:<torchvision name>, timm:<timm name> (when timm is installed), wrn_<depth>_<width>"
+        "also: tv:<torchvision name>, timm:<timm name> (when timm is installed), wrn_<depth>_<width>, "
+        "cnn_<convs>_<width>"
     )
     return 0
 

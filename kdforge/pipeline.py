@@ -17,7 +17,13 @@ from rich.console import Console
 from rich.table import Table
 
 from kdforge.compress.atomic import atomic_write_text
-from kdforge.compress.config import MethodConfig, RunConfig, TeacherStrategyConfig
+from kdforge.compress.config import (
+    DeployConfig,
+    MethodConfig,
+    RunConfig,
+    TeacherStrategyConfig,
+    teacher_data,
+)
 from kdforge.compress.data import DataBundle, build_data
 from kdforge.compress.jobs import Session, distill_student, evaluate_checkpoint, train_teacher
 from kdforge.compress.runlock import run_lock
@@ -104,13 +110,14 @@ def run_pipeline(
     console = console or Console()
     with run_lock(out_dir, enabled=session.context.is_main):  # one pipeline per directory
         deploy_options = None
-        if config.deploy.enabled:  # a typo in the deploy section fails now, not after the training
-            from kdforge.export.deploy import DeployOptions
+        if config.deploy.enabled:  # a backend missing here fails now, not after the training
+            from kdforge.export.deploy import recorded_options
 
-            deploy_options = DeployOptions.from_config(config.deploy)
-            deploy_options.check()
+            recorded_options(config.deploy)
+            deploy_options = config.deploy
         data = build_data(config.data)
-        teacher_path, rows = _train_teachers(config, out_dir, session, data)
+        own = teacher_data(config.data)  # the teacher may train on more of the training split
+        teacher_path, rows = _train_teachers(config, out_dir, session, data if own == config.data else None)
         rows += _train_students(config, out_dir, session, data, teacher_path)
         if session.context.is_main:
             write_results(out_dir, config, rows)
@@ -126,7 +133,7 @@ def run_pipeline(
 
 
 def _train_teachers(
-    config: RunConfig, out_dir: Path, session: Session, data: DataBundle
+    config: RunConfig, out_dir: Path, session: Session, data: DataBundle | None
 ) -> tuple[str, list[StageRow]]:
     """The teacher the students learn from (given, or trained; then made generous when asked) and its rows."""
     rows: list[StageRow] = []
@@ -187,21 +194,23 @@ def _train_students(
     return rows
 
 
-def _deployed(stage: Path, checkpoint: str, options: Any, resume: bool) -> dict[str, Any] | None:
-    """A finished deploy stage of the same checkpoint bytes and options, when resuming."""
+def _deployed(stage: Path, checkpoint: str, options: DeployConfig, resume: bool) -> dict[str, Any] | None:
+    """When resuming, the finished deploy stage's record if every input of it is unchanged: the checkpoint's
+    bytes (SHA-256) and all its recorded options (export.deploy.recorded_options); else None (redo it)."""
+    from kdforge.export.deploy import recorded_options
     from kdforge.export.sidecar import sha256
 
     found = stage / "deploy.json"
     if not (resume and found.is_file()):
         return None
-    result = json.loads(found.read_text())
-    same = result.get("checkpoint_sha256") == sha256(checkpoint) and all(
-        result["options"].get(key) == value
-        for key, value in (
-            ("precisions", list(options.precisions)),
-            ("backends", list(options.resolved_backends())),
-            ("batches", list(options.batches)),
-        )
+    try:
+        result = json.loads(found.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None  # not a record deploy finished writing: redo the stage
+    same = (
+        isinstance(result, dict)
+        and result.get("checkpoint_sha256") == sha256(checkpoint)
+        and result.get("options") == recorded_options(options)
     )
     return result if same else None
 
@@ -211,13 +220,14 @@ def deploy_and_report(
     out_dir: Path,
     teacher_path: str,
     student_path: str,
-    options: Any,
+    options: DeployConfig,
     resume: bool,
     console: Console,
     recipe_path: str | None = None,
 ) -> Path:
-    """Deploy the teacher and the student (each reused when resuming), then write report.md."""
-    from kdforge.export.deploy import deploy
+    """Deploy the teacher and the student (each reused when resuming and nothing it depends on changed),
+    then write report.md."""
+    from kdforge.export.deploy import deploy, deploy_flags
     from kdforge.export.report import write_report
 
     def log(line: str) -> None:
@@ -226,13 +236,12 @@ def deploy_and_report(
     results = {}
     for role, path in (("teacher", teacher_path), ("student", student_path)):
         stage = out_dir / f"deploy-{role}"
-        results[role] = _deployed(stage, path, options, resume) or deploy(path, stage, options, log=log)
+        reused = _deployed(stage, path, options, resume)
+        if reused is not None:
+            log(f"{stage.name}: reused (same checkpoint bytes and deploy options)")
+        results[role] = reused or deploy(path, stage, options, log=log)
     recipe = recipe_path or "RECIPE"
-    backends = ",".join(options.resolved_backends())
-    flags = (
-        f"--precision {','.join(options.precisions)} --backends {backends} "
-        f"--batches {','.join(map(str, options.batches))}"
-    )
+    flags = deploy_flags(results["student"]["options"])
     student_onnx = results["student"]["files"].get("fp32", "STUDENT.onnx")
     commands = [
         f"kdforge run {recipe} --out {out_dir} --resume   # everything below, finished stages reused",

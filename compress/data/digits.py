@@ -65,7 +65,12 @@ def build(cfg: DataConfig) -> DataBundle:
         seed=cfg.split_seed,
     )
     train_pos = pool_pos[train]
-    stats = images[torch.from_numpy(train_pos)]  # normalisation from the train split only
+    # Normalisation from the images of the whole training split (val held out), labelled or not, so
+    # networks trained on different shares of it (a teacher with more labels) see the same inputs.
+    every, _ = train_val_split(
+        labels[pool_pos].numpy(), val_fraction=cfg.val_fraction, train_fraction=1.0, seed=cfg.split_seed
+    )
+    stats = images[torch.from_numpy(pool_pos[every])]
     mean = stats.mean(dim=(0, 2, 3)).tolist()
     std = stats.std(dim=(0, 2, 3), correction=0).tolist()
     return tensor_bundle(

@@ -36,15 +36,18 @@ def discover_methods() -> list[str]:
 discover_methods()
 
 
-def method_class(name: str, registry: dict[str, type[Distiller]] | None = None) -> type[Distiller]:
-    """The method registered under `name`, or a UserError naming the nearest one."""
+def method_class(
+    name: str, registry: dict[str, type[Distiller]] | None = None, key: str = "method.name"
+) -> type[Distiller]:
+    """The method registered under `name`, or a UserError (naming the recipe `key`) with the nearest one."""
     registry = METHODS if registry is None else registry
     if name not in registry:
         near = difflib.get_close_matches(name, list(registry), n=1)
         hint = f"did you mean {near[0]!r}?" if near else f"available: {', '.join(sorted(registry))}"
         if name in TEACHER_STRATEGIES and registry is METHODS:
             hint = f"{name!r} trains a teacher: use `kdforge teacher` with teacher_strategy.name={name}"
-        raise UserError(f"method.name: unknown method {name!r}; {hint}")
+        what = "teacher strategy" if registry is TEACHER_STRATEGIES else "method"
+        raise UserError(f"{key}: unknown {what} {name!r}; {hint}")
     return registry[name]
 
 

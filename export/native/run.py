@@ -3,13 +3,13 @@ Python profiler's field names (export/bench/schema.py), so reports treat it as o
 
 from __future__ import annotations
 
-import json
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from kdforge.compress.errors import UserError
+from kdforge.export.bench.schema import read_rows
 from kdforge.export.bench.timing import TimingPolicy
 from kdforge.export.native.build import DEFAULT_BUILD_DIR, find_runner
 
@@ -43,7 +43,7 @@ def run_native(
         if done.returncode != 0:
             lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]
             raise UserError(lines[-1].removeprefix("kdforge-runner: error: "))
-        rows = json.loads(out.read_text())["latency"]
+        rows = read_rows(out.read_text(), "kdforge-runner", "; rebuild it: kdforge build-native")
     for row in rows:
         row["backend"] = f"native-{row['backend']}"
     return rows

@@ -113,3 +113,49 @@ def test_round_trip_through_a_plain_dict() -> None:
 
     config = load_recipe(None, ["student.arch=resnet20", "student_train.grad_clip=5"])
     assert from_dict(RunConfig, to_dict(config)) == config
+
+
+def test_a_recipe_sets_every_deploy_option_including_cuda_graph(tmp_path: Path) -> None:
+    text = (
+        "deploy:\n  precisions: [fp32, int8]\n  backends: [tensorrt]\n  batches: [1, 8]\n  device: cuda\n"
+        "  cuda_graph: true\n  native: never\n  min_duration_s: 0.5\n  calibration_images: 64\n"
+        "  calibration_method: entropy\n"
+    )
+    deploy = load_recipe(_write(tmp_path, text)).deploy
+    assert deploy.cuda_graph is True and deploy.precisions == ["fp32", "int8"] and deploy.batches == [1, 8]
+    assert (deploy.device, deploy.native, deploy.min_duration_s) == ("cuda", "never", 0.5)
+    assert (deploy.calibration_images, deploy.calibration_method) == (64, "entropy")
+    assert load_recipe(None).deploy.cuda_graph is False
+
+
+def test_every_deploy_option_declares_its_help_and_every_flag_is_distinct() -> None:
+    import dataclasses
+
+    from kdforge.compress.config import DeployConfig
+
+    fields = dataclasses.fields(DeployConfig)
+    assert all(f.metadata.get("help") for f in fields)
+    flags = [f.metadata["flag"] for f in fields if "flag" in f.metadata]
+    assert len(flags) == len(set(flags)) == len(fields) - 1, "every option but `enabled` has a flag"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("deploy.batches=[1,x]", r"deploy.batches\[1\]: expected an integer, got 'x'"),
+        ("deploy.batches=[-1]", r"deploy.batches\[0\]: must be > 0, got -1"),
+        ("deploy.min_duration_s=-1", r"deploy.min_duration_s: must be > 0, got -1.0"),
+        ("deploy.calibration_images=0", r"deploy.calibration_images: must be > 0, got 0"),
+        ("deploy.native=sometimes", r"deploy.native: 'sometimes' is not one of 'auto', 'always', 'never'"),
+        ("deploy.precisions=[fp8]", r"deploy.precisions\[0\]: 'fp8' is not one of 'fp32', 'fp16'"),
+        ("deploy.backends=[]", r"deploy.backends: give at least 1 value\(s\), got \[\]"),
+    ],
+)
+def test_deploy_limits_live_on_the_fields(override: str, message: str) -> None:
+    from kdforge.compress.config import DeployConfig, apply_overrides, from_dict
+
+    with pytest.raises(UserError, match=message):
+        load_recipe(None, [override])
+    section = apply_overrides({}, [override])["deploy"]  # the same value outside a recipe: same message
+    with pytest.raises(UserError, match=message):
+        from_dict(DeployConfig, section, "deploy")

@@ -7,6 +7,7 @@ import json
 import mmap
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import matplotlib.image
 import pytest
@@ -171,10 +172,14 @@ def test_plots_are_png_images(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("deploy.batches=[0,4]", "deploy.batches: give batch sizes >= 1"),
+        ("deploy.batches=[0,4]", r"deploy.batches\[0\]: must be > 0, got 0"),
+        ("deploy.batches=[]", r"deploy.batches: give at least 1 value\(s\), got \[\]"),
         ("deploy.min_duration_s=0", "deploy.min_duration_s: must be > 0"),
+        ("deploy.calibration_images=0", "deploy.calibration_images: must be > 0"),
         ("deploy.calibration_method=kl", "deploy.calibration_method: 'kl' is not one of"),
-        ("deploy.precisions=[]", "deploy.precisions: give at least one"),
+        ("deploy.precisions=[]", r"deploy.precisions: give at least 1 value\(s\)"),
+        ("deploy.precisions=[int4]", r"deploy.precisions\[0\]: 'int4' is not one of 'fp32', 'fp16'"),
+        ("deploy.cuda_graph=maybe", "deploy.cuda_graph: expected true/false"),
     ],
 )
 def test_recipe_deploy_section_is_validated(override: str, message: str) -> None:
@@ -182,14 +187,115 @@ def test_recipe_deploy_section_is_validated(override: str, message: str) -> None
         load_recipe(None, [override])
 
 
-def test_recipe_deploy_section_reads_into_deploy_options() -> None:
-    from kdforge.export.deploy import DeployOptions
+def test_recipe_deploy_section_is_what_deploy_records() -> None:
+    from kdforge.export.deploy import recorded_options, resolved_backends, timing_policy
 
     config = load_recipe(
-        None, ["deploy.backends=[torch,aoti]", "deploy.batches=[2,16]", "deploy.min_duration_s=0.5"]
+        None,
+        [
+            "deploy.backends=[torch,aoti]",
+            "deploy.batches=[2,16]",
+            "deploy.min_duration_s=0.5",
+            "deploy.cuda_graph=true",
+        ],
     )
-    options = DeployOptions.from_config(config.deploy)
-    assert options.backends == ("torch", "aoti") and options.batches == (2, 16)
-    assert options.policy.min_duration_s == 0.5
-    assert DeployOptions.from_config(load_recipe(None, []).deploy).resolved_backends() == available_backends()
-    assert json.dumps(options.precisions)
+    assert resolved_backends(config.deploy) == ("torch", "aoti") and config.deploy.batches == [2, 16]
+    assert timing_policy(config.deploy).min_duration_s == 0.5
+    recorded = recorded_options(config.deploy)
+    assert recorded["cuda_graph"] is True and recorded["policy"]["min_duration_s"] == 0.5
+    assert json.loads(json.dumps(recorded)) == recorded, "a JSON round trip compares equal on resume"
+    assert "enabled" not in recorded  # a pipeline switch, not an input of the deploy
+    assert recorded_options(load_recipe(None, []).deploy)["backends"] == list(available_backends())
+
+
+def test_precisions_and_calibration_methods_are_declared_once() -> None:
+    import typing
+
+    from kdforge.compress.config import CalibrationMethod
+    from kdforge.export.deploy import PRECISIONS
+    from kdforge.export.quantize import CALIBRATION_METHODS
+
+    assert PRECISIONS == ("fp32", "fp16", "int8", "int8-u8")
+    assert typing.get_args(CalibrationMethod) == CALIBRATION_METHODS
+
+
+def test_a_deploy_config_built_in_code_is_checked_like_a_recipe(tmp_path: Path) -> None:
+    from kdforge.compress.config import DeployConfig
+    from kdforge.export.deploy import deploy
+
+    with pytest.raises(UserError, match=r"deploy.batches\[0\]: must be > 0, got 0"):
+        deploy(tmp_path / "none.safetensors", tmp_path, DeployConfig(batches=[0]))
+    with pytest.raises(UserError, match="unknown backend 'tensorrtt'"):
+        deploy(tmp_path / "none.safetensors", tmp_path, DeployConfig(backends=["tensorrtt"]))
+
+
+def test_row_fields_are_latency_stats_fields_plus_the_row_only_ones() -> None:
+    import dataclasses
+
+    from kdforge.export.bench import LatencyStats
+    from kdforge.export.bench.schema import ROW_FIELDS, ROW_ONLY_FIELDS, row_problems
+
+    stats = [f.name for f in dataclasses.fields(LatencyStats)]
+    assert list(ROW_FIELDS) == [*ROW_ONLY_FIELDS, *stats]
+    row = {"backend": "torch", "copies_included": False, **_stats(4).as_dict()}
+    assert row_problems(row) == []
+    assert row_problems({**row, "iterations": 4.0}) == ["iterations is float"]
+    assert row_problems({**row, "p50": True}) == ["p50 is a boolean"]
+
+
+def _stats(batch: int) -> Any:
+    from kdforge.export.bench import summarize
+
+    return summarize([1.0, 2.0, 3.0], batch, 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", "kdforge-runner wrote invalid JSON"),
+        ('{"rows": []}', "kdforge-runner's JSON has no list of latency rows under 'latency'"),
+        ('{"latency": [1]}', "kdforge-runner's JSON has no list of latency rows under 'latency'"),
+        ("DROP p50", r"latency row 0 \(backend native, batch 2\) does not conform: missing p50; rebuild"),
+        ("P90 LOW", "does not conform: percentiles are not ordered; rebuild"),
+        ("BATCH TEXT", r"latency row 0 \(backend native, batch two\) does not conform: batch is str"),
+    ],
+)
+def test_rows_read_back_from_the_runner_are_checked_in_one_line(text: str, message: str) -> None:
+    from kdforge.export.bench.schema import read_rows
+
+    row = {"backend": "native", "copies_included": False, **_stats(2).as_dict()}
+    if text == "DROP p50":
+        text = json.dumps({"latency": [{k: v for k, v in row.items() if k != "p50"}]})
+    elif text == "P90 LOW":
+        text = json.dumps({"latency": [{**row, "p90": row["p50"] - 1}]})
+    elif text == "BATCH TEXT":
+        text = json.dumps({"latency": [{**row, "batch": "two"}]})
+    with pytest.raises(UserError, match=message) as caught:
+        read_rows(text, "kdforge-runner", "; rebuild it")
+    assert "\n" not in str(caught.value)
+    assert read_rows(json.dumps({"latency": [row]}), "kdforge-runner") == [row]
+
+
+def test_run_native_refuses_a_malformed_row_from_the_runner(tmp_path: Path, monkeypatch) -> None:
+    """The runner's JSON goes through read_rows: a row missing a field is one line, not a KeyError later."""
+    import subprocess
+    import sys
+
+    from kdforge.export.native import run as native_run
+
+    row = {"backend": "aoti", "copies_included": False, **_stats(1).as_dict()}
+    del row["p99"]
+    fake = tmp_path / "kdforge-runner"
+    fake.write_text(
+        f"#!{sys.executable}\nimport json, sys\nout = sys.argv[sys.argv.index('--json') + 1]\n"
+        f"open(out, 'w').write(json.dumps({{'latency': [{row!r}]}}))\n"
+    )
+    fake.chmod(0o755)
+
+    class Found:
+        binary = fake
+
+    monkeypatch.setattr(native_run, "find_runner", lambda build_dir: Found())
+    with pytest.raises(UserError, match=r"kdforge-runner's latency row 0 .* missing p99; rebuild it"):
+        native_run.run_native(tmp_path / "m.pt2", (1,))
+    assert subprocess.run([str(fake), "--json", str(tmp_path / "x.json")], check=False).returncode == 0

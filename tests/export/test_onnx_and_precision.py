@@ -3,18 +3,20 @@ profiler's statistics, and the deploy report on a small trained digits network."
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
+from kdforge.compress.config import DeployConfig
 from kdforge.compress.errors import UserError
 from kdforge.compress.jobs import Session, train_teacher
 from kdforge.compress.models import build
 from kdforge.compress.reparam import expand
 from kdforge.export.bench import OnnxRuntime, TimingPolicy, measure, percentile, summarize
-from kdforge.export.deploy import DeployOptions, deploy
+from kdforge.export.deploy import deploy, recorded_options
 from kdforge.export.onnx import check_parity, onnx_metadata, ort_session, to_onnx
 
 from tests.compress.conftest import tiny_config
@@ -115,12 +117,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_deploy_builds_every_precision_and_reports_accuracy_and_latency(trained: str, tmp_path: Path) -> None:
-    options = DeployOptions(
-        backends=("torch", "onnxruntime"),
-        batches=(1, 4),
-        policy=TimingPolicy(warmup_s=0.01, min_iterations=5, min_duration_s=0.0),
-    )
-    result = deploy(trained, tmp_path, options)
+    config = DeployConfig(backends=["torch", "onnxruntime"], batches=[1, 4])
+    policy = TimingPolicy(warmup_s=0.01, min_iterations=5, min_duration_s=0.0)
+    result = deploy(trained, tmp_path, config, policy=policy)
     accuracy = result["accuracy"]
     assert accuracy["onnxruntime fp32"] == pytest.approx(accuracy["torch fp32"])
     assert abs(accuracy["onnxruntime fp16"] - accuracy["torch fp32"]) <= 1.0
@@ -147,6 +146,26 @@ def test_deploy_builds_every_precision_and_reports_accuracy_and_latency(trained:
     assert all(r["p50"] <= r["p90"] <= r["p99"] for r in result["latency"])
     assert "| onnxruntime int8 |" in (tmp_path / "deploy.md").read_text()
     assert (tmp_path / "deploy.csv").read_text().count("\n") == 1 + len(rows)
+    # the files keep their fields: deploy.json's keys, deploy.csv's columns, deploy.md's reproduce line
+    record = json.loads((tmp_path / "deploy.json").read_text())
+    assert record == json.loads(json.dumps(result))
+    assert set(record) == {
+        "checkpoint", "checkpoint_sha256", "arch", "input_shape", "files", "artifacts", "parity", "accuracy",
+        "latency", "options", "calibration_images_used", "environment", "seconds",
+    }  # fmt: skip
+    assert record["options"] == recorded_options(config, policy)
+    options = record["options"]
+    assert options["backends"] == ["torch", "onnxruntime"] and options["batches"] == [1, 4]
+    assert record["artifacts"] == {f"onnx {p}": f for p, f in record["files"].items()}
+    header = (tmp_path / "deploy.csv").read_text().splitlines()[0].split(",")
+    assert header == [
+        "backend", "precision", "batch", "p50", "p90", "p95", "p99", "mean", "std", "cov", "throughput",
+        "page_faults_per_run", "size_mb", "copies_included",
+    ]  # fmt: skip
+    assert (
+        f"Reproduce: `kdforge deploy {trained} --precision fp32,fp16,int8,int8-u8 "
+        "--backends torch,onnxruntime --batches 1,4`" in (tmp_path / "deploy.md").read_text()
+    )
 
 
 def test_interleaved_measurement_rotates_and_times_every_call_alike() -> None:

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from kdforge.compress.config import DeployConfig
 from kdforge.compress.data.digits import load_images, load_raw
 from kdforge.compress.jobs import Session, train_teacher
 from kdforge.export.artifact import open_artifact, preprocess
 from kdforge.export.bench import TimingPolicy
-from kdforge.export.deploy import DeployOptions, deploy
+from kdforge.export.deploy import deploy
 from PIL import Image
 
 from kdforge.cli import main
@@ -30,15 +31,10 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, list[P
         out / "run",
         session=Session(progress=False),
     )
-    options = DeployOptions(
-        precisions=("fp32",),
-        backends=("onnxruntime", "aoti"),
-        batches=(1,),
-        device="cpu",
-        native="never",
-        policy=TimingPolicy(0.0, 2, 0.0),
+    config = DeployConfig(
+        precisions=["fp32"], backends=["onnxruntime", "aoti"], batches=[1], device="cpu", native="never"
     )
-    result = deploy(checkpoint.best_path, out / "deploy", options)
+    result = deploy(checkpoint.best_path, out / "deploy", config, policy=TimingPolicy(0.0, 2, 0.0))
     onnx_path, package = result["files"]["fp32"], result["artifacts"]["aoti fp32"]
     images, _ = load_raw()
     paths = []
