@@ -15,6 +15,7 @@ import errno
 import sys
 import types
 import typing
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -168,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="teacher strategy: standard or generous (default: the recipe's teacher_strategy.name)",
     )
     teacher.add_argument(
+        "--init",
+        metavar="PATH",
+        help="start training from these weights (teacher.init): a kdforge checkpoint, a state dict "
+        "(.pth/.pt/.bin) or a safetensors file of the recipe's teacher.arch; a head for another class "
+        "count is re-initialised (fine-tuning)",
+    )
+    teacher.add_argument(
         "--standard",
         metavar="PATH",
         help="generous: the standard teacher's checkpoint (default: teacher_strategy.standard_checkpoint, "
@@ -178,8 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     compress.set_defaults(handler=_training_command(_compress_run))
     compress.add_argument(
         "--teacher",
-        help="teacher checkpoint (default: teacher.checkpoint of the recipe, "
-        "else runs/<recipe name>/teacher/checkpoints/best.safetensors)",
+        help="the trained teacher: a kdforge checkpoint, a state dict or safetensors file of the recipe's "
+        "teacher.arch, or a torch.export program (.pt2, logit methods only) (default: teacher.checkpoint "
+        "of the recipe, else runs/<recipe name>/teacher/checkpoints/best.safetensors)",
+    )
+    compress.add_argument(
+        "--init",
+        metavar="PATH",
+        help="start the student from these weights (student.init): a kdforge checkpoint, a state dict or "
+        "a safetensors file of the recipe's student.arch; a head for another class count is re-initialised",
     )
     compress.add_argument("--method", help="distillation method (default: the recipe's method.name)")
     run = commands.add_parser(
@@ -240,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("model", help="an .onnx file")
     check.add_argument("--target", choices=["tensorrt", "onnxruntime"], default="tensorrt")
     check.add_argument(
-        "--trt-version", type=int, choices=[10, 11], default=10, help="tensorrt: the major version (default 10)"
+        "--trt-version", type=int, choices=[10, 11], default=10, help="tensorrt: its major version"
     )
     check.add_argument("--json", action="store_true", help="print the problems as one JSON document")
     check.set_defaults(handler=_cmd_check)
@@ -258,6 +273,8 @@ def _teacher_run(args: argparse.Namespace, config: RunConfig, console: Console, 
     """`kdforge teacher`: a standard (CE) teacher, or a Generous Teacher from a standard one."""
     from kdforge.compress.jobs import train_teacher
 
+    if args.init:
+        config = dataclasses.replace(config, teacher=dataclasses.replace(config.teacher, init=args.init))
     standard = args.standard or config.teacher_strategy.standard_checkpoint
     generous = config.teacher_strategy.name != "standard"
     default = Path("runs") / config.name / "teacher" / "checkpoints" / "best.safetensors"
@@ -270,8 +287,12 @@ def _teacher_run(args: argparse.Namespace, config: RunConfig, console: Console, 
 
 def _compress_run(args: argparse.Namespace, config: RunConfig, console: Console, session: Session) -> Any:
     """`kdforge compress`: distill the student from a teacher checkpoint."""
+    from kdforge.compress.config import check
     from kdforge.compress.jobs import distill_student
 
+    if args.init:
+        config = dataclasses.replace(config, student=dataclasses.replace(config.student, init=args.init))
+        check(config)  # student.checkpoint and --init both set: one line
     method = config.method
     teacher = args.teacher or config.teacher.checkpoint
     stage = "teacher" if config.teacher_strategy.name == "standard" else "teacher-generous"
@@ -473,6 +494,26 @@ def _cmd_models(args: argparse.Namespace, console: Console) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_printer(warnings.showwarning)
+        return _main(argv)
+
+
+def _warning_printer(default: Callable[..., None]) -> Callable[..., None]:
+    """A value kdforge adjusted in the recipe (RecipeWarning) as one `kdforge: warning:` line on stderr;
+    any other warning as Python shows it."""
+    from kdforge.compress.config import RecipeWarning
+
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if not issubclass(category, RecipeWarning):
+            return default(message, category, *args, **kwargs)
+        line = f"kdforge: warning: {message}"
+        Console(stderr=True, soft_wrap=True).print(line, highlight=False, markup=False)
+
+    return show
+
+
+def _main(argv: list[str] | None) -> int:
     console = Console(soft_wrap=True)
     errors = Console(stderr=True, soft_wrap=True)
     try:

@@ -1,10 +1,17 @@
 """`dist_plus`: DIST+ (Huang et al., TPAMI 2025) = DIST on logits + DIST on features + teacher acclimation.
 
-Feature DIST, our reading: at each tapped stage the student's map (after a 1x1 conv + BN connector when
-channel counts differ) and the teacher's map are compared with the DIST relation twice: the channel
-relation is the per-position softmax over channels, correlated row by row (B*H*W rows of C values); the
-spatial relation is the per-channel softmax over positions (B*C rows of H*W values). Both use
-`kdforge.kernels.dist_loss` with gamma = 0 (the rows are the relation; there is no class axis to transpose).
+Feature DIST, our reading (`feature_reading: ours`, the default): at each tapped stage the student's map
+(after a 1x1 conv + BN connector when channel counts differ) and the teacher's map are compared with the
+DIST relation twice: the channel relation is the per-position softmax over channels, correlated row by
+row (B*H*W rows of C values); the spatial relation is the per-channel softmax over positions (B*C rows of
+H*W values). Both use `kdforge.kernels.dist_loss` with gamma = 0 (the rows are the relation; there is no
+class axis to transpose).
+
+torchdistill's reading (`feature_reading: torchdistill`, its DISTPlusLoss): raw features, no softmax and
+no temperature; the channel relation is the Pearson correlation over channels at each position; the
+spatial relation sums the map over channels and correlates each position across the batch. Each term is
+1 - mean correlation here (torchdistill adds the channel correlation itself, without the `1 -`; see
+docs/methods.md).
 
 Teacher acclimation: the teacher's body stays frozen and in eval mode; only its classifier head trains,
 at `acclimation_lr_scale` times the lr, on acclimation_ce_weight * CE(head(f), y) +
@@ -15,7 +22,7 @@ can follow while cross-entropy keeps it accurate. The student always sees the cu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +31,9 @@ from kdforge.compress.errors import UserError
 from kdforge.compress.methods.base import Distiller, freeze
 from kdforge.compress.methods.dist_kd import DISTOptions, dist_relation_loss
 from kdforge.compress.models import FeatureTap, classifier_head, probe_channels
+from kdforge.compress.train.distributed import gather_rows
 from kdforge.kernels import dist_loss
+from kdforge.kernels.dist_kd_reference import pearson_correlation
 from torch import nn
 
 
@@ -33,9 +42,10 @@ class DISTPlusOptions(DISTOptions):
     """DIST's options plus the feature term and the teacher acclimation (see docs/methods.md)."""
 
     feature_weight: NonNegativeFloat = 1.0
-    feature_temperature: PositiveFloat = 1.0
-    channel_weight: NonNegativeFloat = 1.0  # per-position softmax over channels
-    spatial_weight: NonNegativeFloat = 1.0  # per-channel softmax over positions
+    feature_reading: Literal["ours", "torchdistill"] = "ours"  # how the feature relations are read
+    feature_temperature: PositiveFloat = 1.0  # ours only (torchdistill's reading has no softmax)
+    channel_weight: NonNegativeFloat = 1.0  # the channel relation (correlation over channels per position)
+    spatial_weight: NonNegativeFloat = 1.0  # the spatial relation (see feature_reading)
     student_stages: list[str] | None = None  # module paths; default: the model's last `stage_names` entry
     teacher_stages: list[str] | None = None
     acclimation: bool = True
@@ -65,12 +75,24 @@ def connector(in_channels: int, out_channels: int) -> nn.Module:
 
 
 def feature_dist(
-    student: torch.Tensor, teacher: torch.Tensor, temperature: float, channel: float, spatial: float
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    temperature: float,
+    channel: float,
+    spatial: float,
+    reading: str = "ours",
+    global_batch: bool = False,
 ) -> torch.Tensor:
-    """Channel relation per position + spatial relation per channel of two (N, C, H, W) maps."""
+    """Channel relation + spatial relation of two (N, C, H, W) maps, in `reading` (see the module doc).
+
+    `global_batch` (torchdistill's reading only, whose spatial relation runs across the batch): under DDP,
+    correlate over every rank's rows, as DIST's intra-class term does. Other terms are per sample.
+    """
     if student.shape[-2:] != teacher.shape[-2:]:  # different strides: compare at the coarser grid
         size = (min(student.shape[-2], teacher.shape[-2]), min(student.shape[-1], teacher.shape[-1]))
         student, teacher = F.adaptive_avg_pool2d(student, size), F.adaptive_avg_pool2d(teacher, size)
+    if reading == "torchdistill":
+        return torchdistill_feature_dist(student, teacher, channel, spatial, global_batch)
     n, c, h, w = teacher.shape
     loss = student.new_zeros((), dtype=torch.float32)
     if channel > 0 and c > 1:
@@ -84,11 +106,47 @@ def feature_dist(
     return loss
 
 
+def torchdistill_feature_dist(
+    student: torch.Tensor, teacher: torch.Tensor, channel: float, spatial: float, global_batch: bool = False
+) -> torch.Tensor:
+    """torchdistill's DIST+ feature relations on raw maps, each as 1 - mean Pearson correlation.
+
+    channel: at each (n, h, w), the C raw values of student and teacher; spatial: each map summed over
+    channels, (N, H*W), then each position's N values across the batch. No softmax, no temperature and no
+    T^2. Pearson as in DIST: the centred cosine with 1e-8 added to the product of the norms.
+    """
+    if student.dtype != torch.float64:  # fp32 math under autocast too
+        student, teacher = student.float(), teacher.float()
+    c = teacher.shape[1]
+    loss = student.new_zeros(())
+    if channel > 0 and c > 1:
+        r = pearson_correlation(student, teacher, 1e-8, dim=1)  # (N, H, W)
+        loss = loss + channel * (1 - r.mean())
+    if spatial > 0:
+        summed_s, summed_t = student.sum(1).flatten(1), teacher.sum(1).flatten(1)  # (N, H*W)
+        if global_batch:
+            summed_s, summed_t = gather_rows(summed_s), gather_rows(summed_t)
+        if summed_s.shape[0] > 1:
+            loss = loss + spatial * (1 - pearson_correlation(summed_s, summed_t, 1e-8, dim=0).mean())
+    return loss
+
+
 class DISTPlus(Distiller):
     """DIST on logits and features; optionally the teacher's head acclimates to the student."""
 
     name = "dist_plus"
     Options = DISTPlusOptions
+
+    @classmethod
+    def validate_options(cls, raw: dict[str, Any], path: str = "method.options") -> DISTPlusOptions:
+        """The fields' own limits, then: a feature temperature means nothing in torchdistill's reading."""
+        options = super().validate_options(raw, path)
+        if options.feature_reading == "torchdistill" and options.feature_temperature != 1.0:
+            raise UserError(
+                f"{path}.feature_temperature: torchdistill's feature reading uses raw features (no softmax, "
+                f"no temperature); leave it at 1 or set feature_reading: ours"
+            )
+        return options
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, options: Any, context: Any = None):
         super().__init__(student, teacher, options, context)
@@ -144,6 +202,8 @@ class DISTPlus(Distiller):
                 options.feature_temperature,
                 options.channel_weight,
                 options.spatial_weight,
+                options.feature_reading,
+                options.global_batch,
             )
             for project, s, t in zip(self.connectors, student_features, teacher_features, strict=True)
         )

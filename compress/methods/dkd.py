@@ -36,6 +36,9 @@ class DKD(LogitDistiller):
         warmup = self.options.warmup_epochs
         self.warmup = min((epoch + 1) / warmup, 1.0) if warmup > 0 else 1.0
 
+    def distill_scale(self) -> float:
+        return self.warmup
+
     def logit_terms(
         self, logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:

@@ -23,6 +23,13 @@ class LogitDistiller(Distiller):
         logits = self.student(images)
         return logits, self.logit_terms(logits, teacher_logits, labels)
 
+    def distill_scale(self) -> float:
+        """The factor the method's own schedule puts on its distillation terms this epoch (1: none).
+
+        DKD's warm-up is one; a wrapper with a ramp of its own (SATE) reads it so the terms ramp once.
+        """
+        return 1.0
+
     @abc.abstractmethod
     def logit_terms(
         self, logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor

@@ -2,10 +2,13 @@
 
 The student network is expanded (`kdforge.compress.reparam.expand`): every KxK conv + BN becomes a
 multi-branch block.
-One step runs it twice: the *student pass* with branches dropped per sample (`drop_rate`), and
-the *teacher pass* with all branches; at a random stage (forward hook, module path) the teacher pass
-continues on [x, x_tt, x_ts] with x_tt = lam x + (1 - lam) x[perm] and x_ts = lam x + (1 - lam) f_s[perm],
-f_s the student pass's features there, lam ~ Beta(2, 2). Loss (teacher logits not detached, as the
+One step runs it twice: the *student pass* with branches dropped per sample (`drop_rate`; `drop_rescale`
+picks ours, survivors times branches / kept with one kept at least, or the official code's DropPath,
+survivors times 1 / (1 - rate), all may drop), and the *teacher pass* with all branches; at a random
+mixing point (the output of a stage, by module path; with `mix_after_stem` also the input of the first
+stage, i.e. the stem's output, as the official ResNets) the teacher pass continues on [x, x_tt, x_ts]
+with x_tt = lam x + (1 - lam) x[perm] and x_ts = lam x + (1 - lam) f_s[perm], f_s the student pass's
+features there, lam ~ Beta(2, 2). Loss (teacher logits not detached, as the
 paper's code): alpha [CE(s) + CE(t) + mixCE(tt) + mixCE(ts)] + beta [KL_T(s || t) + KL_T(ts || tt)],
 T = 3. With `use_teacher: true` an external frozen teacher adds KD: rsd_weight * L_RSD +
 external_weight * KD(teacher pass || external teacher). Evaluation and deployment use all branches,
@@ -15,18 +18,18 @@ which `kdforge.export.reparameterize` merges back into the plain architecture.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from kdforge.compress.config import Fraction, NonNegativeFloat, PositiveFloat
 from kdforge.compress.errors import UserError
 from kdforge.compress.methods.base import Distiller, MethodContext
-from kdforge.compress.models import FeatureTap
 from kdforge.compress.models.features import resolve_module
 from kdforge.compress.reparam import branch_dropping, expand
 from kdforge.kernels import kd_loss
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 
 @dataclass
@@ -37,13 +40,34 @@ class RSDOptions:
     alpha: NonNegativeFloat = 1.0
     beta: NonNegativeFloat = 1.0
     drop_rate: Fraction = 0.2  # [0, 1)
+    # kept: survivors x branches / kept, one kept at least (ours); keep_prob: x 1 / (1 - rate), all may
+    # drop (the official code's DropPath). Both keep every branch's expected weight at 1.
+    drop_rescale: Literal["kept", "keep_prob"] = "kept"
     extra_branches: list[str] = field(default_factory=list)  # any of '1x1', 'identity', 'avg'
     stages: list[str] | None = None  # feature-mixture points; default: the model's `stage_names`
     mix: bool = True
+    mix_after_stem: bool = False  # also mix at the input of the first stage (the official ResNets' index 0)
     use_teacher: bool = False  # distill the teacher pass from an external (frozen) teacher too
     rsd_weight: NonNegativeFloat = 0.1  # with use_teacher: weight of the RSD loss
     external_weight: NonNegativeFloat = 0.9  # with use_teacher: weight of KD(teacher pass || external)
     external_temperature: PositiveFloat = 4.0
+
+
+MixPoint = tuple[str, str]  # (module path, "output" | "input")
+
+
+def tap_point(net: nn.Module, point: MixPoint, hook: Any) -> RemovableHandle:
+    """Register `hook(tensor) -> tensor | None` on a point's output (forward hook) or input (pre-hook)."""
+    path, where = point
+    module = net.get_submodule(path)
+    if where == "output":
+        return module.register_forward_hook(lambda m, args, out: hook(out))
+
+    def pre(m: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        new = hook(args[0])
+        return None if new is None else (new, *args[1:])
+
+    return module.register_forward_pre_hook(pre)
 
 
 def mixed_ce(
@@ -82,6 +106,34 @@ class RSD(Distiller):
         for path in stages:
             resolve_module(expanded, path)
         self.stages = list(stages)
+        self.points: list[MixPoint] = [(path, "output") for path in self.stages]
+        if options.mix and options.mix_after_stem:
+            if not self.stages:
+                raise UserError(
+                    "method.options.mix_after_stem: needs at least one stage (method.options.stages)"
+                )
+            self._check_stem(expanded, self.stages[0])
+            self.points.insert(0, (self.stages[0], "input"))
+
+    @staticmethod
+    def _check_stem(net: nn.Module, first: str) -> None:
+        """The input of `first` must be a feature map some layers produced, not the images themselves."""
+        seen: list[Any] = []
+        images = torch.zeros(2, 3, 32, 32, device=next(net.parameters()).device)
+        handle = net.get_submodule(first).register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                net(images)
+        finally:
+            handle.remove()
+            net.train(was_training)
+        if not seen or seen[0] is images or not (isinstance(seen[0], torch.Tensor) and seen[0].dim() == 4):
+            raise UserError(
+                f"method.options.mix_after_stem: the input of {first!r} is not a stem's (N, C, H, W) "
+                "output but the images; list the stem's own module in method.options.stages instead"
+            )
 
     def deliverable_meta(self) -> dict[str, Any]:
         return {"rep": {"extra": list(self.options.extra_branches)}}
@@ -90,28 +142,32 @@ class RSD(Distiller):
         self, images: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         options, net = self.options, self.student
-        stage = self.stages[int(torch.randint(len(self.stages), ()))] if options.mix else None
-        with branch_dropping(net, options.drop_rate):
-            if stage is None:
+        point = self.points[int(torch.randint(len(self.points), ()))] if options.mix else None
+        with branch_dropping(net, options.drop_rate, options.drop_rescale):
+            if point is None:
                 student_logits = net(images)
             else:
-                with FeatureTap(net, [stage]) as tap:
+                seen: list[torch.Tensor] = []
+                handle = tap_point(net, point, seen.append)
+                try:
                     student_logits = net(images)
-                    student_features = tap.features[stage]
+                finally:
+                    handle.remove()
+                student_features = seen[-1]
         terms = {"ce_student": F.cross_entropy(student_logits, labels)}
-        if stage is None:
+        if point is None:
             teacher_logits = net(images)
         else:
             batch = images.shape[0]
             lam = torch.distributions.Beta(2.0, 2.0).sample().to(images.device)
             perm = torch.randperm(batch, device=images.device)
 
-            def mixture(module: nn.Module, args: Any, out: torch.Tensor) -> torch.Tensor:
-                mixed_tt = lam * out + (1 - lam) * out[perm]
-                mixed_ts = lam * out + (1 - lam) * student_features[perm]
-                return torch.cat([out, mixed_tt, mixed_ts])
+            def mixture(x: torch.Tensor) -> torch.Tensor:
+                mixed_tt = lam * x + (1 - lam) * x[perm]
+                mixed_ts = lam * x + (1 - lam) * student_features[perm]
+                return torch.cat([x, mixed_tt, mixed_ts])
 
-            handle = net.get_submodule(stage).register_forward_hook(mixture)
+            handle = tap_point(net, point, mixture)
             try:
                 teacher_logits, mix_tt, mix_ts = net(images).split(batch)
             finally:

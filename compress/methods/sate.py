@@ -1,6 +1,6 @@
 """`sate`: a student-aware intermediate teacher trained together with the student (Chen et al., PR 2025).
 
-Our reading (no readable public code): one run trains the student and an intermediate teacher.
+Our reading: one run trains the student and an intermediate teacher.
 The intermediate teacher learns from labels (CE), from the fixed strong teacher (KD at `temperature`)
 and from a student-aware term, KL(p_student || p_intermediate) with the student detached, that keeps it
 within reach of the student. The student learns with any logit loss (kd, dist, dkd) from the
@@ -8,8 +8,12 @@ intermediate teacher's current, detached outputs, i.e. from a sequence of ever s
 `ema: true` it learns from an exponential moving average of the intermediate teacher instead (an
 explicit form of that implicit ensemble). The student's distillation terms ramp in linearly over
 `student_warmup_epochs`: the intermediate teacher starts untrained, and without the ramp DIST's
-scale-free gradients follow its noise and diverge. The strong teacher never trains; the student is the
+scale-free gradients follow its noise and diverge. A loss with a warm-up of its own (DKD) is ramped
+once, over the longer of the two, not twice. The strong teacher never trains; the student is the
 deliverable.
+
+The authors' code is a zip archive (Source_Code.zip, on mmpretrain / mmrazor) in github.com/diqichen91/SATE;
+it could not be read when this was written, so this remains our reading of the paper.
 """
 
 from __future__ import annotations
@@ -115,13 +119,21 @@ class SATE(Distiller):
             {"params": list(self.intermediate.parameters()), "lr_scale": self.options.lr_scale},
         ]
 
-    ramp: float = 1.0  # the student's distillation weight this epoch
+    ramp: float = 1.0  # the factor SATE adds on the student's distillation terms this epoch
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
-        """The wrapped loss's own schedule, and the ramp of the student's distillation terms."""
-        self._student_loss[0].on_epoch_start(epoch, epochs)
+        """The wrapped loss's own schedule, then one ramp of the student's distillation terms.
+
+        The terms ramp in once, over the longer of `student_warmup_epochs` and the wrapped loss's own
+        warm-up (DKD's `warmup_epochs`): the effective weight is min(SATE's ramp, the loss's ramp), never
+        their product. `self.ramp` is the factor SATE multiplies on top of what the loss already applies.
+        """
+        inner = self._student_loss[0]
+        inner.on_epoch_start(epoch, epochs)
         warmup = self.options.student_warmup_epochs
-        self.ramp = min((epoch + 1) / warmup, 1.0) if warmup > 0 else 1.0
+        own = min((epoch + 1) / warmup, 1.0) if warmup > 0 else 1.0
+        applied = inner.distill_scale()  # > 0: DKD's ramp starts at 1 / warmup_epochs
+        self.ramp = min(own, applied) / applied
 
     @torch.no_grad()
     def after_step(self) -> None:

@@ -9,6 +9,8 @@ Every branch is linear up to its BN, so in eval mode the block's sum is one KxK 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -20,13 +22,46 @@ def _bn(channels: int, like: nn.BatchNorm2d) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=like.eps, momentum=like.momentum)
 
 
+DropRescale = Literal["kept", "keep_prob"]
+
+
+def branch_weights(keep: torch.Tensor, rescale: str, rate: float) -> torch.Tensor:
+    """Per-sample branch weights (B, n) from a keep mask (B, n) of booleans.
+
+    'kept' (ours): kept branches weigh n / kept, so each sample's weights sum to n, as in the full block
+    (the mask must keep at least one branch per sample). 'keep_prob' (the official RSD code's DropPath):
+    kept branches weigh 1 / (1 - rate) each, whatever the others did; a sample that dropped every branch
+    gets all zeros. Both keep the expected weight of every branch at 1 under their own mask distribution.
+    """
+    mask = keep if keep.is_floating_point() else keep.to(torch.get_default_dtype())  # 0/1 per branch
+    if rescale == "kept":
+        return mask * (keep.shape[1] / mask.sum(1, keepdim=True))
+    if rescale == "keep_prob":
+        return mask / (1.0 - rate)
+    raise ValueError(f"unknown drop rescale {rescale!r}; choose 'kept' or 'keep_prob'")
+
+
+def draw_keep_mask(batch: int, n: int, rate: float, rescale: str, device: torch.device) -> torch.Tensor:
+    """Each sample keeps each branch with probability 1 - rate; under 'kept', a sample that dropped
+    them all keeps one branch picked uniformly (the official DropPath, 'keep_prob', lets them all go)."""
+    keep = torch.rand(batch, n, device=device) >= rate
+    if rescale == "kept":
+        none = ~keep.any(1)
+        if none.any():
+            pick = torch.randint(0, n, (int(none.sum()),), device=device)
+            keep[none.nonzero(as_tuple=True)[0], pick] = True
+    return keep
+
+
 class MultiBranchConv(nn.Module):
     """Sum of parallel branches with the geometry of one KxK conv (+ its BN); per-sample branch dropping.
 
-    `drop_rate` (0 = off) is set for a student pass by `kdforge.compress.reparam.branch_dropping`; it
-    only acts in training mode.
-    Each sample drops each branch with that probability, keeps at least one, and the
-    survivors are rescaled by (branches / kept) so the expected sum is unchanged.
+    `drop_rate` (0 = off) and `drop_rescale` are set for a student pass by
+    `kdforge.compress.reparam.branch_dropping`; dropping only acts in training mode. Each sample drops
+    each branch with that probability. `drop_rescale: kept` (default) keeps at least one branch and
+    rescales the survivors by (branches / kept); `keep_prob` is the official RSD code's DropPath: each
+    survivor is rescaled by 1 / (1 - rate) and all branches of a sample may drop. Either way the expected
+    sum is unchanged (`branch_weights`).
     """
 
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, branches: tuple[str, ...]) -> None:
@@ -36,6 +71,7 @@ class MultiBranchConv(nn.Module):
         self.stride, self.padding = conv.stride, conv.padding
         self.dilation, self.groups = conv.dilation, conv.groups
         self.drop_rate = 0.0
+        self.drop_rescale: DropRescale = "kept"
         made: dict[str, nn.Module] = {}
         for name in branches:
             made[name] = self._branch(name, conv, bn)
@@ -81,12 +117,7 @@ class MultiBranchConv(nn.Module):
         outputs = [branch(x) for branch in self.branches.values()]
         if not (self.training and self.drop_rate > 0):
             return torch.stack(outputs).sum(0)
-        n = len(outputs)
-        keep = torch.rand(x.shape[0], n, device=x.device) >= self.drop_rate
-        none = ~keep.any(1)
-        if none.any():  # keep one random branch for samples that dropped them all
-            pick = torch.randint(0, n, (int(none.sum()),), device=x.device)
-            keep[none.nonzero(as_tuple=True)[0], pick] = True
-        weights = keep.to(outputs[0].dtype) * (n / keep.sum(1, keepdim=True).to(outputs[0].dtype))
+        keep = draw_keep_mask(x.shape[0], len(outputs), self.drop_rate, self.drop_rescale, x.device)
+        weights = branch_weights(keep.to(outputs[0].dtype), self.drop_rescale, self.drop_rate)
         stacked = torch.stack(outputs, 1)  # (B, n, C, H, W)
         return (stacked * weights[:, :, None, None, None]).sum(1)

@@ -108,19 +108,23 @@ def multi_branch_blocks(model: nn.Module) -> list[MultiBranchConv]:
 
 
 @contextlib.contextmanager
-def branch_dropping(model: nn.Module, rate: float) -> Iterator[nn.Module]:
+def branch_dropping(model: nn.Module, rate: float, rescale: str = "kept") -> Iterator[nn.Module]:
     """Within the block, every multi-branch block of `model` drops branches per sample at `rate`.
 
-    State lives on the blocks of this model only, and is restored on exit (no module-level flag).
+    `rescale`: 'kept' (keep one at least, survivors times branches / kept) or 'keep_prob' (the official
+    RSD DropPath: survivors times 1 / (1 - rate), all may drop); see `MultiBranchConv`. State lives on
+    the blocks of this model only, and is restored on exit (no module-level flag).
     """
     if not 0 <= rate < 1:
         raise UserError(f"branch drop rate must be in [0, 1), got {rate}")
+    if rescale not in ("kept", "keep_prob"):
+        raise UserError(f"branch drop rescale must be 'kept' or 'keep_prob', got {rescale!r}")
     blocks = multi_branch_blocks(model)
-    previous = [block.drop_rate for block in blocks]
+    previous = [(block.drop_rate, block.drop_rescale) for block in blocks]
     for block in blocks:
-        block.drop_rate = rate
+        block.drop_rate, block.drop_rescale = rate, rescale
     try:
         yield model
     finally:
-        for block, rate_before in zip(blocks, previous, strict=True):
-            block.drop_rate = rate_before
+        for block, (rate_before, rescale_before) in zip(blocks, previous, strict=True):
+            block.drop_rate, block.drop_rescale = rate_before, rescale_before

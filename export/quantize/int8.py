@@ -1,8 +1,15 @@
 """int8 ONNX with explicit Q/DQ nodes from post-training static quantization (ONNX Runtime's tools),
-per-channel symmetric int8 weights, calibrated on real images. Two activation forms:
-  int8   symmetric int8 activations: the form TensorRT 10 and 11 build from (precision in the graph);
-  uint8  asymmetric uint8 activations: the form ONNX Runtime's CPU kernels run fast (u8s8); measured on
-         our CPU, the symmetric int8 form runs slower than fp32 there, the uint8 form faster."""
+per-channel symmetric int8 weights, calibrated on real images. Two forms:
+  int8   TensorRT's form (TensorRT 10 and 11 build it as a strongly typed network): symmetric per-tensor
+         int8 activations with zero point 0, per-channel int8 weights on the output-channel axis, biases
+         kept in float (TensorRT refuses a DequantizeLinear of an int32 bias), a dedicated Q/DQ pair per
+         consumer, Q/DQ on the inputs and weights of Conv / ConvTranspose / Gemm / MatMul, on the residual
+         input of each Add (the other input is left to fuse into its convolution) and around pooling;
+         outputs of weighted operators are not quantized. `kdforge check --target tensorrt` passes it.
+  uint8  asymmetric uint8 activations and int32 biases: the form ONNX Runtime's CPU kernels run fast
+         (u8s8); measured on our CPU, the symmetric int8 form runs slower than fp32 there, the uint8 form
+         faster. TensorRT refuses it.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +24,28 @@ import onnx
 import torch
 from kdforge.compress.errors import UserError
 from kdforge.export.onnx.export import save_onnx
+from kdforge.export.quantize.qdq import WEIGHTED, drop_unused_opsets, fuse_residual_adds
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+# Operators the TensorRT form quantizes: weighted ones (inputs and weights), Add (inputs), pooling.
+TENSORRT_OP_TYPES = (*WEIGHTED, "Add", "MaxPool", "AveragePool")
+
+
+def quantizer_options(activations: str) -> tuple[dict[str, object], list[str] | None]:
+    """ONNX Runtime quantize_static `extra_options` and `op_types_to_quantize` of a form (see the module
+    docstring): 'int8' (TensorRT) or 'uint8' (ONNX Runtime CPU, every operator the quantizer knows)."""
+    if activations == "uint8":
+        return {"ActivationSymmetric": False, "WeightSymmetric": True}, None
+    options: dict[str, object] = {
+        "ActivationSymmetric": True,  # zero point 0: TensorRT's quantization is symmetric
+        "WeightSymmetric": True,
+        "QuantizeBias": False,  # float biases: no DequantizeLinear of an int32 tensor
+        "DedicatedQDQPair": True,  # one Q/DQ pair per consumer
+        "QDQOpTypePerChannelSupportToAxis": {"MatMul": -1},  # B's output channels: its last axis
+        "OpTypesToExcludeOutputQuantization": [*WEIGHTED, "Add"],  # quantize inputs, not outputs
+        "ForceQuantizeNoInputCheck": True,  # Q/DQ around pooling even after an unquantized Relu
+    }
+    return options, list(TENSORRT_OP_TYPES)
 
 
 class _Reader:
@@ -66,6 +93,7 @@ def to_int8(
         raise UserError("int8 calibration needs at least one image")
     graph = onnx.load(str(source))
     name = graph.graph.input[0].name
+    extra_options, op_types = quantizer_options(activations)
     calibrate = {
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
@@ -90,9 +118,13 @@ def to_int8(
             weight_type=QuantType.QInt8,
             per_channel=True,
             calibrate_method=calibrate,
-            extra_options={"ActivationSymmetric": activations == "int8", "WeightSymmetric": True},
+            op_types_to_quantize=op_types,
+            extra_options=extra_options,
         )
         quantized = onnx.load(str(quantized_path))
+    if activations == "int8":
+        fuse_residual_adds(quantized)
+        drop_unused_opsets(quantized)
     del quantized.metadata_props[:]
     quantized.metadata_props.extend(graph.metadata_props)
     save_onnx(quantized, target)

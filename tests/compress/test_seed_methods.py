@@ -12,6 +12,7 @@ from kdforge.compress.errors import UserError
 from kdforge.compress.methods import TEACHER_STRATEGIES, MethodContext, NetworkSpec, build_method
 from kdforge.compress.methods.dist_kd_plus import feature_dist
 from kdforge.compress.models import build
+from kdforge.kernels import dkd_loss
 
 B, C = 7, 10
 
@@ -156,6 +157,50 @@ def test_feature_dist_compares_different_strides_at_the_coarser_grid() -> None:
     torch.testing.assert_close(feature_dist(fs, ft, 1.0, 1.0, 1.0), feature_dist(pooled, ft, 1.0, 1.0, 1.0))
 
 
+def _torchdistill_reference(fs: torch.Tensor, ft: torch.Tensor, channel_w: float, spatial_w: float):
+    """torchdistill's DISTPlusLoss feature terms (raw maps), each read as 1 - mean correlation."""
+    cs, ct = fs - fs.mean(1, keepdim=True), ft - ft.mean(1, keepdim=True)  # centred over channels
+    r = (cs * ct).sum(1) / (((cs**2).sum(1) * (ct**2).sum(1)).sqrt() + 1e-8)  # (N, H, W)
+    agg_s, agg_t = fs.sum(1).flatten(1), ft.sum(1).flatten(1)  # (N, H*W): channel-summed maps
+    spatial = 1 - pearson_rows64(agg_s.T, agg_t.T).mean()  # each position across the batch
+    return channel_w * (1 - r.mean()) + spatial_w * spatial
+
+
+def test_feature_dist_torchdistill_reading_is_raw_channel_and_batch_spatial_correlation() -> None:
+    g = torch.Generator().manual_seed(5)
+    fs = torch.randn(4, 6, 3, 5, generator=g).requires_grad_()
+    ft = torch.randn(4, 6, 3, 5, generator=g) * 3 + 1
+    leaf = fs.detach().double().requires_grad_()
+    got = feature_dist(fs, ft, 1.0, 0.7, 1.6, reading="torchdistill")
+    _check(got, fs, _torchdistill_reference(leaf, ft.double(), 0.7, 1.6), leaf)
+    # raw features: no softmax, so a positive scale of either map changes nothing (ours is not scale-free)
+    scaled = feature_dist(fs * 5, ft * 0.2, 1.0, 0.7, 1.6, reading="torchdistill")
+    torch.testing.assert_close(scaled, got, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(feature_dist(fs * 5, ft, 1.0, 0.7, 1.6), feature_dist(fs, ft, 1.0, 0.7, 1.6))
+    # the spatial relation runs across the batch: a lone sample has none, unlike ours
+    torch.testing.assert_close(
+        feature_dist(fs[:1], ft[:1], 1.0, 0.0, 1.0, reading="torchdistill"), torch.tensor(0.0)
+    )
+
+
+def test_dist_plus_feature_reading_option_reaches_the_feature_term() -> None:
+    method = _method("dist_plus", {"feature_reading": "torchdistill", "acclimation": False})
+    method.train()
+    images, labels = torch.randn(6, 3, 16, 16), torch.randint(0, C, (6,))
+    _, terms = method.forward_train(images, labels)
+    from kdforge.compress.models.features import extract_features
+
+    with torch.no_grad():  # train-mode student BN: the same batch gives the same features
+        ft = extract_features(method.teacher, images, ["layer3"])[1]["layer3"]
+        fs = method.connectors[0](extract_features(method.student, images, ["layer3"])[1]["layer3"])
+    reference = _torchdistill_reference(fs.double(), ft.double(), 1.0, 1.0)
+    torch.testing.assert_close(terms["feature_dist"].double(), reference, rtol=1e-5, atol=1e-6)
+    with pytest.raises(UserError, match="feature_temperature: torchdistill's feature reading uses raw"):
+        _method("dist_plus", {"feature_reading": "torchdistill", "feature_temperature": 2.0})
+    with pytest.raises(UserError, match="feature_reading: 'paper' is not one of"):
+        _method("dist_plus", {"feature_reading": "paper"})
+
+
 # ---------------------------------------------------------------------- what trains, what does not
 def _grads_after_backward(method, images: torch.Tensor, labels: torch.Tensor) -> dict[str, dict[str, bool]]:
     method.train()
@@ -250,6 +295,53 @@ def test_sate_terms_follow_our_reading() -> None:
     everything = torch.autograd.grad(sum(terms.values()), student_params)
     for a, b in zip(only, everything, strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize(
+    ("sate_warmup", "dkd_warmup", "epoch", "expected"),
+    [
+        (20, 20, 0, 1 / 20),  # the default pairing: one ramp, 1/20 of full at epoch 1 (not 1/400)
+        (20, 20, 9, 10 / 20),
+        (20, 20, 19, 1.0),
+        (4, 20, 0, 1 / 20),  # the longer of the two ramps, alone
+        (4, 20, 5, 6 / 20),
+        (20, 4, 5, 6 / 20),
+        (0, 20, 0, 1 / 20),
+        (20, 0, 0, 1 / 20),
+        (0, 0, 0, 1.0),
+    ],
+)
+def test_sate_with_dkd_ramps_the_student_terms_once(
+    sate_warmup: int, dkd_warmup: int, epoch: int, expected: float
+) -> None:
+    method = _method(
+        "sate",
+        {
+            "student_loss": "dkd",
+            "student_loss_options": {"warmup_epochs": dkd_warmup},
+            "student_warmup_epochs": sate_warmup,
+            "intermediate_arch": "resnet8",
+        },
+    )
+    method.on_epoch_start(epoch, 240)
+    assert method._student_loss[0].warmup * method.ramp == pytest.approx(expected, rel=1e-12, abs=0)
+    method.train()
+    images, labels = torch.randn(6, 3, 16, 16), torch.randint(0, C, (6,))
+    logits, terms = method.forward_train(images, labels)
+    with torch.no_grad():  # train-mode BN: the replay gives the guide the student saw
+        middle = method.intermediate(images)
+    full = dkd_loss(logits.detach(), middle, labels, 1.0, 8.0, 4.0)  # the term at full weight
+    torch.testing.assert_close(terms["student_dkd"], expected * full, rtol=1e-6, atol=0)
+    torch.testing.assert_close(terms["student_ce"], F.cross_entropy(logits, labels)), "CE never ramps"
+
+
+@pytest.mark.parametrize("student_loss", ["kd", "dist"])
+def test_sate_ramps_losses_without_a_schedule_of_their_own(student_loss: str) -> None:
+    method = _method("sate", {"student_loss": student_loss, "intermediate_arch": "resnet8"})
+    method.on_epoch_start(0, 240)
+    assert method.ramp == 1 / 20
+    method.on_epoch_start(19, 240)
+    assert method.ramp == 1.0
 
 
 def test_sate_ema_is_a_moving_average_and_guides_the_student() -> None:
