@@ -145,7 +145,8 @@ def deploy(
     source = load_source(checkpoint, config.calibration_images)
     step = _stepper(log or (lambda message: None), began, source.arch)
     onnx_files, parity = export_onnx(source, config, out, step)
-    compiled = compile_artifacts(source, out, onnx_files, backends, config, step)
+    ready = check_readiness(onnx_files, step)
+    compiled = compile_artifacts(source, out, onnx_files, backends, config, step, ready)
     accuracy = measure_accuracy(source, onnx_files, compiled, step)
     variants = latency_variants(source, onnx_files, compiled, backends, config.device)
     latency = measure_latency(source, variants, config.batches, policy, step)
@@ -161,6 +162,7 @@ def deploy(
             **{f"{b} {p}": str(r.path) for b, by in compiled.items() for p, r in by.items()},
         },
         "parity": [vars(r) for r in parity],
+        "readiness": ready,
         "accuracy": accuracy,
         "latency": latency,
         "options": options,
@@ -315,6 +317,18 @@ def _stepper(log: Log, began: float, arch: str) -> Log:
     return step
 
 
+def check_readiness(onnx_files: dict[str, Path], step: Log) -> dict[str, dict[str, Any]]:
+    """Lint each ONNX file for the runtime it is meant for (TensorRT 10 and 11, or ONNX Runtime)."""
+    from kdforge.export.readiness import readiness, readiness_label
+
+    ready = {precision: readiness(path, precision) for precision, path in onnx_files.items()}
+    step(
+        "ready for their runtime: "
+        + ", ".join(f"{p} {readiness_label(entry)} ({entry['target']})" for p, entry in ready.items())
+    )
+    return ready
+
+
 def compile_artifacts(
     source: Source,
     out: Path,
@@ -322,8 +336,11 @@ def compile_artifacts(
     backends: tuple[str, ...],
     config: DeployConfig,
     step: Log,
+    ready: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """The AOTInductor package and the TensorRT engines the requested backends need, as backends."""
+    """The AOTInductor package and the TensorRT engines the requested backends need, as backends; a file
+    that failed the TensorRT lint is still handed to the builder (the lint may be stricter than the
+    parser), but only after a line that says so and names its first problem."""
     compiled: dict[str, dict[str, Any]] = {}
     if "aoti" in backends:
         from kdforge.export.aoti import compile_package
@@ -347,6 +364,12 @@ def compile_artifacts(
         compiled["tensorrt"] = {}
         for precision in TENSORRT_PRECISIONS:
             if precision in onnx_files:
+                verdict = (ready or {}).get(precision)
+                if verdict is not None and not verdict["ready"]:
+                    step(
+                        f"warning: {onnx_files[precision].name} is not TensorRT-ready ({verdict['errors']} "
+                        f"problems, first: {verdict['problems'][0]}); building the engine anyway"
+                    )
                 step(f"TensorRT engine ({precision})")
                 engine = build_engine(
                     onnx_files[precision],
@@ -429,6 +452,8 @@ def write_results(out: Path, result: dict[str, Any]) -> None:
 
 def deploy_markdown(result: dict[str, Any]) -> str:
     """deploy.md: parity, accuracy per precision and runtime, latency per variant and how to reproduce."""
+    from kdforge.export.readiness import readiness_label
+
     acc, opts = result["accuracy"], result["options"]
     base = acc["torch fp32"]
     copies = sorted({r["backend"] for r in result["latency"] if r.get("copies_included")})
@@ -441,6 +466,17 @@ def deploy_markdown(result: dict[str, Any]) -> str:
         + (f" except on {', '.join(copies)} (fed host arrays)" if copies else "")
         + "; at each batch size every backend and precision is timed in the same rotating rounds, so "
         "drift hits all alike.",
+        "",
+        "| ONNX file | meant for | ready | problems |",
+        "|---|---|---|---|",
+        *[
+            f"| {Path(result['files'][p]).name} | {' and '.join(e['checked'])} | {readiness_label(e)} "
+            f"| {'; '.join(e['problems'][:3]) or '-'} |"
+            for p, e in result.get("readiness", {}).items()
+        ],
+        "",
+        "Checked by `kdforge check` against each runtime's published ONNX rules (TensorRT's parser "
+        "operator table and explicit-quantization rules), without the runtime installed.",
         "",
         "| precision / runtime | test top-1 % | vs PyTorch fp32 |",
         "|---|---:|---:|",

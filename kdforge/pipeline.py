@@ -25,10 +25,12 @@ from kdforge.compress.config import (
     teacher_data,
 )
 from kdforge.compress.data import DataBundle, build_data
+from kdforge.compress.errors import UserError
 from kdforge.compress.jobs import Session, distill_student, evaluate_checkpoint, train_teacher
 from kdforge.compress.runlock import run_lock
 from kdforge.compress.train.checkpoint import load_model
 from kdforge.compress.train.trainer import TrainResult
+from kdforge.export.report.headline import Outcome, fastest_variant, headline
 
 
 @dataclass
@@ -122,14 +124,32 @@ def run_pipeline(
         if session.context.is_main:
             write_results(out_dir, config, rows)
             console.print(results_table(config, rows))
+            sentence = headline(outcome_of(rows))
             if deploy_options is not None:
                 student_path = rows[-1].checkpoint  # the distilled student, merged when it had branches
-                report = deploy_and_report(
+                report, sentence = deploy_and_report(
                     config, out_dir, teacher_path, student_path, deploy_options, session.resume, console,
-                    recipe_path,
+                    recipe_path, outcome_of(rows),
                 )  # fmt: skip
                 console.print(f"wrote {report}")
+            console.print(sentence, markup=False, highlight=False)  # what the run bought, last
         return rows
+
+
+def outcome_of(rows: list[StageRow]) -> Outcome:
+    """Teacher, CE baseline and distilled student of a pipeline's rows (the last of each kind)."""
+    teacher = [r for r in rows if r.stage.startswith("teacher")][-1]
+    student = rows[-1]  # the distilled student (its merged form when it had branches)
+    baseline = [r for r in rows if r.stage == "student" and r.method == "ce"]
+    has_baseline = bool(baseline) and student.method != "ce"
+    return Outcome(
+        teacher.arch,
+        teacher.test_top1,
+        student.arch,
+        student.test_top1,
+        student.method,
+        baseline[-1].test_top1 if has_baseline else None,
+    )
 
 
 def _train_teachers(
@@ -139,11 +159,30 @@ def _train_teachers(
     rows: list[StageRow] = []
     standard = config.teacher_strategy.standard_checkpoint or config.teacher.checkpoint
     if standard:
-        teacher_path = standard
-        metrics = evaluate_checkpoint(teacher_path, config)
-        top1, top5 = metrics["top1"], metrics["top5"]
-        given = TrainResult(-1, float("nan"), top1, top5, top1, 0, 0.0, teacher_path, teacher_path)
-        rows.append(_row("teacher (given)", "-", given))
+        from kdforge.compress.jobs import evaluate_exported, given_teacher
+
+        if config.teacher.checkpoint and config.teacher.init:
+            raise UserError(
+                "teacher.checkpoint (a trained teacher, used as is) and teacher.init (starting weights to "
+                "train one) are both set; keep one (e.g. --set teacher.init=null)"
+            )
+        # a state dict or safetensors teacher becomes a kdforge checkpoint there, so eval and deploy read it
+        teacher_path, kind = given_teacher(config, standard, out_dir / "teacher-given", data, session.context)
+        if kind == "torch.export":  # a frozen program: forward pass only
+            if config.deploy.enabled:
+                raise UserError(
+                    f"teacher {teacher_path!r} is a torch.export program: kdforge can distill from it but "
+                    "not deploy it; pass --set deploy.enabled=false (then `kdforge deploy` the student)"
+                )
+            metrics, params = evaluate_exported(teacher_path, config)
+            top1 = metrics["top1"]
+            row = StageRow("teacher (given)", "torch.export", "-", params, top1, top1, -1, 0.0, teacher_path)
+            rows.append(row)
+        else:
+            metrics = evaluate_checkpoint(teacher_path, config)
+            top1, top5 = metrics["top1"], metrics["top5"]
+            given = TrainResult(-1, float("nan"), top1, top5, top1, 0, 0.0, teacher_path, teacher_path)
+            rows.append(_row("teacher (given)", "-", given))
     else:
         stage = out_dir / "teacher"
         standard_config = replace(config, teacher_strategy=TeacherStrategyConfig())
@@ -224,9 +263,10 @@ def deploy_and_report(
     resume: bool,
     console: Console,
     recipe_path: str | None = None,
-) -> Path:
+    outcome: Outcome | None = None,
+) -> tuple[Path, str]:
     """Deploy the teacher and the student (each reused when resuming and nothing it depends on changed),
-    then write report.md."""
+    then write report.md, led by the run's one-sentence outcome; returns the report and that sentence."""
     from kdforge.export.deploy import deploy, deploy_flags
     from kdforge.export.report import write_report
 
@@ -250,14 +290,17 @@ def deploy_and_report(
         f"kdforge bench {student_onnx} --batches {','.join(map(str, options.batches))}",
         f"kdforge predict {student_onnx} IMAGE.png",
     ]
-    return write_report(
+    sentence = headline(outcome, fastest_variant(results["teacher"], results["student"])) if outcome else ""
+    report = write_report(
         out_dir,
         f"kdforge run `{config.name}` on {config.data.name}: compress and deploy",
         (out_dir / "results.md").read_text(),
         results["teacher"],
         results["student"],
         commands,
+        headline=sentence,
     )
+    return report, sentence
 
 
 def results_table(config: RunConfig, rows: list[StageRow]) -> Table:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from kdforge.compress.atomic import atomic_write_text
+from kdforge.export.readiness import tensorrt_ready_cell
 from kdforge.export.report.plots import plot_teacher_vs_student
 
 SAME_FILE_AS = {  # backends that run a file (or weights) whose accuracy another backend measured
@@ -46,6 +47,7 @@ def comparison_rows(teacher: dict[str, Any], student: dict[str, Any]) -> list[di
                 "precision": precision,
                 "top1": accuracy_of(result, backend, precision),
                 "measured_top1": f"{backend} {precision}" in result["accuracy"],
+                "ready": tensorrt_ready_cell(result, precision),
                 "p50": {b: (r["p50"] if r else None) for b, r in rows.items()},
                 "size_mb": first["size_mb"] if first else None,
             }
@@ -70,8 +72,11 @@ def write_report(
     teacher: dict[str, Any],
     student: dict[str, Any],
     commands: list[str],
+    *,
+    headline: str = "",
 ) -> Path:
-    """report.md and teacher_vs_student_b<batch>.png in `out_dir`; returns the report's path."""
+    """report.md (led by `headline`, the run's outcome in one sentence) and teacher_vs_student_b<batch>.png
+    in `out_dir`; returns the report's path."""
     out = Path(out_dir)
     batches = sorted({r["batch"] for r in student["latency"]})
     plots = [
@@ -86,17 +91,18 @@ def write_report(
         if batch in batches
     ]
     plots = list(dict.fromkeys(plots))
-    header = "| network | backend | precision | test top-1 % | " + " | ".join(f"p50 ms b{b}" for b in batches)
-    header += " | size MB | student speed-up | size ratio |"
+    header = "| network | backend | precision | TensorRT-ready | test top-1 % | "
+    header += " | ".join(f"p50 ms b{b}" for b in batches) + " | size MB | student speed-up | size ratio |"
     lines = [
         f"# {title}",
         "",
+        *([f"**{headline}**", ""] if headline else []),
         training_markdown.strip().split("\n", 1)[1].strip() if "\n" in training_markdown else "",
         "",
         "## Deployed: accuracy x latency x size",
         "",
         header,
-        "|---|---|---|---:|" + "---:|" * len(batches) + "---:|---:|---:|",
+        "|---|---|---|---|---:|" + "---:|" * len(batches) + "---:|---:|---:|",
     ]
     for record in comparison_rows(teacher, student):
         top1 = (
@@ -112,11 +118,16 @@ def write_report(
         size = "-" if record["size_mb"] is None else f"{record['size_mb']:.2f}"
         p50 = " | ".join("-" if v is None else f"{v:.3f}" for v in record["p50"].values())
         lines.append(
-            f"| {record['network']} | {record['backend']} | {record['precision']} | {top1} | {p50} "
+            f"| {record['network']} | {record['backend']} | {record['precision']} | {record['ready']} "
+            f"| {top1} | {p50} "
             f"| {size} | {speed} | {ratio} |"
         )
     env = student["environment"]
     lines += [
+        "",
+        "TensorRT-ready: the ONNX file of that precision passes `kdforge check --target tensorrt` for "
+        "TensorRT 10 and 11 (operator table, opsets, explicit-quantization rules); int8-u8 is the ONNX "
+        "Runtime CPU form and is checked against ONNX Runtime instead.",
         "",
         f"Test top-1 on the test split, run in that runtime; * = the same file measured on another runtime "
         "(torch-compile runs the torch weights; ONNX Runtime GPU providers run the CPU-tested ONNX file; "
@@ -132,6 +143,7 @@ def write_report(
         "![teacher latency per image against batch](deploy-teacher/latency.png)",
         "![student latency per image against batch](deploy-student/latency.png)",
         "",
+        *provenance_lines(teacher, student),
         "## Reproduce",
         "",
         "```",
@@ -141,3 +153,34 @@ def write_report(
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines) + "\n")
     return report
+
+
+def provenance_lines(teacher: dict[str, Any], student: dict[str, Any]) -> list[str]:
+    """The "Starting weights" section: where each deployed network's weights came from (the `init` and
+    `teacher` records of its checkpoint: path or name, format, SHA-256); nothing for networks trained from
+    scratch."""
+    import json
+
+    from safetensors import safe_open
+
+    lines = []
+    for role, result in (("teacher", teacher), ("student", student)):
+        try:
+            with safe_open(str(result["checkpoint"]), framework="pt") as handle:
+                meta = json.loads((handle.metadata() or {}).get("kdforge", "{}"))
+        except Exception:  # a record without a readable checkpoint: nothing to say
+            continue
+        given = meta.get("method") == "given"  # a teacher used as is: its weights, not a start
+        for key, what in (
+            ("init", "weights from" if given else "started from"),
+            ("teacher", "distilled from"),
+        ):
+            record = meta.get(key)
+            if isinstance(record, dict) and (key == "init" or record.get("format") != "kdforge"):
+                head = record.get("reinitialised") or []
+                note = f"; head re-initialised ({', '.join(head)})" if head else ""
+                lines.append(
+                    f"- {role} {result['arch']} {what} `{record.get('source')}` ({record.get('format')}, "
+                    f"sha256 `{record.get('sha256')}`){note}"
+                )
+    return ["## Starting weights", "", *lines, ""] if lines else []

@@ -157,6 +157,43 @@ def test_comparison_rows_give_the_students_speedup_and_size_ratio() -> None:
     assert teacher_ort["top1"] is None and not teacher_ort["measured_top1"]
 
 
+def test_report_has_a_tensorrt_ready_column_from_each_files_lint_verdict(tmp_path: Path) -> None:
+    from kdforge.export.report import write_report
+
+    def verdict(target: str, ready: bool, errors: int = 0) -> dict[str, object]:
+        return {"target": target, "ready": ready, "errors": errors, "checked": [], "problems": []}
+
+    environment = {"torch": "x", "threads": 2}
+    teacher = {
+        "arch": "big",
+        "accuracy": {"torch fp32": 99.0},
+        "latency": _rows(6.0, {"fp32": 12.0, "int8": 3.0}),
+        "readiness": {"fp32": verdict("tensorrt", True), "int8": verdict("tensorrt", False, 2)},
+        "environment": environment,
+    }
+    student = {
+        "arch": "small",
+        "accuracy": {"torch fp32": 97.0},
+        "latency": _rows(2.0, {"fp32": 1.0, "int8": 0.5}),
+        "readiness": {"fp32": verdict("tensorrt", True), "int8": verdict("onnxruntime", True)},
+        "environment": environment,
+    }
+    (tmp_path / "deploy-teacher").mkdir()
+    report = write_report(tmp_path, "t", "# r\n\ntable", teacher, student, ["kdforge run"], headline="Said.")
+    lines = report.read_text().splitlines()
+    assert lines[2] == "**Said.**", "the outcome sentence leads the report"
+    header = next(line for line in lines if line.startswith("| network |")).split(" | ")
+    column = header.index("TensorRT-ready")
+    cells = {
+        tuple(cell.strip() for cell in row.split("|")[1:4]): row.split("|")[1 + column].strip()
+        for row in lines
+        if row.startswith(("| teacher", "| student"))
+    }
+    assert cells[("teacher big", "onnxruntime", "fp32")] == "yes"
+    assert cells[("teacher big", "onnxruntime", "int8")] == "no (2 problems)"
+    assert cells[("student small", "onnxruntime", "int8")] == "n/a (ONNX Runtime form)"
+
+
 def test_plots_are_png_images(tmp_path: Path) -> None:
     rows = _rows(1.0, {"fp32": 1.0, "int8": 0.5})
     for path in (

@@ -150,9 +150,20 @@ def test_deploy_builds_every_precision_and_reports_accuracy_and_latency(trained:
     record = json.loads((tmp_path / "deploy.json").read_text())
     assert record == json.loads(json.dumps(result))
     assert set(record) == {
-        "checkpoint", "checkpoint_sha256", "arch", "input_shape", "files", "artifacts", "parity", "accuracy",
-        "latency", "options", "calibration_images_used", "environment", "seconds",
+        "checkpoint", "checkpoint_sha256", "arch", "input_shape", "files", "artifacts", "parity", "readiness",
+        "accuracy", "latency", "options", "calibration_images_used", "environment", "seconds",
     }  # fmt: skip
+    # every file meant for TensorRT passes its lint for 10 and 11; the u8 form is checked for ONNX Runtime
+    ready = record["readiness"]
+    assert {p: (e["target"], e["ready"]) for p, e in ready.items()} == {
+        "fp32": ("tensorrt", True), "fp16": ("tensorrt", True), "int8": ("tensorrt", True),
+        "int8-u8": ("onnxruntime", True),
+    }  # fmt: skip
+    assert ready["int8"]["checked"] == ["tensorrt 10", "tensorrt 11"]
+    assert (
+        f"| {Path(result['files']['int8']).name} | tensorrt 10 and tensorrt 11 | yes | - |"
+        in (tmp_path / "deploy.md").read_text()
+    )
     assert record["options"] == recorded_options(config, policy)
     options = record["options"]
     assert options["backends"] == ["torch", "onnxruntime"] and options["batches"] == [1, 4]
