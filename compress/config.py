@@ -14,6 +14,7 @@ import difflib
 import math
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -83,11 +84,18 @@ class TrainConfig:
 
 @dataclass
 class NetworkConfig:
-    """A network to build from the model registry, optionally from an existing checkpoint."""
+    """A network to build from the model registry, optionally from weights a user already has.
+
+    `options` are the builder's keyword arguments, plus `weights: DEFAULT` (tv:) / `pretrained: true`
+    (timm:) to start from those libraries' cached pretrained weights. `init` is the starting weights of a
+    network that trains (any format of kdforge.compress.weights; a head for another class count is
+    re-initialised). `checkpoint` is, for the teacher, a trained teacher used as is (`kdforge compress`,
+    `kdforge run`); for the student, like `init`, where its training starts."""
 
     arch: str = "resnet8"
     options: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for the builder
-    checkpoint: str | None = None  # a kdforge checkpoint (.safetensors) to start from / use as is
+    checkpoint: str | None = None  # teacher: a trained teacher used as is; student: a start point
+    init: str | None = None  # starting weights for training: a checkpoint, state dict or safetensors file
 
 
 @dataclass
@@ -210,6 +218,10 @@ def _type_name(tp: Any) -> str:
     if dataclasses.is_dataclass(tp):
         return "a mapping"
     return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(tp, str(tp))
+
+
+class RecipeWarning(UserWarning):
+    """A recipe value kdforge adjusted (the CLI prints it as one `kdforge: warning:` line)."""
 
 
 class LimitError(UserError):
@@ -431,10 +443,21 @@ def check(config: RunConfig) -> None:
     data = config.data
     if data.name != "digits" and data.root is None:
         raise UserError(f"data.root: the {data.name} data set needs a local directory (data.root=PATH)")
+    if config.student.checkpoint and config.student.init:
+        raise UserError(
+            "student.checkpoint and student.init both give the student's starting weights; keep one "
+            "(e.g. --set student.checkpoint=null)"
+        )
     for section in ("teacher_train", "student_train"):
         train: TrainConfig = getattr(config, section)
-        if train.warmup_epochs > train.epochs:
-            raise UserError(f"{section}.warmup_epochs: must be in [0, epochs], got {train.warmup_epochs}")
+        if train.warmup_epochs > train.epochs:  # e.g. a short test run of a recipe: clamp, do not refuse
+            warnings.warn(
+                f"{section}.warmup_epochs {train.warmup_epochs} is longer than the run's {train.epochs} "
+                f"epoch(s): warming up over all {train.epochs}",
+                RecipeWarning,
+                stacklevel=2,
+            )
+            train.warmup_epochs = train.epochs
         if any(m <= 0 for m in train.milestones) or train.milestones != sorted(train.milestones):
             raise UserError(
                 f"{section}.milestones: must be increasing positive epochs, got {train.milestones}"

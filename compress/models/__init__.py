@@ -34,7 +34,10 @@ def available() -> list[str]:
 
 
 def build(name: str, num_classes: int, **kw: Any) -> nn.Module:
-    """Build a freshly initialised model (never pretrained weights) with a ``num_classes``-way classifier."""
+    """Build a freshly initialised model (never pretrained weights) with a ``num_classes``-way classifier.
+
+    Starting weights (a file, or a recipe's `weights`/`pretrained` option) are loaded afterwards by
+    ``kdforge.compress.weights``, from local files only."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise UserError(f"num_classes must be a positive int, got {num_classes!r}: set it to the class count")
     if not isinstance(name, str):
@@ -70,10 +73,14 @@ def check_options(name: str, builder: Builder, options: dict[str, Any]) -> None:
     """Refuse, in one line, an option the builder's signature does not take (before anything is built)."""
     names, open_ended = option_names(builder)
     for key in options:
-        if key in ("weights", "pretrained"):
+        if key in (
+            "weights",
+            "pretrained",
+        ):  # a recipe's starting weights: kdforge.compress.weights loads them
             raise UserError(
-                f"model {name!r}: no option {key!r}, models are always built without pretrained weights; "
-                "start from a kdforge checkpoint instead (network.checkpoint)"
+                f"model {name!r}: build() makes networks without pretrained weights, so it takes no "
+                f"option {key!r}; in a recipe, `options: {{{key}: ...}}` starts the network from the "
+                "locally cached pretrained weights (kdforge.compress.jobs.start_network)"
             )
         if key in names or open_ended:
             continue
