@@ -4,24 +4,15 @@ with one clear line before any runtime tries to load it."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from kdforge.compress.atomic import atomic_write_text
+from kdforge.compress.digest import sha256_file as sha256
 from kdforge.compress.errors import UserError
 
 PREPROCESSING_KEYS = ("classes", "mean", "std", "input_shape")
-
-
-def sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def sidecar_path(artifact: str | Path) -> Path:

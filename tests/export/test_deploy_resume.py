@@ -64,7 +64,7 @@ def _report(out: Path, checkpoint: str, config: DeployConfig, monkeypatch) -> li
 
     monkeypatch.setattr("kdforge.export.deploy.deploy", stub)
     console = Console(file=io.StringIO())
-    report = deploy_and_report(tiny_config(), out, checkpoint, checkpoint, config, True, console)
+    report, _ = deploy_and_report(tiny_config(), out, checkpoint, checkpoint, config, True, console)
     assert report.is_file()
     return started
 

@@ -5,6 +5,7 @@ present, real engines compared with ONNX Runtime."""
 from __future__ import annotations
 
 import enum
+import importlib.util
 import json
 import sys
 import types
@@ -513,6 +514,12 @@ def test_an_engine_this_tensorrt_cannot_deserialize_names_both_versions(
 # Real TensorRT on a GPU
 
 
+REAL_TENSORRT = pytest.mark.skipif(
+    importlib.util.find_spec("tensorrt") is None or not torch.cuda.is_available(),
+    reason="needs TensorRT and a CUDA GPU (skipped before any fixture work: no ONNX export)",
+)
+
+
 def _real_tensorrt() -> None:
     pytest.importorskip(
         "tensorrt", reason="TensorRT is not installed here (its wheels need an NVIDIA GPU host)"
@@ -522,8 +529,9 @@ def _real_tensorrt() -> None:
 
 
 @pytest.fixture(scope="module")
-def real_engines(small_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    _real_tensorrt()
+def real_engines(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    _real_tensorrt()  # skip with the reason before any work (the ONNX export below)
+    small_onnx = request.getfixturevalue("small_onnx")
     from kdforge.export.quantize import to_fp16
 
     folder = tmp_path_factory.mktemp("trt-engines")
@@ -537,6 +545,7 @@ def real_engines(small_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.mark.tensorrt
 @pytest.mark.gpu
+@REAL_TENSORRT
 @pytest.mark.parametrize(("precision", "rtol", "atol"), [("fp32", 1e-3, 1e-4), ("fp16", 2e-2, 2e-2)])
 def test_real_engine_matches_onnx_runtime(
     real_engines: dict[str, Path], small_onnx: Path, precision: str, rtol: float, atol: float
@@ -554,6 +563,7 @@ def test_real_engine_matches_onnx_runtime(
 
 @pytest.mark.tensorrt
 @pytest.mark.gpu
+@REAL_TENSORRT
 def test_real_engine_cuda_graph_replay_equals_plain_execution(real_engines: dict[str, Path]) -> None:
     outputs = []
     for cuda_graph in (False, True):
@@ -573,6 +583,7 @@ def test_real_engine_cuda_graph_replay_equals_plain_execution(real_engines: dict
 
 @pytest.mark.tensorrt
 @pytest.mark.gpu
+@REAL_TENSORRT
 def test_real_engine_refuses_batches_outside_its_profile(real_engines: dict[str, Path]) -> None:
     engine = TensorRTEngine(real_engines["fp32"])
     with pytest.raises(UserError, match="takes batches 1-16") as caught:

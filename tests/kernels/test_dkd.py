@@ -170,21 +170,28 @@ def test_triton_low_precision_inputs(dtype: torch.dtype, b: int, c: int, standar
     check_against_reference(s, t, target, dtype, temperature=4.0, standardize=standardize)
 
 
-@pytest.mark.parametrize("config", [None, LaunchConfig(16, 1, False)], ids=["single-tile", "chunked-16"])
+@pytest.mark.parametrize(
+    "config",
+    [None, LaunchConfig(16, 1, 1), LaunchConfig(16, 1, 4)],
+    ids=["single-tile", "chunked-16", "chunked-16-vec4"],
+)
 @pytest.mark.parametrize("c", [1, 2, 17, 100])
 def test_triton_target_at_first_and_last_class(config: LaunchConfig | None, c: int) -> None:
-    """Both layouts (the chunked one forced at small C with 16-wide chunks, so the target can sit alone
-    in the last partial chunk) with the target at class 0 and at class C - 1, other weights too."""
+    """Every walk (the chunked one forced at small C with 16-wide chunks, so the target can sit alone
+    in the last partial chunk or in a row's unaligned head or tail) with the target at class 0 and at
+    class C - 1, other weights too."""
     s, t, _ = make_case(4, c, seed=c)
     target = torch.tensor([0, c - 1, 0, c - 1], device=DEVICE)
     for standardize in (False, True):
         kwargs = {"alpha": 0.5, "beta": 2.0, "temperature": 2.0, "standardize": standardize}
         want, want_gs, want_gt = reference_with_grads(s, t, target, **kwargs)
-        loss, gs, gt = dkd_triton._launch(s, t, target, 0.5, 2.0, 2.0, standardize, True, True, config)
+        s_k, t_k = s.clone().requires_grad_(), t.clone().requires_grad_()
+        loss = dkd_triton.dkd_loss_triton(s_k, t_k, target, 0.5, 2.0, 2.0, standardize, config)
+        loss.backward()
         assert loss.item() == pytest.approx(want, rel=2e-5, abs=1e-5)
         floor = natural_grad_scale(s, t, **kwargs)
-        assert_grad_close(gs, want_gs, 1e-4, 1e-5, floor)
-        assert_grad_close(gt, want_gt, 1e-4, 1e-5, floor)
+        assert_grad_close(s_k.grad, want_gs, 1e-4, 1e-5, floor)
+        assert_grad_close(t_k.grad, want_gt, 1e-4, 1e-5, floor)
 
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8])
@@ -249,24 +256,26 @@ def test_grad_output_other_than_one_scales_gradients() -> None:
 
 
 def test_no_gradient_buffers_without_autograd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The forward allocates no (B, C) buffer; the backward allocates only the gradients asked for."""
     calls = []
-    original = dkd_triton._launch
+    original = dkd_triton._backward
 
     def spy(*args, **kwargs):
         out = original(*args, **kwargs)
-        calls.append((out[1] is not None, out[2] is not None))
+        calls.append((out[0] is not None, out[1] is not None))
         return out
 
-    monkeypatch.setattr(dkd_triton, "_launch", spy)
+    monkeypatch.setattr(dkd_triton, "_backward", spy)
     s, t, target = make_case(6, 40, seed=9)
     want = dkd_float64(s, t, target)
     s_req = s.clone().requires_grad_()
     with torch.no_grad():
         assert dkd_loss(s_req, t, target, backend="triton").item() == pytest.approx(want.item(), rel=2e-5)
     assert dkd_loss(s, t, target, backend="triton").item() == pytest.approx(want.item(), rel=2e-5)
+    assert calls == []
     loss = dkd_loss(s_req, t, target, backend="triton")  # student only: no teacher buffer
     loss.backward()
-    assert calls == [(False, False), (False, False), (True, False)]
+    assert calls == [(True, False)]
 
 
 @pytest.mark.parametrize(
