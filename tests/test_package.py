@@ -92,3 +92,17 @@ def test_docs_link_only_to_files_inside_the_repository() -> None:
             resolved = (doc.parent / target).resolve()
             assert resolved.is_relative_to(REPO), f"{doc.name} links outside the repository: {target}"
             assert resolved.exists(), f"{doc.name} links to a missing file: {target}"
+
+
+def test_every_package_folder_is_listed_for_the_wheel() -> None:
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    roots = {folder: name for name, folder in config["package-dir"].items()}
+    found = {
+        ".".join([roots[init.relative_to(REPO).parts[0]], *init.relative_to(REPO).parts[1:-1]])
+        for root in roots
+        for init in (REPO / root).rglob("__init__.py")
+    }
+    assert found == listed, f"unlisted: {sorted(found - listed)}; listed but absent: {sorted(listed - found)}"
