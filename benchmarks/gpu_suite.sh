@@ -1,56 +1,91 @@
 #!/usr/bin/env bash
-# The one command to run on a machine with a CUDA GPU. It writes everything under
-# benchmarks/results/gpu-<device>-<date>/ (commit that folder and quote it):
-#   tests-kernels.txt   the kernel tests, compiled (no interpreter when CUDA is present), incl. `gpu` ones
-#   tests-gpu.txt       every test marked `gpu` across the suite
-#   kernels-*.{json,md} benchmarks/loss_kernels.py: Triton vs eager vs torch.compile (vs Liger when installed)
-#   train_step-*.{json,md} benchmarks/train_step.py on CUDA
-#   deploy-*.{json,md}  benchmarks/deploy.py --device cuda: the digits pipeline deployed on every backend usable
-#                       there (torch / torch.compile / AOTInductor on CUDA, ONNX Runtime CUDA and TensorRT when
-#                       installed), CUDA-event latency, teacher vs student
-#   native-*.json       kdforge-runner (built into build/native-gpu; TensorRT compiled in when CMake finds it,
-#                       e.g. with TensorRT_ROOT set) on the student's CUDA .pt2 and its engines, batch 1 and 64
-# Python: $PYTHON, else .venv/bin/python when it sees a GPU, else python3 (GPU images ship their own torch).
+# The loss kernels on one CUDA GPU, in one device call: finishes within GPU_SUITE_BUDGET seconds (540 by
+# default, for a 600 s command limit), every step under its own timeout, the most important numbers first:
+#   env                 nvidia-smi, versions, where kdforge is imported from
+#   kernels-training    the compiled kernels' correctness tests at training sizes (pytest -m gpu: fp16 with a
+#                       loss scale at B=1024/C=1000 and 4096x32000 among them) and the train step's no-sync test
+#   kernels-amp         the AMP tests at small sizes: fp16 + loss scale, bf16, fp32, teacher gradients
+#   breakdown           per-kernel time, GB/s against the bytes model, registers and spills, copy bandwidth
+#   compare-{kd,dkd,dist}  Triton vs eager vs torch.compile (vs Liger when installed) at 4096x32000 and
+#                       8192x128256 in bf16 and fp32
+#   kernels-rest        the rest of tests/kernels (pytest-xdist when installed)
+#   train-step          benchmarks/train_step.py --device cuda
+# With $OUT set (a device call): $OUT/summary.md and $OUT/gpu-suite.tar.gz (every log, JSON and JSONL row
+# file); otherwise everything stays in benchmarks/results/gpu-<device>-<date>/. Runs from the checkout as
+# copied (benchmarks/_bootstrap.py maps kdforge.* onto its folders; nothing is installed).
+#   bash benchmarks/gpu_suite.sh            on a GPU machine
+#   bash benchmarks/gpu_suite.sh --dry-run  anywhere: the plan and the import check, nothing measured
+# Without a CUDA device (and without --dry-run) it exits 2 with one line: no figure is written off a GPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 unset TRITON_INTERPRET
+dry=0
+[ "${1:-}" = "--dry-run" ] && dry=1
+budget=${GPU_SUITE_BUDGET:-540}
+reserve=15
+# shellcheck source=benchmarks/_steps.sh
+. "$root/benchmarks/_steps.sh"
 
-pick_python() {
-  if [ -n "${PYTHON:-}" ]; then echo "$PYTHON"; return; fi
-  if [ -x .venv/bin/python ] && .venv/bin/python -c 'import torch,sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
-    echo .venv/bin/python; return
-  fi
-  echo python3
-}
-py=$(pick_python)
-if ! "$py" -c 'import torch,sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
-  echo "gpu_suite: no CUDA device visible to $py; run this on a machine with an NVIDIA GPU" >&2
+sees_gpu() { "$1" -c 'import torch,sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; }
+if [ -n "${PYTHON:-}" ]; then py=$PYTHON
+elif [ -x .venv/bin/python ] && { [ "$dry" = 1 ] || sees_gpu .venv/bin/python; }; then py=.venv/bin/python
+else py=python3; fi
+boot=("$py" "$root/benchmarks/_bootstrap.py")
+pytest=("${boot[@]}" -m pytest -p benchmarks._bootstrap -p no:cacheprovider -q -rs)
+
+if ! source_dir=$("${boot[@]}" --check 2>&1 | tail -n 1); then
+  echo "gpu_suite: $py cannot import kdforge from $root: $source_dir" >&2
   exit 2
 fi
-device=$("$py" -c 'import re,torch; print(re.sub(r"[^a-z0-9]+","-",torch.cuda.get_device_name(0).lower()).strip("-"))')
-out="benchmarks/results/gpu-$device-$(date +%F)"
-mkdir -p "$out"
-status=0
-{ nvidia-smi || true; "$py" -c 'import torch,triton; print("torch", torch.__version__, "triton", triton.__version__)'; } \
-  > "$out/environment.txt" 2>&1
-
-"$py" -m pytest -q -rs tests/kernels 2>&1 | tee "$out/tests-kernels.txt" || status=1
-"$py" -m pytest -q -rs -m "gpu or tensorrt" tests 2>&1 | tee "$out/tests-gpu.txt" || status=1
-"$py" benchmarks/loss_kernels.py --out "$out" || status=1
-"$py" benchmarks/train_step.py --device cuda --out "$out" || status=1
-"$py" benchmarks/deploy.py --device cuda --skip-zoo --out runs/gpu-deploy --results "$out" || status=1
-"$py" -m kdforge doctor > "$out/doctor.txt" 2>&1 || status=1
-if "$py" -m kdforge build-native --build-dir build/native-gpu > "$out/native.txt" 2>&1; then
-  for model in runs/gpu-deploy/deploy-student/*.pt2 runs/gpu-deploy/deploy-student/*.engine; do
-    [ -e "$model" ] || continue
-    case "$model" in *.engine) grep -q tensorrt build/native-gpu/backends.txt || continue ;; esac
-    build/native-gpu/kdforge-runner --model "$model" --batch 1,64 --json "$out/native-$(basename "$model").json" \
-      >> "$out/native.txt" 2>&1 || status=1
-  done
-else
-  status=1
+if ! sees_gpu "$py" && [ "$dry" = 0 ]; then
+  echo "gpu_suite: no CUDA device visible to $py; nothing measured (run it on a GPU machine, or --dry-run)" >&2
+  exit 2
 fi
-echo "gpu_suite: results in $out (exit $status)"
-exit $status
+
+shapes=(--shapes 4096x32000 8192x128256 --dtypes bf16 fp32)
+xdist=()
+"$py" -c 'import xdist' 2>/dev/null && xdist=(-n 8)
+if [ "$dry" = 1 ]; then
+  echo "gpu_suite --dry-run: kdforge.kernels from $source_dir; GPU: $(sees_gpu "$py" && echo yes || echo no)"
+  echo "plan (budget ${budget} s, ${reserve} s kept for packing; each step's timeout is capped by what is left):"
+  work=/nonexistent summary=/dev/null
+else
+  device=$("$py" -c 'import re,torch; print(re.sub(r"[^a-z0-9]+","-",torch.cuda.get_device_name(0).lower()).strip("-"))')
+  if [ -n "${OUT:-}" ]; then
+    work=$(mktemp -d "${TMPDIR:-/tmp}/gpu-suite.XXXXXX")
+    summary="$OUT/summary.md"
+    tarball="$OUT/gpu-suite.tar.gz"
+    mkdir -p "$OUT"
+  else
+    work="benchmarks/results/gpu-$device-$(date +%F)"
+    summary="$work/summary.md"
+    tarball=""
+  fi
+  suite_begin "GPU suite: loss kernels on $device"
+fi
+
+step env 20 5 bench bash -c "nvidia-smi; $py -c 'import sys,torch,triton; print(sys.version); print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"triton\", triton.__version__)'; ${boot[*]} --check; $py -c 'import xdist' 2>&1 | tail -n 1; $py -c 'import hypothesis' 2>&1 | tail -n 1"
+step kernels-training 90 30 pytest "${pytest[@]}" -m gpu tests/kernels tests/compress/test_trainer.py
+step kernels-amp 40 15 pytest "${pytest[@]}" -m "not gpu" tests/kernels/test_kernel_amp.py
+step breakdown 60 20 bench "${boot[@]}" benchmarks/loss_kernels.py --breakdown "${shapes[@]}" --reps 10 \
+  --out "$work" --rows "$work/breakdown.jsonl" --name kernels-breakdown
+for loss in kd dkd dist; do
+  want=65
+  [ "$loss" = kd ] && want=75
+  step "compare-$loss" "$want" 25 bench "${boot[@]}" benchmarks/loss_kernels.py --losses "$loss" "${shapes[@]}" \
+    --variants triton eager compile liger --reps 10 --out "$work" --rows "$work/compare.jsonl" \
+    --name "kernels-compare-$loss"
+done
+step kernels-rest 60 20 pytest "${pytest[@]}" "${xdist[@]}" -m "not gpu" tests/kernels \
+  --ignore=tests/kernels/test_sm90_resources.py --ignore=tests/kernels/test_kernel_amp.py \
+  --ignore=tests/kernels/test_gpu_scripts.py
+step train-step 40 20 bench "${boot[@]}" benchmarks/train_step.py --device cuda --reps 3 --steps 3 --out "$work"
+
+if [ "$dry" = 1 ]; then
+  echo "gpu_suite --dry-run: nothing measured, nothing written"
+  exit 0
+fi
+suite_end "$tarball"
+exit "$overall"

@@ -1,4 +1,6 @@
-"""Fused Triton kernels for the DIST loss: the loss and its gradients in one forward call.
+"""Fused Triton kernels for the DIST loss: a forward that reads the logits twice (a row pass and a column
+pass) and keeps O(B) and O(C) statistics, and a backward that recomputes the gradients from the logits
+with grad_output folded in (fp32 math, one cast at the store).
 
 Notation: y_s = softmax(w_s), y_t = softmax(w_t) with w = z / T (z the logits, z-scored per row when
 `standardize`). For two vectors a, b of length n with centred versions a_c = a - mean(a), b_c:
@@ -17,24 +19,22 @@ pieces a_c = y_s[i, :] - 1/C (b_c likewise) and column pieces a_c = y_s[:, c] - 
 
     g_s[i, c] = dL / dy_s[i, c] = -k_row [||b_c|| / D (b^ - p a^)]_row i - k_col [same]_column c
 
-(teacher: swap a and b). The softmax backward then gives
-dL/dw = y * (g - sum_c g_c y_c), dL/dz = dL/dw / T, and with `standardize` the z-score backward
-(`triton_common.standardize_grad`).
+(teacher: swap a and b). Each bracket is affine in (y_s, y_t), so it folds into three coefficients:
+g_s[i, c] = (A_i + A_c) y_t + (B_i + B_c) y_s + (G_i + G_c), with A, B, G per row (saved by the row kernel)
+and per column (saved by the column kernel): three fp32 loads per element and gradient in the backward.
+The softmax backward then gives dL/dw = y * (g - sum_c g_c y_c), dL/dz = dL/dw / T, and with
+`standardize` the z-score backward (`triton_common.standardize_coefs`).
 
-Kernels (no (B, C) fp32 temporaries; O(B) and O(C) fp32 side buffers only):
-  1. row kernel: per-row max and sum of exp(w - max) of w_s, w_t (online over CHUNK-wide pieces for
-     C > 4096), the z-score moments, and the row Pearson pieces (the row mean of a softmax is exactly
-     1/C). Chunked rows merge centred sums of the unnormalized exponentials with Chan's parallel formula,
-     so no centred sum comes from a cancelling difference of uncentred ones.
-  2. column kernel: programs over column blocks loop over row tiles, recompute y from the logits and the
-     row statistics, and merge per-column means and centred (co)moments with Chan's formula (deterministic,
-     no atomics); it ends with the column Pearson pieces.
-  3. gradient kernel (only when something needs a gradient): per row, g from the row and column pieces,
-     the row reduction sum(g * y) (in registers for one tile; chunked: one reducing pass, one writing pass,
-     with the z-score sums taken from a weighted online covariance in the reducing pass), then the softmax
-     and z-score backward, written in the input dtype with every constant factor folded in.
-Reads of each logit tensor: 3 for C <= 4096, 4 beyond (plus 2 for the z-score moments when chunked);
-one fewer when no gradient is needed.
+Kernels (no (B, C) temporaries; O(B) and O(C) fp32 side buffers only):
+  1. row kernel (forward): per row, after a moments pass with `standardize`, one online pass for the max
+     and sum of exp(w - max) of w_s, w_t and the centred (co)moments of the exponentials (merged chunk by
+     chunk with Chan's formula, so no centred sum comes from a cancelling difference of uncentred ones):
+     the row Pearson correlation and the row coefficients.
+  2. column kernel (forward): programs over column blocks loop over row tiles, recompute y from the logits
+     and the row statistics, merge per-column means and centred (co)moments with Chan's formula
+     (deterministic, no atomics); the column Pearson correlation and the column coefficients.
+  3. gradient kernel (backward): per row, one pass reducing sum(g * y) (and, with the z-score, a
+     y-weighted online covariance that gives its sums), then one pass writing the gradients.
 """
 
 from __future__ import annotations
@@ -44,43 +44,33 @@ import triton
 import triton.language as tl
 from kdforge.kernels.standardize import STANDARDIZE_EPS
 from kdforge.kernels.triton_common import (
-    fused_backward,
+    MAX_REGISTERS,
+    LaunchConfig,
+    body_elems,
+    edge_lanes,
+    grad_scale_tensor,
     launch_config,
     load_f32,
     row_moments,
-    standardize_grad,
-    tile_moments,
+    row_split,
+    standardize_apply,
+    standardize_coefs,
 )
+from torch.autograd.function import once_differentiable
 
-# Fields of the (ROW_FIELDS, B) and (COL_FIELDS, C) fp32 side buffers (field k of item i at k * n + i).
-MAX_S = tl.constexpr(0)  # max of w_s over the row
-MAX_T = tl.constexpr(1)
-RCP_S = tl.constexpr(2)  # 1 / sum_c exp(w_c - max): y = exp(w - max) * rcp
-RCP_T = tl.constexpr(3)
-INV_S = tl.constexpr(4)  # w = (x - mean) * inv: inv = 1 / ((std + eps) T) when standardizing, else 1 / T
-INV_T = tl.constexpr(5)
-MEAN_S = tl.constexpr(6)  # z-score moments (written only when standardizing)
-MEAN_T = tl.constexpr(7)
-STD_S = tl.constexpr(8)
-STD_T = tl.constexpr(9)
-P_ROW = tl.constexpr(10)  # row Pearson correlation p_i
-INA_ROW = tl.constexpr(11)  # 1 / ||a_c|| of the centred row of y_s (0 for a zero norm)
-INB_ROW = tl.constexpr(12)  # 1 / ||b_c|| of y_t
-KS_ROW = tl.constexpr(13)  # -k_row ||b_c|| / D_i: the student's gradient factor (teacher: swap a, b)
-KT_ROW = tl.constexpr(14)
-ROW_FIELDS = 15
+# Fields of the (B, ROW_FIELDS) per-row statistics (row-major: one program writes one row's fields).
+(MAX_S, MAX_T, RCP_S, RCP_T, INV_S, INV_T, MEAN_S, MEAN_T, STD_S, STD_T, P_ROW) = (
+    tl.constexpr(i) for i in range(11)
+)
+(RA_S, RB_S, RG_S, RA_T, RB_T, RG_T) = (tl.constexpr(i) for i in range(11, 17))  # row coefficients
+ROW_FIELDS = tl.constexpr(17)
+# Fields of the (COL_FIELDS, C) per-column statistics (field-major: a field is contiguous over columns).
+(P_COL, CA_S, CB_S, CG_S, CA_T, CB_T, CG_T) = (tl.constexpr(i) for i in range(7))
+COL_FIELDS = tl.constexpr(7)
 
-ABAR = tl.constexpr(0)  # column mean of y_s over the batch
-BBAR = tl.constexpr(1)  # column mean of y_t
-P_COL = tl.constexpr(2)  # column Pearson correlation p_c
-INA_COL = tl.constexpr(3)  # 1 / ||a_c|| of the centred column of y_s
-INB_COL = tl.constexpr(4)
-KS_COL = tl.constexpr(5)  # -k_col ||b_c|| / D_c (0 for a one-row batch)
-KT_COL = tl.constexpr(6)
-COL_FIELDS = 7
-
-COL_TILE = 2048  # elements of one (rows x columns) tile of the column kernel: 8 per thread at 8 warps
+COL_TILE = 1024  # elements of one (rows x columns) tile of the column kernel: 4 per thread at 8 warps
 COL_WARPS = 8
+COL_MAX_C = 256  # columns per program at tiny batches: each thread carries five accumulators per column
 
 
 @triton.jit
@@ -116,21 +106,56 @@ def _pearson_pieces(dot, aa, bb, eps, k):
 
 
 @triton.jit
-def _online_softmax_step(x, mask, mean, inv, m, STANDARDIZE: tl.constexpr):
-    """Online softmax step: the new running max and the exponentials of this chunk against it."""
-    w = tl.where(mask, _scaled(x, mean, inv, STANDARDIZE), float("-inf"))
-    m_new = tl.maximum(m, tl.max(w, axis=0))
-    e = tl.where(mask, tl.exp(w - m_new), 0.0)
-    r = tl.exp(m - m_new)
-    return m_new, e, r
+def _coefficients(p, ina, inb, k_s, k_t):
+    """The pieces k (b^ - p a^) as g_s = A y_t + B y_s + G0 (G0 = -(A bbar + B abar), the centring applied
+    by the caller) for the student, and with a, b swapped for the teacher: (A_s, B_s, A_t, B_t)."""
+    return k_s * inb, -k_s * p * ina, k_t * ina, -k_t * p * inb
 
 
 @triton.jit
-def _dist_row_stats_kernel(
+def _row_fold(n, ms, mt, ss, st, mss, mtt, q, xs, xt, mask, mean_s, mean_t, inv_s, inv_t,
+              STANDARDIZE: tl.constexpr):  # fmt: skip
+    """One chunk of the row pass: running max m, sum S of exp(w - m), centred second moments M of the
+    exponentials and their co-moment Q over the n entries so far, merged by Chan's formula after
+    rescaling to the new max."""
+    ws = tl.where(mask, _scaled(xs, mean_s, inv_s, STANDARDIZE), float("-inf"))
+    wt = tl.where(mask, _scaled(xt, mean_t, inv_t, STANDARDIZE), float("-inf"))
+    ms_new = tl.maximum(ms, tl.max(ws, axis=0))
+    mt_new = tl.maximum(mt, tl.max(wt, axis=0))
+    ms_ref = tl.where(ms_new == float("-inf"), 0.0, ms_new)
+    mt_ref = tl.where(mt_new == float("-inf"), 0.0, mt_new)
+    es = tl.exp(ws - ms_ref)  # 0 on masked lanes
+    et = tl.exp(wt - mt_ref)
+    rs = tl.exp(ms - ms_ref)
+    rt = tl.exp(mt - mt_ref)
+    n_chunk = tl.sum(mask.to(tl.float32), axis=0)
+    n_new = n + n_chunk
+    ss = ss * rs
+    st = st * rt
+    mss = mss * (rs * rs)
+    mtt = mtt * (rt * rt)
+    q = q * (rs * rt)
+    cs = tl.sum(es, axis=0)
+    ct = tl.sum(et, axis=0)
+    safe_chunk = tl.maximum(n_chunk, 1.0)
+    chunk_mean_s = cs / safe_chunk
+    chunk_mean_t = ct / safe_chunk
+    ds = tl.where(mask, es - chunk_mean_s, 0.0)
+    dt = tl.where(mask, et - chunk_mean_t, 0.0)
+    delta_s = chunk_mean_s - ss / tl.maximum(n, 1.0)
+    delta_t = chunk_mean_t - st / tl.maximum(n, 1.0)
+    weight = n * n_chunk / tl.maximum(n_new, 1.0)
+    mss = mss + tl.sum(ds * ds, axis=0) + delta_s * delta_s * weight
+    mtt = mtt + tl.sum(dt * dt, axis=0) + delta_t * delta_t * weight
+    q = q + tl.sum(ds * dt, axis=0) + delta_s * delta_t * weight
+    return n_new, ms_new, mt_new, ss + cs, st + ct, mss, mtt, q
+
+
+@triton.jit
+def _dist_row_kernel(
     s_ptr,
     t_ptr,
     row_ptr,
-    B,
     C,
     stride_sb,
     stride_sc,
@@ -141,111 +166,75 @@ def _dist_row_stats_kernel(
     eps,
     k_row,
     STANDARDIZE: tl.constexpr,
-    SINGLE_TILE: tl.constexpr,
     BLOCK: tl.constexpr,
+    VEC: tl.constexpr,
 ):
-    """Per row: softmax max and 1 / sum of w_s and w_t, z-score moments, and the row Pearson pieces."""
-    row = tl.program_id(0)
-    s_base = s_ptr + row.to(tl.int64) * stride_sb
-    t_base = t_ptr + row.to(tl.int64) * stride_tb
-    inv_c = 1.0 / C
+    """Per row: softmax max and 1 / sum of w_s and w_t, z-score moments, the row Pearson correlation and
+    the row coefficients of both gradients."""
+    row = tl.program_id(0).to(tl.int64)
+    s_base = row * stride_sb
+    t_base = row * stride_tb
+    lo, body = row_split(s_base, C, VEC)
     mean_s = 0.0
     mean_t = 0.0
+    std_s = 0.0
+    std_t = 0.0
     inv_s = inv_temp
     inv_t = inv_temp
-    if SINGLE_TILE:
-        offs = tl.arange(0, BLOCK)
-        mask = offs < C
-        xs = load_f32(s_base, offs, stride_sc, mask)
-        xt = load_f32(t_base, offs, stride_tc, mask)
-        if STANDARDIZE:
-            mean_s, std_s = tile_moments(xs, mask, C)
-            mean_t, std_t = tile_moments(xt, mask, C)
-            inv_s = inv_temp / (std_s + std_eps)
-            inv_t = inv_temp / (std_t + std_eps)
-        ws = tl.where(mask, _scaled(xs, mean_s, inv_s, STANDARDIZE), float("-inf"))
-        wt = tl.where(mask, _scaled(xt, mean_t, inv_t, STANDARDIZE), float("-inf"))
-        ms = tl.max(ws, axis=0)
-        mt = tl.max(wt, axis=0)
-        rcp_s = 1.0 / tl.sum(tl.where(mask, tl.exp(ws - ms), 0.0), axis=0)
-        rcp_t = 1.0 / tl.sum(tl.where(mask, tl.exp(wt - mt), 0.0), axis=0)
-        a = tl.where(mask, _probs(xs, mean_s, inv_s, ms, rcp_s, mask, STANDARDIZE) - inv_c, 0.0)
-        b = tl.where(mask, _probs(xt, mean_t, inv_t, mt, rcp_t, mask, STANDARDIZE) - inv_c, 0.0)
-        dot = tl.sum(a * b, axis=0)
-        aa = tl.sum(a * a, axis=0)
-        bb = tl.sum(b * b, axis=0)
-    else:
-        if STANDARDIZE:
-            mean_s, std_s = row_moments(s_base, stride_sc, C, BLOCK)
-            mean_t, std_t = row_moments(t_base, stride_tc, C, BLOCK)
-            inv_s = inv_temp / (std_s + std_eps)
-            inv_t = inv_temp / (std_t + std_eps)
-        # Running max m, sum S of exp(w - m), centred second moments M of the exponentials and their
-        # co-moment Q over the n entries so far; chunks merge by Chan's formula after rescaling to the
-        # new max, so the centred sums never come from a difference of large uncentred ones.
-        ms = float("-inf")
-        mt = float("-inf")
-        ss = 0.0
-        st = 0.0
-        mss = 0.0
-        mtt = 0.0
-        q = 0.0
-        for start in range(0, C, BLOCK):
-            offs = start + tl.arange(0, BLOCK)
-            mask = offs < C
-            xs = load_f32(s_base, offs, stride_sc, mask)
-            xt = load_f32(t_base, offs, stride_tc, mask)
-            ms, es, rs = _online_softmax_step(xs, mask, mean_s, inv_s, ms, STANDARDIZE)
-            mt, et, rt = _online_softmax_step(xt, mask, mean_t, inv_t, mt, STANDARDIZE)
-            n_old = start * 1.0
-            n_chunk = tl.sum(mask.to(tl.float32), axis=0)
-            n_new = n_old + n_chunk
-            ss = ss * rs
-            st = st * rt
-            mss = mss * (rs * rs)
-            mtt = mtt * (rt * rt)
-            q = q * (rs * rt)
-            cs = tl.sum(es, axis=0)
-            ct = tl.sum(et, axis=0)
-            chunk_mean_s = cs / n_chunk
-            chunk_mean_t = ct / n_chunk
-            ds = tl.where(mask, es - chunk_mean_s, 0.0)
-            dt = tl.where(mask, et - chunk_mean_t, 0.0)
-            delta_s = chunk_mean_s - ss / tl.maximum(n_old, 1.0)
-            delta_t = chunk_mean_t - st / tl.maximum(n_old, 1.0)
-            weight = n_old * n_chunk / n_new
-            mss = mss + tl.sum(ds * ds, axis=0) + delta_s * delta_s * weight
-            mtt = mtt + tl.sum(dt * dt, axis=0) + delta_t * delta_t * weight
-            q = q + tl.sum(ds * dt, axis=0) + delta_s * delta_t * weight
-            ss = ss + cs
-            st = st + ct
-        rcp_s = 1.0 / ss
-        rcp_t = 1.0 / st
-        # y = e / S and the row mean of y is 1 / C = mean(e) / S, so the centred sums scale by 1 / S^2.
-        dot = q / (ss * st)
-        aa = mss / (ss * ss)
-        bb = mtt / (st * st)
-    p, ina, inb, k_s, k_t = _pearson_pieces(dot, aa, bb, eps, k_row)
-    tl.store(row_ptr + MAX_S * B + row, ms)
-    tl.store(row_ptr + MAX_T * B + row, mt)
-    tl.store(row_ptr + RCP_S * B + row, rcp_s)
-    tl.store(row_ptr + RCP_T * B + row, rcp_t)
-    tl.store(row_ptr + INV_S * B + row, inv_s)
-    tl.store(row_ptr + INV_T * B + row, inv_t)
     if STANDARDIZE:
-        tl.store(row_ptr + MEAN_S * B + row, mean_s)
-        tl.store(row_ptr + MEAN_T * B + row, mean_t)
-        tl.store(row_ptr + STD_S * B + row, std_s)
-        tl.store(row_ptr + STD_T * B + row, std_t)
-    tl.store(row_ptr + P_ROW * B + row, p)
-    tl.store(row_ptr + INA_ROW * B + row, ina)
-    tl.store(row_ptr + INB_ROW * B + row, inb)
-    tl.store(row_ptr + KS_ROW * B + row, k_s)
-    tl.store(row_ptr + KT_ROW * B + row, k_t)
+        mean_s, std_s, mean_t, std_t = row_moments(
+            s_ptr, t_ptr, s_base, t_base, stride_sc, stride_tc, lo, body, C, BLOCK, VEC
+        )
+        inv_s = inv_temp / (std_s + std_eps)
+        inv_t = inv_temp / (std_t + std_eps)
+    n = tl.zeros((), tl.float32)
+    ms = tl.full((), float("-inf"), tl.float32)
+    mt = tl.full((), float("-inf"), tl.float32)
+    ss = tl.zeros((), tl.float32)
+    st = tl.zeros((), tl.float32)
+    mss = tl.zeros((), tl.float32)
+    mtt = tl.zeros((), tl.float32)
+    q = tl.zeros((), tl.float32)
+    if VEC > 1:
+        e_offs, e_mask = edge_lanes(lo, body, C, VEC)
+        e_xs = load_f32(s_ptr, s_base + e_offs, e_mask)
+        e_xt = load_f32(t_ptr, t_base + e_offs, e_mask)
+        n, ms, mt, ss, st, mss, mtt, q = _row_fold(
+            n, ms, mt, ss, st, mss, mtt, q, e_xs, e_xt, e_mask, mean_s, mean_t, inv_s, inv_t, STANDARDIZE
+        )
+    for start in range(0, body, BLOCK):
+        idx = start + tl.arange(0, BLOCK)
+        mask = idx < body
+        xs = load_f32(s_ptr, body_elems(s_base, lo, idx, stride_sc, VEC), mask)
+        xt = load_f32(t_ptr, body_elems(t_base, lo, idx, stride_tc, VEC), mask)
+        n, ms, mt, ss, st, mss, mtt, q = _row_fold(
+            n, ms, mt, ss, st, mss, mtt, q, xs, xt, mask, mean_s, mean_t, inv_s, inv_t, STANDARDIZE
+        )
+    # y = e / S and the row mean of y is 1 / C = mean(e) / S, so the centred sums scale by 1 / S^2.
+    p, ina, inb, k_s, k_t = _pearson_pieces(q / (ss * st), mss / (ss * ss), mtt / (st * st), eps, k_row)
+    a_s, b_s, a_t, b_t = _coefficients(p, ina, inb, k_s, k_t)
+    out = row_ptr + row * ROW_FIELDS
+    tl.store(out + MAX_S, ms)
+    tl.store(out + MAX_T, mt)
+    tl.store(out + RCP_S, 1.0 / ss)
+    tl.store(out + RCP_T, 1.0 / st)
+    tl.store(out + INV_S, inv_s)
+    tl.store(out + INV_T, inv_t)
+    tl.store(out + MEAN_S, mean_s)
+    tl.store(out + MEAN_T, mean_t)
+    tl.store(out + STD_S, std_s)
+    tl.store(out + STD_T, std_t)
+    tl.store(out + P_ROW, p)
+    tl.store(out + RA_S, a_s)
+    tl.store(out + RB_S, b_s)
+    tl.store(out + RG_S, -(a_s + b_s) / C)  # the row centre of a softmax row is exactly 1 / C
+    tl.store(out + RA_T, a_t)
+    tl.store(out + RB_T, b_t)
+    tl.store(out + RG_T, -(a_t + b_t) / C)
 
 
 @triton.jit
-def _dist_col_stats_kernel(
+def _dist_col_kernel(
     s_ptr,
     t_ptr,
     row_ptr,
@@ -259,10 +248,12 @@ def _dist_col_stats_kernel(
     eps,
     k_col,
     STANDARDIZE: tl.constexpr,
+    COEFFS_S: tl.constexpr,
+    COEFFS_T: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
-    """Per column (over the batch): means of y_s, y_t, the column Pearson and its gradient pieces."""
+    """Per column (over the batch): the column Pearson correlation and, as asked, the column coefficients."""
     cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = cols < C
     s_cols = cols.to(tl.int64) * stride_sc
@@ -276,17 +267,18 @@ def _dist_col_stats_kernel(
         rows = start + tl.arange(0, BLOCK_B)
         rmask = rows < B
         mask = rmask[:, None] & cmask[None, :]
-        max_s = tl.load(row_ptr + MAX_S * B + rows, mask=rmask, other=0.0)
-        max_t = tl.load(row_ptr + MAX_T * B + rows, mask=rmask, other=0.0)
-        rcp_s = tl.load(row_ptr + RCP_S * B + rows, mask=rmask, other=0.0)
-        rcp_t = tl.load(row_ptr + RCP_T * B + rows, mask=rmask, other=0.0)
-        inv_s = tl.load(row_ptr + INV_S * B + rows, mask=rmask, other=0.0)
-        inv_t = tl.load(row_ptr + INV_T * B + rows, mask=rmask, other=0.0)
+        fields = row_ptr + rows.to(tl.int64) * ROW_FIELDS
+        max_s = tl.load(fields + MAX_S, mask=rmask, other=0.0)
+        max_t = tl.load(fields + MAX_T, mask=rmask, other=0.0)
+        rcp_s = tl.load(fields + RCP_S, mask=rmask, other=0.0)
+        rcp_t = tl.load(fields + RCP_T, mask=rmask, other=0.0)
+        inv_s = tl.load(fields + INV_S, mask=rmask, other=0.0)
+        inv_t = tl.load(fields + INV_T, mask=rmask, other=0.0)
         mean_s = 0.0
         mean_t = 0.0
         if STANDARDIZE:
-            mean_s = tl.load(row_ptr + MEAN_S * B + rows, mask=rmask, other=0.0)[:, None]
-            mean_t = tl.load(row_ptr + MEAN_T * B + rows, mask=rmask, other=0.0)[:, None]
+            mean_s = tl.load(fields + MEAN_S, mask=rmask, other=0.0)[:, None]
+            mean_t = tl.load(fields + MEAN_T, mask=rmask, other=0.0)[:, None]
         s_rows = rows.to(tl.int64) * stride_sb
         t_rows = rows.to(tl.int64) * stride_tb
         xs = tl.load(s_ptr + s_rows[:, None] + s_cols[None, :], mask=mask, other=0.0).to(tl.float32)
@@ -310,62 +302,29 @@ def _dist_col_stats_kernel(
         mean_a = mean_a + delta_a * (n_tile / n_new)
         mean_b = mean_b + delta_b * (n_tile / n_new)
     p, ina, inb, k_s, k_t = _pearson_pieces(m_ab, m_aa, m_bb, eps, k_col)
-    tl.store(col_ptr + ABAR * C + cols, mean_a, mask=cmask)
-    tl.store(col_ptr + BBAR * C + cols, mean_b, mask=cmask)
+    a_s, b_s, a_t, b_t = _coefficients(p, ina, inb, k_s, k_t)
     tl.store(col_ptr + P_COL * C + cols, p, mask=cmask)
-    tl.store(col_ptr + INA_COL * C + cols, ina, mask=cmask)
-    tl.store(col_ptr + INB_COL * C + cols, inb, mask=cmask)
-    tl.store(col_ptr + KS_COL * C + cols, k_s, mask=cmask)
-    tl.store(col_ptr + KT_COL * C + cols, k_t, mask=cmask)
+    if COEFFS_S:
+        tl.store(col_ptr + CA_S * C + cols, a_s, mask=cmask)
+        tl.store(col_ptr + CB_S * C + cols, b_s, mask=cmask)
+        tl.store(col_ptr + CG_S * C + cols, -(a_s * mean_b + b_s * mean_a), mask=cmask)
+    if COEFFS_T:
+        tl.store(col_ptr + CA_T * C + cols, a_t, mask=cmask)
+        tl.store(col_ptr + CB_T * C + cols, b_t, mask=cmask)
+        tl.store(col_ptr + CG_T * C + cols, -(a_t * mean_a + b_t * mean_b), mask=cmask)
 
 
 @triton.jit
-def _dy(
-    col_ptr,
-    C,
-    offs,
-    mask,
-    ys,
-    yt,
-    inv_c,
-    p_r,
-    ina_r,
-    inb_r,
-    ks_r,
-    kt_r,
-    GRAD_S: tl.constexpr,
-    GRAD_T: tl.constexpr,
-):
-    """dL/dy_s and dL/dy_t of one piece of a row: row term + column term, each k (b^ - p a^)."""
-    abar = tl.load(col_ptr + ABAR * C + offs, mask=mask, other=0.0)
-    bbar = tl.load(col_ptr + BBAR * C + offs, mask=mask, other=0.0)
-    p_c = tl.load(col_ptr + P_COL * C + offs, mask=mask, other=0.0)
-    ina_c = tl.load(col_ptr + INA_COL * C + offs, mask=mask, other=0.0)
-    inb_c = tl.load(col_ptr + INB_COL * C + offs, mask=mask, other=0.0)
-    a_row = (ys - inv_c) * ina_r
-    b_row = (yt - inv_c) * inb_r
-    a_col = (ys - abar) * ina_c
-    b_col = (yt - bbar) * inb_c
-    gs = tl.zeros_like(ys)
-    gt = tl.zeros_like(yt)
-    if GRAD_S:
-        ks_c = tl.load(col_ptr + KS_COL * C + offs, mask=mask, other=0.0)
-        gs = ks_r * (b_row - p_r * a_row) + ks_c * (b_col - p_c * a_col)
-    if GRAD_T:
-        kt_c = tl.load(col_ptr + KT_COL * C + offs, mask=mask, other=0.0)
-        gt = kt_r * (a_row - p_r * b_row) + kt_c * (a_col - p_c * b_col)
-    return gs, gt
-
-
-@triton.jit
-def _tile_backward(g, y, x, mask, mean, std, inv_temp, C, std_eps, STANDARDIZE: tl.constexpr):
-    """dL/dx of one whole row held in registers: softmax backward, then the z-score backward."""
-    sigma = tl.sum(g * y, axis=0)
-    dz = y * (g - sigma) * inv_temp
-    if STANDARDIZE:
-        centred = tl.where(mask, x - mean, 0.0)
-        dz = standardize_grad(dz, centred, tl.sum(dz, axis=0), tl.sum(dz * centred, axis=0), C, std, std_eps)
-    return dz
+def _dy(col_ptr, C, offs, mask, ys, yt, ra, rb, rg, A: tl.constexpr, B: tl.constexpr, G: tl.constexpr,
+        STUDENT: tl.constexpr):  # fmt: skip
+    """dL/dy of one chunk, row plus column coefficients: (A_i + A_c) y_other + (B_i + B_c) y_own + G."""
+    ca = tl.load(col_ptr + A * C + offs, mask=mask, other=0.0)
+    cb = tl.load(col_ptr + B * C + offs, mask=mask, other=0.0)
+    cg = tl.load(col_ptr + G * C + offs, mask=mask, other=0.0)
+    if STUDENT:
+        return (ra + ca) * yt + (rb + cb) * ys + (rg + cg)
+    else:
+        return (ra + ca) * ys + (rb + cb) * yt + (rg + cg)
 
 
 @triton.jit
@@ -385,14 +344,33 @@ def _cov_merge(w, mg, mx, cov, y, g, xc):
 
 
 @triton.jit
+def _reduce(w, mg, mx, cov, sig, g, y, x, mask, mean, STANDARDIZE: tl.constexpr):
+    """One chunk of the reducing pass: sum g y, or with the z-score the weighted covariance (see below)."""
+    if STANDARDIZE:
+        w, mg, mx, cov = _cov_merge(w, mg, mx, cov, y, g, tl.where(mask, x - mean, 0.0))
+    else:
+        sig += tl.sum(g * y, axis=0)
+    return w, mg, mx, cov, sig
+
+
+@triton.jit
+def _write(ptr, elems, g, y, x, mask, sig, k, mean, rden, shift, coef, STANDARDIZE: tl.constexpr):
+    """Softmax (and z-score) backward of one chunk, written in the buffer's dtype."""
+    dx = y * (g - sig) * k
+    if STANDARDIZE:
+        dx = standardize_apply(dx, tl.where(mask, x - mean, 0.0), rden, shift, coef)
+    tl.store(ptr + elems, dx.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _dist_grad_kernel(
     s_ptr,
     t_ptr,
     row_ptr,
     col_ptr,
+    go_ptr,
     gs_ptr,
     gt_ptr,
-    B,
     C,
     stride_sb,
     stride_sc,
@@ -401,132 +379,166 @@ def _dist_grad_kernel(
     inv_temp,
     std_eps,
     STANDARDIZE: tl.constexpr,
-    SINGLE_TILE: tl.constexpr,
     BLOCK: tl.constexpr,
+    VEC: tl.constexpr,
     GRAD_S: tl.constexpr,
     GRAD_T: tl.constexpr,
 ):
-    """Per row: dL/d(student) and dL/d(teacher) (as asked) into contiguous buffers of the input dtype."""
-    row = tl.program_id(0)
-    s_base = s_ptr + row.to(tl.int64) * stride_sb
-    t_base = t_ptr + row.to(tl.int64) * stride_tb
-    gs_base = gs_ptr + row.to(tl.int64) * C
-    gt_base = gt_ptr + row.to(tl.int64) * C
-    inv_c = 1.0 / C
-    max_s = tl.load(row_ptr + MAX_S * B + row)
-    max_t = tl.load(row_ptr + MAX_T * B + row)
-    rcp_s = tl.load(row_ptr + RCP_S * B + row)
-    rcp_t = tl.load(row_ptr + RCP_T * B + row)
-    inv_s = tl.load(row_ptr + INV_S * B + row)
-    inv_t = tl.load(row_ptr + INV_T * B + row)
-    p_r = tl.load(row_ptr + P_ROW * B + row)
-    ina_r = tl.load(row_ptr + INA_ROW * B + row)
-    inb_r = tl.load(row_ptr + INB_ROW * B + row)
-    ks_r = tl.load(row_ptr + KS_ROW * B + row)
-    kt_r = tl.load(row_ptr + KT_ROW * B + row)
-    mean_s = 0.0
-    mean_t = 0.0
-    std_s = 0.0
-    std_t = 0.0
-    if STANDARDIZE:
-        mean_s = tl.load(row_ptr + MEAN_S * B + row)
-        mean_t = tl.load(row_ptr + MEAN_T * B + row)
-        std_s = tl.load(row_ptr + STD_S * B + row)
-        std_t = tl.load(row_ptr + STD_T * B + row)
-    if SINGLE_TILE:
-        offs = tl.arange(0, BLOCK)
-        mask = offs < C
-        xs = load_f32(s_base, offs, stride_sc, mask)
-        xt = load_f32(t_base, offs, stride_tc, mask)
+    """Per row: grad_output times dL/d(student) and dL/d(teacher) (as asked), into contiguous buffers."""
+    row = tl.program_id(0).to(tl.int64)
+    s_base = row * stride_sb
+    t_base = row * stride_tb
+    g_base = row * C
+    lo, body = row_split(s_base, C, VEC)
+    fields = row_ptr + row * ROW_FIELDS
+    max_s = tl.load(fields + MAX_S)
+    max_t = tl.load(fields + MAX_T)
+    rcp_s = tl.load(fields + RCP_S)
+    rcp_t = tl.load(fields + RCP_T)
+    inv_s = tl.load(fields + INV_S)
+    inv_t = tl.load(fields + INV_T)
+    mean_s = tl.load(fields + MEAN_S)
+    mean_t = tl.load(fields + MEAN_T)
+    std_s = tl.load(fields + STD_S)
+    std_t = tl.load(fields + STD_T)
+    go = tl.load(go_ptr).to(tl.float32)
+    ra_s = tl.load(fields + RA_S)
+    rb_s = tl.load(fields + RB_S)
+    rg_s = tl.load(fields + RG_S)
+    ra_t = tl.load(fields + RA_T)
+    rb_t = tl.load(fields + RB_T)
+    rg_t = tl.load(fields + RG_T)
+    # Pass 1: sigma = sum_c g_c y_c per tensor; with the z-score also the y-weighted covariance of g and
+    # the centred logits, which is sum_c dL/dw_c (x_c - mean) without a cancelling difference.
+    sig_s = tl.zeros((), tl.float32)
+    sig_t = tl.zeros((), tl.float32)
+    w_s = tl.zeros((), tl.float32)
+    mg_s = tl.zeros((), tl.float32)
+    mx_s = tl.zeros((), tl.float32)
+    cov_s = tl.zeros((), tl.float32)
+    w_t = tl.zeros((), tl.float32)
+    mg_t = tl.zeros((), tl.float32)
+    mx_t = tl.zeros((), tl.float32)
+    cov_t = tl.zeros((), tl.float32)
+    if VEC > 1:
+        e_offs, e_mask = edge_lanes(lo, body, C, VEC)
+        e_xs = load_f32(s_ptr, s_base + e_offs, e_mask)
+        e_xt = load_f32(t_ptr, t_base + e_offs, e_mask)
+        e_ys = _probs(e_xs, mean_s, inv_s, max_s, rcp_s, e_mask, STANDARDIZE)
+        e_yt = _probs(e_xt, mean_t, inv_t, max_t, rcp_t, e_mask, STANDARDIZE)
+        if GRAD_S:
+            e_gs = _dy(col_ptr, C, e_offs, e_mask, e_ys, e_yt, ra_s, rb_s, rg_s, CA_S, CB_S, CG_S, True)
+            w_s, mg_s, mx_s, cov_s, sig_s = _reduce(
+                w_s, mg_s, mx_s, cov_s, sig_s, e_gs, e_ys, e_xs, e_mask, mean_s, STANDARDIZE
+            )
+        if GRAD_T:
+            e_gt = _dy(col_ptr, C, e_offs, e_mask, e_ys, e_yt, ra_t, rb_t, rg_t, CA_T, CB_T, CG_T, False)
+            w_t, mg_t, mx_t, cov_t, sig_t = _reduce(
+                w_t, mg_t, mx_t, cov_t, sig_t, e_gt, e_yt, e_xt, e_mask, mean_t, STANDARDIZE
+            )
+    for start in range(0, body, BLOCK):
+        idx = start + tl.arange(0, BLOCK)
+        mask = idx < body
+        xs = load_f32(s_ptr, body_elems(s_base, lo, idx, stride_sc, VEC), mask)
+        xt = load_f32(t_ptr, body_elems(t_base, lo, idx, stride_tc, VEC), mask)
         ys = _probs(xs, mean_s, inv_s, max_s, rcp_s, mask, STANDARDIZE)
         yt = _probs(xt, mean_t, inv_t, max_t, rcp_t, mask, STANDARDIZE)
-        gs, gt = _dy(col_ptr, C, offs, mask, ys, yt, inv_c, p_r, ina_r, inb_r, ks_r, kt_r, GRAD_S, GRAD_T)
         if GRAD_S:
-            dxs = _tile_backward(gs, ys, xs, mask, mean_s, std_s, inv_temp, C, std_eps, STANDARDIZE)
-            tl.store(gs_base + offs, dxs.to(gs_ptr.dtype.element_ty), mask=mask)
+            gs = _dy(col_ptr, C, lo + idx, mask, ys, yt, ra_s, rb_s, rg_s, CA_S, CB_S, CG_S, True)
+            w_s, mg_s, mx_s, cov_s, sig_s = _reduce(
+                w_s, mg_s, mx_s, cov_s, sig_s, gs, ys, xs, mask, mean_s, STANDARDIZE
+            )
         if GRAD_T:
-            dxt = _tile_backward(gt, yt, xt, mask, mean_t, std_t, inv_temp, C, std_eps, STANDARDIZE)
-            tl.store(gt_base + offs, dxt.to(gt_ptr.dtype.element_ty), mask=mask)
-    else:
-        # Pass 1: sigma = sum_c g_c y_c per tensor; with the z-score also the y-weighted covariance of g
-        # and the centred logits, which is sum_c dL/dw_c (x_c - mean) without a cancelling difference.
-        sig_s = 0.0
-        sig_t = 0.0
-        w_s = 0.0
-        mg_s = 0.0
-        mx_s = 0.0
-        cov_s = 0.0
-        w_t = 0.0
-        mg_t = 0.0
-        mx_t = 0.0
-        cov_t = 0.0
-        for start in range(0, C, BLOCK):
-            offs = start + tl.arange(0, BLOCK)
-            mask = offs < C
-            xs = load_f32(s_base, offs, stride_sc, mask)
-            xt = load_f32(t_base, offs, stride_tc, mask)
-            ys = _probs(xs, mean_s, inv_s, max_s, rcp_s, mask, STANDARDIZE)
-            yt = _probs(xt, mean_t, inv_t, max_t, rcp_t, mask, STANDARDIZE)
-            gs, gt = _dy(col_ptr, C, offs, mask, ys, yt, inv_c, p_r, ina_r, inb_r, ks_r, kt_r, GRAD_S, GRAD_T)
-            if GRAD_S:
-                if STANDARDIZE:
-                    xcs = tl.where(mask, xs - mean_s, 0.0)
-                    w_s, mg_s, mx_s, cov_s = _cov_merge(w_s, mg_s, mx_s, cov_s, ys, gs, xcs)
-                else:
-                    sig_s += tl.sum(gs * ys, axis=0)
-            if GRAD_T:
-                if STANDARDIZE:
-                    xct = tl.where(mask, xt - mean_t, 0.0)
-                    w_t, mg_t, mx_t, cov_t = _cov_merge(w_t, mg_t, mx_t, cov_t, yt, gt, xct)
-                else:
-                    sig_t += tl.sum(gt * yt, axis=0)
-        # sum_c y_c (g_c - sigma) = sigma (1 - W) and sum_c y_c (g_c - sigma) xc_c = cov + W (1 - W) mg mx,
-        # with W = sum_c y_c (1 up to rounding) and sigma = W mg.
-        gsum_s = 0.0
-        gcen_s = 0.0
-        gsum_t = 0.0
-        gcen_t = 0.0
-        if STANDARDIZE:
-            sig_s = w_s * mg_s
-            sig_t = w_t * mg_t
-            gsum_s = sig_s * (1.0 - w_s) * inv_temp
-            gsum_t = sig_t * (1.0 - w_t) * inv_temp
-            gcen_s = (cov_s + w_s * (1.0 - w_s) * mg_s * mx_s) * inv_temp
-            gcen_t = (cov_t + w_t * (1.0 - w_t) * mg_t * mx_t) * inv_temp
-        # Pass 2: recompute g and write the gradients.
-        for start in range(0, C, BLOCK):
-            offs = start + tl.arange(0, BLOCK)
-            mask = offs < C
-            xs = load_f32(s_base, offs, stride_sc, mask)
-            xt = load_f32(t_base, offs, stride_tc, mask)
-            ys = _probs(xs, mean_s, inv_s, max_s, rcp_s, mask, STANDARDIZE)
-            yt = _probs(xt, mean_t, inv_t, max_t, rcp_t, mask, STANDARDIZE)
-            gs, gt = _dy(col_ptr, C, offs, mask, ys, yt, inv_c, p_r, ina_r, inb_r, ks_r, kt_r, GRAD_S, GRAD_T)
-            if GRAD_S:
-                dxs = ys * (gs - sig_s) * inv_temp
-                if STANDARDIZE:
-                    xcs = tl.where(mask, xs - mean_s, 0.0)
-                    dxs = standardize_grad(dxs, xcs, gsum_s, gcen_s, C, std_s, std_eps)
-                tl.store(gs_base + offs.to(tl.int64), dxs.to(gs_ptr.dtype.element_ty), mask=mask)
-            if GRAD_T:
-                dxt = yt * (gt - sig_t) * inv_temp
-                if STANDARDIZE:
-                    xct = tl.where(mask, xt - mean_t, 0.0)
-                    dxt = standardize_grad(dxt, xct, gsum_t, gcen_t, C, std_t, std_eps)
-                tl.store(gt_base + offs.to(tl.int64), dxt.to(gt_ptr.dtype.element_ty), mask=mask)
+            gt = _dy(col_ptr, C, lo + idx, mask, ys, yt, ra_t, rb_t, rg_t, CA_T, CB_T, CG_T, False)
+            w_t, mg_t, mx_t, cov_t, sig_t = _reduce(
+                w_t, mg_t, mx_t, cov_t, sig_t, gt, yt, xt, mask, mean_t, STANDARDIZE
+            )
+    # sum_c y_c (g_c - sigma) = sigma (1 - W) and sum_c y_c (g_c - sigma) xc_c = cov + W (1 - W) mg mx,
+    # with W = sum_c y_c (1 up to rounding) and sigma = W mg.
+    k = inv_temp * go
+    rden_s = 1.0
+    rden_t = 1.0
+    shift_s = 0.0
+    shift_t = 0.0
+    coef_s = 0.0
+    coef_t = 0.0
+    if STANDARDIZE:
+        sig_s = w_s * mg_s
+        sig_t = w_t * mg_t
+        gsum_s = sig_s * (1.0 - w_s) * k
+        gsum_t = sig_t * (1.0 - w_t) * k
+        gcen_s = (cov_s + w_s * (1.0 - w_s) * mg_s * mx_s) * k
+        gcen_t = (cov_t + w_t * (1.0 - w_t) * mg_t * mx_t) * k
+        rden_s, shift_s, coef_s = standardize_coefs(gsum_s, gcen_s, C, std_s, std_eps)
+        rden_t, shift_t, coef_t = standardize_coefs(gsum_t, gcen_t, C, std_t, std_eps)
+    # Pass 2: recompute g and write the gradients (grad_output folded into the softmax backward's factor).
+    if VEC > 1:
+        e_offs, e_mask = edge_lanes(lo, body, C, VEC)
+        e_xs = load_f32(s_ptr, s_base + e_offs, e_mask)
+        e_xt = load_f32(t_ptr, t_base + e_offs, e_mask)
+        e_ys = _probs(e_xs, mean_s, inv_s, max_s, rcp_s, e_mask, STANDARDIZE)
+        e_yt = _probs(e_xt, mean_t, inv_t, max_t, rcp_t, e_mask, STANDARDIZE)
+        if GRAD_S:
+            e_gs = _dy(col_ptr, C, e_offs, e_mask, e_ys, e_yt, ra_s, rb_s, rg_s, CA_S, CB_S, CG_S, True)
+            _write(
+                gs_ptr,
+                g_base + e_offs,
+                e_gs,
+                e_ys,
+                e_xs,
+                e_mask,
+                sig_s,
+                k,
+                mean_s,
+                rden_s,
+                shift_s,
+                coef_s,
+                STANDARDIZE,
+            )
+        if GRAD_T:
+            e_gt = _dy(col_ptr, C, e_offs, e_mask, e_ys, e_yt, ra_t, rb_t, rg_t, CA_T, CB_T, CG_T, False)
+            _write(
+                gt_ptr,
+                g_base + e_offs,
+                e_gt,
+                e_yt,
+                e_xt,
+                e_mask,
+                sig_t,
+                k,
+                mean_t,
+                rden_t,
+                shift_t,
+                coef_t,
+                STANDARDIZE,
+            )
+    for start in range(0, body, BLOCK):
+        idx = start + tl.arange(0, BLOCK)
+        mask = idx < body
+        xs = load_f32(s_ptr, body_elems(s_base, lo, idx, stride_sc, VEC), mask)
+        xt = load_f32(t_ptr, body_elems(t_base, lo, idx, stride_tc, VEC), mask)
+        ys = _probs(xs, mean_s, inv_s, max_s, rcp_s, mask, STANDARDIZE)
+        yt = _probs(xt, mean_t, inv_t, max_t, rcp_t, mask, STANDARDIZE)
+        g_elems = body_elems(g_base, lo, idx, 1, VEC)
+        if GRAD_S:
+            gs = _dy(col_ptr, C, lo + idx, mask, ys, yt, ra_s, rb_s, rg_s, CA_S, CB_S, CG_S, True)
+            _write(gs_ptr, g_elems, gs, ys, xs, mask, sig_s, k, mean_s, rden_s, shift_s, coef_s, STANDARDIZE)
+        if GRAD_T:
+            gt = _dy(col_ptr, C, lo + idx, mask, ys, yt, ra_t, rb_t, rg_t, CA_T, CB_T, CG_T, False)
+            _write(gt_ptr, g_elems, gt, yt, xt, mask, sig_t, k, mean_t, rden_t, shift_t, coef_t, STANDARDIZE)
 
 
 def _column_tiles(batch: int, num_classes: int) -> tuple[int, int]:
     """(BLOCK_B, BLOCK_C) of the column kernel: COL_TILE elements per tile, and 16 to 64 columns per
     program when the batch is large (enough programs to fill a GPU at ImageNet-sized C); small batches
-    take wider column blocks instead, so tiny-B calls launch few programs."""
+    take wider column blocks instead (up to COL_MAX_C), so tiny-B calls launch few programs."""
     block_c = min(max(16, triton.next_power_of_2(triton.cdiv(num_classes, 128))), 64)
     block_b = min(triton.next_power_of_2(batch), COL_TILE // block_c)
-    block_c = min(max(16, triton.next_power_of_2(num_classes)), COL_TILE // block_b)
+    block_c = min(max(16, triton.next_power_of_2(num_classes)), COL_TILE // block_b, COL_MAX_C)
     return block_b, block_c
 
 
-def _dist_forward(
+def _forward(
     student: torch.Tensor,
     teacher: torch.Tensor,
     beta: float,
@@ -534,39 +546,37 @@ def _dist_forward(
     temperature: float,
     standardize: bool,
     eps: float,
-    grad_student: bool,
-    grad_teacher: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """The three launches: loss (0-dim fp32) and the gradient buffers asked for (else None)."""
+    config: LaunchConfig,
+    coeffs_s: bool,
+    coeffs_t: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Row and column kernels: the loss (0-dim fp32), per-row and per-column statistics."""
     batch, num_classes = student.shape
     device = student.device
-    config = launch_config(num_classes)
-    rows = torch.empty((ROW_FIELDS, batch), dtype=torch.float32, device=device)
-    cols = torch.empty((COL_FIELDS, num_classes), dtype=torch.float32, device=device)
-    inv_temp = 1.0 / temperature
+    rows = torch.empty((batch, ROW_FIELDS.value), dtype=torch.float32, device=device)
+    cols = torch.empty((COL_FIELDS.value, num_classes), dtype=torch.float32, device=device)
     t2 = temperature * temperature
-    k_row = t2 * beta / batch
     # A one-row batch has a zero centring projection over the batch: no gradient from the intra term.
     k_col = t2 * gamma / num_classes if batch > 1 else 0.0
     strides = (*student.stride(), *teacher.stride())
-    _dist_row_stats_kernel[(batch,)](
+    _dist_row_kernel[(batch,)](
         student,
         teacher,
         rows,
-        batch,
         num_classes,
         *strides,
-        inv_temp,
+        1.0 / temperature,
         STANDARDIZE_EPS,
         eps,
-        k_row,
+        t2 * beta / batch,
         STANDARDIZE=standardize,
-        SINGLE_TILE=config.single_tile,
         BLOCK=config.block,
+        VEC=config.vec,
         num_warps=config.num_warps,
+        maxnreg=MAX_REGISTERS,
     )
     block_b, block_c = _column_tiles(batch, num_classes)
-    _dist_col_stats_kernel[(triton.cdiv(num_classes, block_c),)](
+    _dist_col_kernel[(triton.cdiv(num_classes, block_c),)](
         student,
         teacher,
         rows,
@@ -577,40 +587,20 @@ def _dist_forward(
         eps,
         k_col,
         STANDARDIZE=standardize,
+        COEFFS_S=coeffs_s,
+        COEFFS_T=coeffs_t,
         BLOCK_B=block_b,
         BLOCK_C=block_c,
         num_warps=COL_WARPS,
+        maxnreg=MAX_REGISTERS,
     )
-    grad_s = torch.empty((batch, num_classes), dtype=student.dtype, device=device) if grad_student else None
-    grad_t = torch.empty((batch, num_classes), dtype=teacher.dtype, device=device) if grad_teacher else None
-    if grad_student or grad_teacher:
-        _dist_grad_kernel[(batch,)](
-            student,
-            teacher,
-            rows,
-            cols,
-            grad_s if grad_s is not None else grad_t,
-            grad_t if grad_t is not None else grad_s,
-            batch,
-            num_classes,
-            *strides,
-            inv_temp,
-            STANDARDIZE_EPS,
-            STANDARDIZE=standardize,
-            SINGLE_TILE=config.single_tile,
-            BLOCK=config.block,
-            GRAD_S=grad_student,
-            GRAD_T=grad_teacher,
-            num_warps=config.num_warps,
-        )
-    inter = 1.0 - rows[P_ROW.value].mean()
+    inter = 1.0 - rows[:, P_ROW.value].mean()
     intra = 1.0 - cols[P_COL.value].mean()
-    loss = t2 * (beta * inter + gamma * intra)
-    return loss, grad_s, grad_t
+    return t2 * (beta * inter + gamma * intra), rows, cols
 
 
 class DISTLossFunction(torch.autograd.Function):
-    """Fused DIST: forward computes the loss and writes the gradients; backward only scales them."""
+    """Autograd wrapper: the forward keeps O(B + C) statistics; the backward recomputes the gradients."""
 
     @staticmethod
     def forward(
@@ -622,24 +612,50 @@ class DISTLossFunction(torch.autograd.Function):
         temperature: float,
         standardize: bool,
         eps: float,
+        config: LaunchConfig,
     ) -> torch.Tensor:
-        loss, grad_s, grad_t = _dist_forward(
-            student,
-            teacher,
-            beta,
-            gamma,
-            temperature,
-            standardize,
-            eps,
-            ctx.needs_input_grad[0],
-            ctx.needs_input_grad[1],
+        grad_s, grad_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        loss, rows, cols = _forward(
+            student, teacher, beta, gamma, temperature, standardize, eps, config, grad_s, grad_t
         )
-        ctx.save_for_backward(grad_s, grad_t)
+        ctx.save_for_backward(student, teacher, rows, cols)
+        ctx.args = (temperature, standardize, config)
         return loss
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_output: torch.Tensor):
-        return fused_backward(ctx.saved_tensors, grad_output, non_tensor_args=5)
+        student, teacher, rows, cols = ctx.saved_tensors
+        temperature, standardize, config = ctx.args
+        batch, num_classes = student.shape
+        grad_s = grad_t = None
+        if ctx.needs_input_grad[0]:
+            grad_s = torch.empty((batch, num_classes), dtype=student.dtype, device=student.device)
+        if ctx.needs_input_grad[1]:
+            grad_t = torch.empty((batch, num_classes), dtype=teacher.dtype, device=teacher.device)
+        if grad_s is not None or grad_t is not None:
+            _dist_grad_kernel[(batch,)](
+                student,
+                teacher,
+                rows,
+                cols,
+                grad_scale_tensor(grad_output),
+                grad_s if grad_s is not None else grad_t,
+                grad_t if grad_t is not None else grad_s,
+                num_classes,
+                *student.stride(),
+                *teacher.stride(),
+                1.0 / temperature,
+                STANDARDIZE_EPS,
+                STANDARDIZE=standardize,
+                BLOCK=config.block,
+                VEC=config.vec,
+                GRAD_S=grad_s is not None,
+                GRAD_T=grad_t is not None,
+                num_warps=config.num_warps,
+                maxnreg=MAX_REGISTERS,
+            )
+        return grad_s, grad_t, None, None, None, None, None, None
 
 
 def dist_loss_triton(
@@ -650,12 +666,12 @@ def dist_loss_triton(
     temperature: float = 1.0,
     standardize: bool = False,
     eps: float = 1e-8,
+    config: LaunchConfig | None = None,
 ) -> torch.Tensor:
-    """DIST through the fused kernels (arguments already validated); no gradient work when none is needed."""
-    beta, gamma, temperature, eps = float(beta), float(gamma), float(temperature), float(eps)
+    """DIST through the fused kernels (arguments already validated); no gradient work when none is needed.
+    `config` overrides the launch table (tests force chunked walks at small C with it)."""
+    config = config or launch_config(student.shape[1], student, teacher)
+    args = (float(beta), float(gamma), float(temperature), bool(standardize), float(eps), config)
     if torch.is_grad_enabled() and (student.requires_grad or teacher.requires_grad):
-        return DISTLossFunction.apply(student, teacher, beta, gamma, temperature, bool(standardize), eps)
-    loss, _, _ = _dist_forward(
-        student, teacher, beta, gamma, temperature, bool(standardize), eps, False, False
-    )
-    return loss
+        return DISTLossFunction.apply(student, teacher, *args)
+    return _forward(student, teacher, *args, False, False)[0]

@@ -1,5 +1,6 @@
-"""Fused Triton kernel for the Decoupled KD loss: one program per row computes the row's loss and, in the
-same pass over the logits, dL/d(student) and dL/d(teacher); autograd's backward only scales them.
+"""Fused Triton kernels for the Decoupled KD loss: the forward reads both logits once per row and keeps
+per-row statistics; the backward recomputes dL/d(student) (and dL/d(teacher) when it requires grad) from
+the logits with grad_output folded in, in fp32, cast once when written.
 
 Notation for one row: a = z_s / T, b = z_t / T (z the logits, z-scored first with `standardize`), g the
 target class, "rest" the other classes. lse = logsumexp over all classes, lse' over the rest only:
@@ -21,10 +22,11 @@ sum(g * (x - mean)) over the row. C == 1 has no rest: R = 0, q = 0, so the loss 
 Numerics: every log-sum-exp is kept as (max m, log S) and log-probabilities as (x - m) - log S, never
 x - (m + log S), which would round at the logits' scale (1e-3 at 1e4) and leak that error into P.
 
-Two layouts (kernels.triton_common.launch_config): rows of <= 4096 classes sit in one tile and are read
-once; longer rows stream CHUNK-wide pieces, with an online (running max, rescaled sum) log-sum-exp for
-lse and lse' of both logits plus the NCKD cross term sum_j exp(b_j - m) (b_j - a_j), then one more pass
-writes the gradients (two more before it with `standardize`: row moments; and one to reduce the sums).
+The forward walks each row once (kernels.triton_common: vectorized body, scalar edge) with an online
+(running max, rescaled sum) log-sum-exp for lse and lse' of both logits, the NCKD cross term
+sum_j exp(b_j - m) (b_j - a_j) and the target logits a_g, b_g (picked out by comparison, so an out-of-range
+target reads nothing out of bounds); `standardize` adds a moments pass first. The backward is one pass
+that writes the gradients, after one that reduces the z-score sums with `standardize`.
 """
 
 from __future__ import annotations
@@ -34,73 +36,53 @@ import triton
 import triton.language as tl
 from kdforge.kernels.standardize import STANDARDIZE_EPS
 from kdforge.kernels.triton_common import (
+    MAX_REGISTERS,
     LaunchConfig,
-    fused_backward,
+    body_elems,
+    edge_lanes,
+    finish_lse,
+    grad_scale_tensor,
     launch_config,
     load_f32,
+    online_lse,
     row_moments,
-    standardize_grad,
-    tile_moments,
+    row_split,
+    standardize_apply,
+    standardize_coefs,
 )
+from torch.autograd.function import once_differentiable
+
+# Fields of the (B, STATS) fp32 per-row statistics the forward saves for the backward.
+(M_RS, L_RS, M_RT, L_RT, P_S, P_T, R_S, R_T, D, NCKD, K_S, K_T, MEAN_S, MEAN_T, STD_S, STD_T, LOSS) = (
+    tl.constexpr(i) for i in range(17)
+)
+STATS = tl.constexpr(17)
 
 
 @triton.jit
-def _scale(x, mean, k, STANDARDIZE: tl.constexpr):
-    """Logits to a = z / T: (x - mean) * k with k = 1 / ((std + eps) T), or x * (1 / T)."""
-    if STANDARDIZE:
-        return (x - mean) * k
-    else:
-        return x * k
+def _fold(m_s, s_s, m_t, s_t, m_rs, s_rs, m_rt, s_rt, cross, a_g, b_g, x_s, x_t, offs, mask, label,
+          mean_s, mean_t, k_s, k_t):  # fmt: skip
+    """One chunk of the online pass: lse and lse' of both rows, the NCKD cross term, the target logits."""
+    a = (x_s - mean_s) * k_s
+    b = (x_t - mean_t) * k_t
+    is_gt = mask & (offs == label)
+    rest = mask & (offs != label)
+    m_s, s_s, _, _ = online_lse(m_s, s_s, a, mask)
+    m_t, s_t, _, _ = online_lse(m_t, s_t, b, mask)
+    m_rs, s_rs, _, _ = online_lse(m_rs, s_rs, a, rest)
+    m_rt, s_rt, e_rt, rescale = online_lse(m_rt, s_rt, b, rest)
+    cross = cross * rescale + tl.sum(e_rt * (b - a), axis=0)
+    a_g += tl.sum(tl.where(is_gt, a, 0.0), axis=0)
+    b_g += tl.sum(tl.where(is_gt, b, 0.0), axis=0)
+    return m_s, s_s, m_t, s_t, m_rs, s_rs, m_rt, s_rt, cross, a_g, b_g
 
 
 @triton.jit
-def _tile_lse(x, valid):
-    """logsumexp of the valid entries of a tile as (max, log sum exp(x - max)); (0, 0) when none is."""
-    m = tl.max(tl.where(valid, x, float("-inf")), axis=0)
-    m = tl.where(m == float("-inf"), 0.0, m)
-    total = tl.sum(tl.exp(tl.where(valid, x - m, float("-inf"))), axis=0)
-    return m, tl.log(tl.where(total > 0, total, 1.0))
-
-
-@triton.jit
-def _online(m, total, x, valid):
-    """Fold one chunk into a running (max, sum exp(x - max)); also returns the chunk's exp terms and the
-    factor the old sums were rescaled by (no inf - inf while nothing valid has been seen)."""
-    m_new = tl.maximum(m, tl.max(tl.where(valid, x, float("-inf")), axis=0))
-    m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
-    e = tl.exp(tl.where(valid, x - m_ref, float("-inf")))
-    rescale = tl.exp(m - m_ref)
-    return m_new, total * rescale + tl.sum(e, axis=0), e, rescale
-
-
-@triton.jit
-def _finish_lse(m, total):
-    """A running (max, sum) as (max, log sum), like _tile_lse; (0, 0) when the set was empty."""
-    nonempty = total > 0
-    return tl.where(nonempty, m, 0.0), tl.log(tl.where(nonempty, total, 1.0))
-
-
-@triton.jit
-def _grads(a, b, is_gt, rest, m_rs, l_rs, m_rt, l_rt, p_s, p_t, r_s, r_t, d, nckd, alpha, beta, scale):
-    """dL/dz_s and dL/dz_t of one tile (module docstring); 0 in lanes that are neither target nor rest."""
-    log_q_s = (a - m_rs) - l_rs
-    log_q_t = (b - m_rt) - l_rt
-    q_s = tl.exp(tl.where(rest, log_q_s, float("-inf")))
-    q_t = tl.exp(tl.where(rest, log_q_t, float("-inf")))
-    g_s = tl.where(is_gt, alpha * (p_s - p_t), alpha * (r_s - r_t) * q_s + beta * (q_s - q_t))
-    bin_t = alpha * p_t * r_t * d
-    g_t = tl.where(is_gt, bin_t, q_t * (beta * (log_q_t - log_q_s - nckd) - bin_t))
-    return g_s * scale, g_t * scale
-
-
-@triton.jit
-def dkd_kernel(
+def _dkd_forward_kernel(
     s_ptr,
     t_ptr,
     target_ptr,
-    loss_ptr,
-    gs_ptr,
-    gt_ptr,
+    stats_ptr,
     C,
     s_stride_b,
     s_stride_c,
@@ -111,97 +93,65 @@ def dkd_kernel(
     alpha,
     beta,
     loss_scale,
-    grad_scale,
     eps,
-    STANDARDIZE: tl.constexpr,
-    WRITE_GS: tl.constexpr,
-    WRITE_GT: tl.constexpr,
-    SINGLE_TILE: tl.constexpr,
     BLOCK: tl.constexpr,
+    VEC: tl.constexpr,
+    STANDARDIZE: tl.constexpr,
 ):
-    """Row `program_id` of DKD: its loss T^2 (alpha TCKD + beta NCKD) into loss_ptr, and with WRITE_* the
-    gradients of the batch-mean loss into contiguous (B, C) buffers of the inputs' dtypes."""
-    row = tl.program_id(0)
-    s_row = s_ptr + row.to(tl.int64) * s_stride_b
-    t_row = t_ptr + row.to(tl.int64) * t_stride_b
-    g_off = row.to(tl.int64) * C
-    label = tl.load(target_ptr + row.to(tl.int64) * target_stride).to(tl.int64)
+    """Row `program_id`: its loss T^2 (alpha TCKD + beta NCKD) and the statistics of the backward."""
+    row = tl.program_id(0).to(tl.int64)
+    s_base = row * s_stride_b
+    t_base = row * t_stride_b
+    label = tl.load(target_ptr + row * target_stride).to(tl.int32)
+    lo, body = row_split(s_base, C, VEC)
+    mean_s = 0.0
+    mean_t = 0.0
+    std_s = 0.0
+    std_t = 0.0
+    k_s = inv_temperature
+    k_t = inv_temperature
+    if STANDARDIZE:
+        mean_s, std_s, mean_t, std_t = row_moments(
+            s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, C, BLOCK, VEC
+        )
+        k_s = inv_temperature / (std_s + eps)
+        k_t = inv_temperature / (std_t + eps)
+    m_s = tl.full((), float("-inf"), tl.float32)
+    m_t = tl.full((), float("-inf"), tl.float32)
+    m_rs = tl.full((), float("-inf"), tl.float32)
+    m_rt = tl.full((), float("-inf"), tl.float32)
+    s_s = tl.zeros((), tl.float32)
+    s_t = tl.zeros((), tl.float32)
+    s_rs = tl.zeros((), tl.float32)
+    s_rt = tl.zeros((), tl.float32)
+    cross = tl.zeros((), tl.float32)  # sum_rest exp(b - m_rt) (b - a)
+    a_g = tl.zeros((), tl.float32)
+    b_g = tl.zeros((), tl.float32)
+    if VEC > 1:
+        e_offs, e_mask = edge_lanes(lo, body, C, VEC)
+        e_x_s = load_f32(s_ptr, s_base + e_offs, e_mask)
+        e_x_t = load_f32(t_ptr, t_base + e_offs, e_mask)
+        m_s, s_s, m_t, s_t, m_rs, s_rs, m_rt, s_rt, cross, a_g, b_g = _fold(
+            m_s, s_s, m_t, s_t, m_rs, s_rs, m_rt, s_rt, cross, a_g, b_g,
+            e_x_s, e_x_t, e_offs, e_mask, label, mean_s, mean_t, k_s, k_t,
+        )  # fmt: skip
+    for start in range(0, body, BLOCK):
+        idx = start + tl.arange(0, BLOCK)
+        mask = idx < body
+        x_s = load_f32(s_ptr, body_elems(s_base, lo, idx, s_stride_c, VEC), mask)
+        x_t = load_f32(t_ptr, body_elems(t_base, lo, idx, t_stride_c, VEC), mask)
+        m_s, s_s, m_t, s_t, m_rs, s_rs, m_rt, s_rt, cross, a_g, b_g = _fold(
+            m_s, s_s, m_t, s_t, m_rs, s_rs, m_rt, s_rt, cross, a_g, b_g,
+            x_s, x_t, lo + idx, mask, label, mean_s, mean_t, k_s, k_t,
+        )  # fmt: skip
+    m_s, l_s = finish_lse(m_s, s_s)
+    m_t, l_t = finish_lse(m_t, s_t)
+    m_rs, l_rs = finish_lse(m_rs, s_rs)
+    m_rt, l_rt = finish_lse(m_rt, s_rt)
     has_rest = C > 1
-    cols = tl.arange(0, BLOCK)
-
-    if SINGLE_TILE:
-        mask = cols < C
-        x_s = tl.load(s_row + cols.to(tl.int64) * s_stride_c, mask=mask, other=0.0).to(tl.float32)
-        x_t = tl.load(t_row + cols.to(tl.int64) * t_stride_c, mask=mask, other=0.0).to(tl.float32)
-        mean_s = 0.0
-        mean_t = 0.0
-        std_s = 0.0
-        std_t = 0.0
-        k_s = inv_temperature
-        k_t = inv_temperature
-        if STANDARDIZE:
-            mean_s, std_s = tile_moments(x_s, mask, C)
-            mean_t, std_t = tile_moments(x_t, mask, C)
-            k_s = inv_temperature / (std_s + eps)
-            k_t = inv_temperature / (std_t + eps)
-        a = _scale(x_s, mean_s, k_s, STANDARDIZE)
-        b = _scale(x_t, mean_t, k_t, STANDARDIZE)
-        is_gt = cols == label
-        rest = mask & (cols != label)
-        m_s, l_s = _tile_lse(a, mask)
-        m_t, l_t = _tile_lse(b, mask)
-        m_rs, l_rs = _tile_lse(a, rest)
-        m_rt, l_rt = _tile_lse(b, rest)
-        a_g = tl.sum(tl.where(is_gt, a, 0.0), axis=0)
-        b_g = tl.sum(tl.where(is_gt, b, 0.0), axis=0)
-        log_q_s = (a - m_rs) - l_rs
-        log_q_t = (b - m_rt) - l_rt
-        q_t = tl.exp(tl.where(rest, log_q_t, float("-inf")))
-        nckd = tl.sum(q_t * (log_q_t - log_q_s), axis=0)
-    else:
-        mean_s = 0.0
-        mean_t = 0.0
-        std_s = 0.0
-        std_t = 0.0
-        k_s = inv_temperature
-        k_t = inv_temperature
-        if STANDARDIZE:
-            mean_s, std_s = row_moments(s_row, s_stride_c, C, BLOCK)
-            mean_t, std_t = row_moments(t_row, t_stride_c, C, BLOCK)
-            k_s = inv_temperature / (std_s + eps)
-            k_t = inv_temperature / (std_t + eps)
-        m_s = tl.full((), float("-inf"), tl.float32)
-        m_t = tl.full((), float("-inf"), tl.float32)
-        m_rs = tl.full((), float("-inf"), tl.float32)
-        m_rt = tl.full((), float("-inf"), tl.float32)
-        sum_s = tl.zeros((), tl.float32)
-        sum_t = tl.zeros((), tl.float32)
-        sum_rs = tl.zeros((), tl.float32)
-        sum_rt = tl.zeros((), tl.float32)
-        cross = tl.zeros((), tl.float32)  # sum_rest exp(b - m_rt) (b - a)
-        for start in range(0, C, BLOCK):
-            offs = start + cols
-            mask = offs < C
-            rest = mask & (offs != label)
-            x_s = load_f32(s_row, offs, s_stride_c, mask)
-            x_t = load_f32(t_row, offs, t_stride_c, mask)
-            a = _scale(x_s, mean_s, k_s, STANDARDIZE)
-            b = _scale(x_t, mean_t, k_t, STANDARDIZE)
-            m_s, sum_s, _, _ = _online(m_s, sum_s, a, mask)
-            m_t, sum_t, _, _ = _online(m_t, sum_t, b, mask)
-            m_rs, sum_rs, _, _ = _online(m_rs, sum_rs, a, rest)
-            m_rt, sum_rt, e_rt, rescale = _online(m_rt, sum_rt, b, rest)
-            cross = cross * rescale + tl.sum(e_rt * (b - a), axis=0)
-        m_s, l_s = _finish_lse(m_s, sum_s)
-        m_t, l_t = _finish_lse(m_t, sum_t)
-        m_rs, l_rs = _finish_lse(m_rs, sum_rs)
-        m_rt, l_rt = _finish_lse(m_rt, sum_rt)
-        a_g = _scale(tl.load(s_row + label * s_stride_c).to(tl.float32), mean_s, k_s, STANDARDIZE)
-        b_g = _scale(tl.load(t_row + label * t_stride_c).to(tl.float32), mean_t, k_t, STANDARDIZE)
-        # sum q_t (b - a) - (lse'_t - lse'_s), and 0 with no rest
-        mean_cross = tl.where(sum_rt > 0, cross / tl.where(sum_rt > 0, sum_rt, 1.0), 0.0)
-        nckd = mean_cross - (m_rt - m_rs) - (l_rt - l_rs)
-
+    # sum q_t (b - a) - (lse'_t - lse'_s), and 0 with no rest
+    mean_cross = tl.where(s_rt > 0, cross / tl.where(s_rt > 0, s_rt, 1.0), 0.0)
+    nckd = tl.where(has_rest, mean_cross - (m_rt - m_rs) - (l_rt - l_rs), 0.0)
     # Each log-probability relative to its max, never as x - lse: lse rounds at the logits' scale (1e-3
     # at 1e4), which would put that error into p_gt (a 0.5 could read 0.50025).
     log_p_s = (a_g - m_s) - l_s
@@ -213,98 +163,180 @@ def dkd_kernel(
     r_s = tl.exp(tl.where(has_rest, log_r_s, float("-inf")))  # log_r_* are placeholders for C == 1
     r_t = tl.exp(tl.where(has_rest, log_r_t, float("-inf")))
     tckd = p_t * (log_p_t - log_p_s) + r_t * (log_r_t - log_r_s)
-    nckd = tl.where(has_rest, nckd, 0.0)
-    tl.store(loss_ptr + row, loss_scale * (alpha * tckd + beta * nckd))
+    d = ((b_g - m_rt) - l_rt) - ((a_g - m_rs) - l_rs)  # log-odds difference D
+    out = stats_ptr + row * STATS
+    tl.store(out + M_RS, m_rs)
+    tl.store(out + L_RS, l_rs)
+    tl.store(out + M_RT, m_rt)
+    tl.store(out + L_RT, l_rt)
+    tl.store(out + P_S, p_s)
+    tl.store(out + P_T, p_t)
+    tl.store(out + R_S, r_s)
+    tl.store(out + R_T, r_t)
+    tl.store(out + D, d)
+    tl.store(out + NCKD, nckd)
+    tl.store(out + K_S, k_s)
+    tl.store(out + K_T, k_t)
+    tl.store(out + MEAN_S, mean_s)
+    tl.store(out + MEAN_T, mean_t)
+    tl.store(out + STD_S, std_s)
+    tl.store(out + STD_T, std_t)
+    tl.store(out + LOSS, loss_scale * (alpha * tckd + beta * nckd))
 
-    if WRITE_GS or WRITE_GT:
-        d = ((b_g - m_rt) - l_rt) - ((a_g - m_rs) - l_rs)  # log-odds difference D
-        if SINGLE_TILE:
+
+@triton.jit
+def _grads(x_s, x_t, offs, mask, label, mean_s, mean_t, k_s, k_t, m_rs, l_rs, m_rt, l_rt, p_s, p_t, r_s, r_t,
+           d, nckd, alpha, beta, scale):  # fmt: skip
+    """dL/dz_s and dL/dz_t of one chunk (module docstring); 0 in lanes that are neither target nor rest."""
+    a = (x_s - mean_s) * k_s
+    b = (x_t - mean_t) * k_t
+    is_gt = offs == label
+    rest = mask & (offs != label)
+    log_q_s = (a - m_rs) - l_rs
+    log_q_t = (b - m_rt) - l_rt
+    q_s = tl.exp(tl.where(rest, log_q_s, float("-inf")))
+    q_t = tl.exp(tl.where(rest, log_q_t, float("-inf")))
+    g_s = tl.where(is_gt, alpha * (p_s - p_t), alpha * (r_s - r_t) * q_s + beta * (q_s - q_t))
+    bin_t = alpha * p_t * r_t * d
+    g_t = tl.where(is_gt, bin_t, q_t * (beta * (log_q_t - log_q_s - nckd) - bin_t))
+    return g_s * scale, g_t * scale
+
+
+@triton.jit
+def _store(ptr, elems, g, x, mask, mean, inv_denom, shift, coef, STANDARDIZE: tl.constexpr):
+    """Write one chunk of a gradient (through the z-score backward when standardizing), cast once."""
+    if STANDARDIZE:
+        g = standardize_apply(g, tl.where(mask, x - mean, 0.0), inv_denom, shift, coef)
+    tl.store(ptr + elems, g.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _dkd_backward_kernel(
+    s_ptr,
+    t_ptr,
+    target_ptr,
+    stats_ptr,
+    go_ptr,
+    gs_ptr,
+    gt_ptr,
+    C,
+    s_stride_b,
+    s_stride_c,
+    t_stride_b,
+    t_stride_c,
+    target_stride,
+    alpha,
+    beta,
+    grad_factor,
+    eps,
+    BLOCK: tl.constexpr,
+    VEC: tl.constexpr,
+    STANDARDIZE: tl.constexpr,
+    GRAD_S: tl.constexpr,
+    GRAD_T: tl.constexpr,
+):
+    """Row `program_id`: the gradients of the batch-mean loss times grad_output, into contiguous (B, C)
+    buffers of the inputs' dtypes."""
+    row = tl.program_id(0).to(tl.int64)
+    s_base = row * s_stride_b
+    t_base = row * t_stride_b
+    g_base = row * C
+    label = tl.load(target_ptr + row * target_stride).to(tl.int32)
+    lo, body = row_split(s_base, C, VEC)
+    st = stats_ptr + row * STATS
+    m_rs = tl.load(st + M_RS)
+    l_rs = tl.load(st + L_RS)
+    m_rt = tl.load(st + M_RT)
+    l_rt = tl.load(st + L_RT)
+    p_s = tl.load(st + P_S)
+    p_t = tl.load(st + P_T)
+    r_s = tl.load(st + R_S)
+    r_t = tl.load(st + R_T)
+    d = tl.load(st + D)
+    nckd = tl.load(st + NCKD)
+    k_s = tl.load(st + K_S)
+    k_t = tl.load(st + K_T)
+    mean_s = tl.load(st + MEAN_S)
+    mean_t = tl.load(st + MEAN_T)
+    std_s = tl.load(st + STD_S)
+    std_t = tl.load(st + STD_T)
+    scale = tl.load(go_ptr).to(tl.float32) * grad_factor
+    sum_s = tl.zeros((), tl.float32)
+    sum_t = tl.zeros((), tl.float32)
+    csum_s = tl.zeros((), tl.float32)
+    csum_t = tl.zeros((), tl.float32)
+    if STANDARDIZE:  # sum(g) and sum(g * centred) for standardize_grad, before writing anything
+        if VEC > 1:
+            e_offs, e_mask = edge_lanes(lo, body, C, VEC)
+            e_x_s = load_f32(s_ptr, s_base + e_offs, e_mask)
+            e_x_t = load_f32(t_ptr, t_base + e_offs, e_mask)
+            e_g_s, e_g_t = _grads(
+                e_x_s, e_x_t, e_offs, e_mask, label, mean_s, mean_t, k_s, k_t,
+                m_rs, l_rs, m_rt, l_rt, p_s, p_t, r_s, r_t, d, nckd, alpha, beta, scale,
+            )  # fmt: skip
+            e_g_s = tl.where(e_mask, e_g_s, 0.0)
+            e_g_t = tl.where(e_mask, e_g_t, 0.0)
+            sum_s += tl.sum(e_g_s, axis=0)
+            sum_t += tl.sum(e_g_t, axis=0)
+            csum_s += tl.sum(e_g_s * tl.where(e_mask, e_x_s - mean_s, 0.0), axis=0)
+            csum_t += tl.sum(e_g_t * tl.where(e_mask, e_x_t - mean_t, 0.0), axis=0)
+        for start in range(0, body, BLOCK):
+            idx = start + tl.arange(0, BLOCK)
+            mask = idx < body
+            x_s = load_f32(s_ptr, body_elems(s_base, lo, idx, s_stride_c, VEC), mask)
+            x_t = load_f32(t_ptr, body_elems(t_base, lo, idx, t_stride_c, VEC), mask)
             g_s, g_t = _grads(
-                a,
-                b,
-                is_gt,
-                rest,
-                m_rs,
-                l_rs,
-                m_rt,
-                l_rt,
-                p_s,
-                p_t,
-                r_s,
-                r_t,
-                d,
-                nckd,
-                alpha,
-                beta,
-                grad_scale,
+                x_s, x_t, lo + idx, mask, label, mean_s, mean_t, k_s, k_t,
+                m_rs, l_rs, m_rt, l_rt, p_s, p_t, r_s, r_t, d, nckd, alpha, beta, scale,
+            )  # fmt: skip
+            g_s = tl.where(mask, g_s, 0.0)
+            g_t = tl.where(mask, g_t, 0.0)
+            sum_s += tl.sum(g_s, axis=0)
+            sum_t += tl.sum(g_t, axis=0)
+            csum_s += tl.sum(g_s * tl.where(mask, x_s - mean_s, 0.0), axis=0)
+            csum_t += tl.sum(g_t * tl.where(mask, x_t - mean_t, 0.0), axis=0)
+    rden_s = 1.0
+    rden_t = 1.0
+    shift_s = 0.0
+    shift_t = 0.0
+    coef_s = 0.0
+    coef_t = 0.0
+    if STANDARDIZE:
+        rden_s, shift_s, coef_s = standardize_coefs(sum_s, csum_s, C, std_s, eps)
+        rden_t, shift_t, coef_t = standardize_coefs(sum_t, csum_t, C, std_t, eps)
+    if VEC > 1:
+        e_offs, e_mask = edge_lanes(lo, body, C, VEC)
+        e_x_s = load_f32(s_ptr, s_base + e_offs, e_mask)
+        e_x_t = load_f32(t_ptr, t_base + e_offs, e_mask)
+        e_g_s, e_g_t = _grads(
+            e_x_s, e_x_t, e_offs, e_mask, label, mean_s, mean_t, k_s, k_t,
+            m_rs, l_rs, m_rt, l_rt, p_s, p_t, r_s, r_t, d, nckd, alpha, beta, scale,
+        )  # fmt: skip
+        if GRAD_S:
+            _store(
+                gs_ptr, g_base + e_offs, e_g_s, e_x_s, e_mask, mean_s, rden_s, shift_s, coef_s, STANDARDIZE
             )
-            if STANDARDIZE:
-                c_s = tl.where(mask, x_s - mean_s, 0.0)
-                c_t = tl.where(mask, x_t - mean_t, 0.0)
-                g_s = standardize_grad(
-                    g_s, c_s, tl.sum(g_s, axis=0), tl.sum(g_s * c_s, axis=0), C, std_s, eps
-                )
-                g_t = standardize_grad(
-                    g_t, c_t, tl.sum(g_t, axis=0), tl.sum(g_t * c_t, axis=0), C, std_t, eps
-                )
-            if WRITE_GS:
-                tl.store(gs_ptr + g_off + cols, g_s.to(gs_ptr.dtype.element_ty), mask=mask)
-            if WRITE_GT:
-                tl.store(gt_ptr + g_off + cols, g_t.to(gt_ptr.dtype.element_ty), mask=mask)
-        else:
-            gsum_s = tl.zeros((), tl.float32)
-            gsum_t = tl.zeros((), tl.float32)
-            gc_s = tl.zeros((), tl.float32)
-            gc_t = tl.zeros((), tl.float32)
-            if STANDARDIZE:  # sum(g) and sum(g * centred) for standardize_grad, before writing anything
-                acc_gs = tl.zeros([BLOCK], tl.float32)
-                acc_gt = tl.zeros([BLOCK], tl.float32)
-                acc_cs = tl.zeros([BLOCK], tl.float32)
-                acc_ct = tl.zeros([BLOCK], tl.float32)
-                for start in range(0, C, BLOCK):
-                    offs = start + cols
-                    mask = offs < C
-                    x_s = load_f32(s_row, offs, s_stride_c, mask)
-                    x_t = load_f32(t_row, offs, t_stride_c, mask)
-                    a = _scale(x_s, mean_s, k_s, STANDARDIZE)
-                    b = _scale(x_t, mean_t, k_t, STANDARDIZE)
-                    g_s, g_t = _grads(
-                        a, b, offs == label, mask & (offs != label),
-                        m_rs, l_rs, m_rt, l_rt, p_s, p_t, r_s, r_t, d, nckd, alpha, beta, grad_scale,
-                    )  # fmt: skip
-                    acc_gs += g_s
-                    acc_gt += g_t
-                    acc_cs += g_s * tl.where(mask, x_s - mean_s, 0.0)
-                    acc_ct += g_t * tl.where(mask, x_t - mean_t, 0.0)
-                gsum_s = tl.sum(acc_gs, axis=0)
-                gsum_t = tl.sum(acc_gt, axis=0)
-                gc_s = tl.sum(acc_cs, axis=0)
-                gc_t = tl.sum(acc_ct, axis=0)
-            for start in range(0, C, BLOCK):
-                offs = start + cols
-                mask = offs < C
-                x_s = load_f32(s_row, offs, s_stride_c, mask)
-                x_t = load_f32(t_row, offs, t_stride_c, mask)
-                a = _scale(x_s, mean_s, k_s, STANDARDIZE)
-                b = _scale(x_t, mean_t, k_t, STANDARDIZE)
-                g_s, g_t = _grads(
-                    a, b, offs == label, mask & (offs != label),
-                    m_rs, l_rs, m_rt, l_rt, p_s, p_t, r_s, r_t, d, nckd, alpha, beta, grad_scale,
-                )  # fmt: skip
-                if STANDARDIZE:
-                    g_s = standardize_grad(
-                        g_s, tl.where(mask, x_s - mean_s, 0.0), gsum_s, gc_s, C, std_s, eps
-                    )
-                    g_t = standardize_grad(
-                        g_t, tl.where(mask, x_t - mean_t, 0.0), gsum_t, gc_t, C, std_t, eps
-                    )
-                if WRITE_GS:
-                    tl.store(gs_ptr + g_off + offs, g_s.to(gs_ptr.dtype.element_ty), mask=mask)
-                if WRITE_GT:
-                    tl.store(gt_ptr + g_off + offs, g_t.to(gt_ptr.dtype.element_ty), mask=mask)
+        if GRAD_T:
+            _store(
+                gt_ptr, g_base + e_offs, e_g_t, e_x_t, e_mask, mean_t, rden_t, shift_t, coef_t, STANDARDIZE
+            )
+    for start in range(0, body, BLOCK):
+        idx = start + tl.arange(0, BLOCK)
+        mask = idx < body
+        x_s = load_f32(s_ptr, body_elems(s_base, lo, idx, s_stride_c, VEC), mask)
+        x_t = load_f32(t_ptr, body_elems(t_base, lo, idx, t_stride_c, VEC), mask)
+        g_s, g_t = _grads(
+            x_s, x_t, lo + idx, mask, label, mean_s, mean_t, k_s, k_t,
+            m_rs, l_rs, m_rt, l_rt, p_s, p_t, r_s, r_t, d, nckd, alpha, beta, scale,
+        )  # fmt: skip
+        g_elems = body_elems(g_base, lo, idx, 1, VEC)
+        if GRAD_S:
+            _store(gs_ptr, g_elems, g_s, x_s, mask, mean_s, rden_s, shift_s, coef_s, STANDARDIZE)
+        if GRAD_T:
+            _store(gt_ptr, g_elems, g_t, x_t, mask, mean_t, rden_t, shift_t, coef_t, STANDARDIZE)
 
 
-def _launch(
+def _forward(
     student: torch.Tensor,
     teacher: torch.Tensor,
     target: torch.Tensor,
@@ -312,54 +344,95 @@ def _launch(
     beta: float,
     temperature: float,
     standardize: bool,
-    need_student_grad: bool,
-    need_teacher_grad: bool,
-    config: LaunchConfig | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Run the kernel: the float32 loss and the gradient buffers asked for (None otherwise).
-
-    `config` overrides launch_config(C) (tests force the chunked path at small C with it).
-    """
-    B, C = student.shape
-    config = config or launch_config(C)
-    loss_rows = torch.empty(B, dtype=torch.float32, device=student.device)
-    grad_s = torch.empty((B, C), dtype=student.dtype, device=student.device) if need_student_grad else None
-    grad_t = torch.empty((B, C), dtype=teacher.dtype, device=teacher.device) if need_teacher_grad else None
-    dkd_kernel[(B,)](
+    config: LaunchConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward kernel: (float32 loss, per-row statistics)."""
+    batch, classes = student.shape
+    stats = torch.empty((batch, STATS.value), dtype=torch.float32, device=student.device)
+    _dkd_forward_kernel[(batch,)](
         student,
         teacher,
         target,
-        loss_rows,
-        grad_s if grad_s is not None else loss_rows,  # never touched when its WRITE_* flag is off
-        grad_t if grad_t is not None else loss_rows,
-        C,
-        student.stride(0),
-        student.stride(1),
-        teacher.stride(0),
-        teacher.stride(1),
+        stats,
+        classes,
+        *student.stride(),
+        *teacher.stride(),
         target.stride(0),
         1.0 / temperature,
-        float(alpha),
-        float(beta),
-        float(temperature) ** 2,
-        float(temperature) / B,
+        alpha,
+        beta,
+        temperature * temperature,
         STANDARDIZE_EPS,
-        STANDARDIZE=standardize,
-        WRITE_GS=grad_s is not None,
-        WRITE_GT=grad_t is not None,
-        SINGLE_TILE=config.single_tile,
         BLOCK=config.block,
+        VEC=config.vec,
+        STANDARDIZE=standardize,
         num_warps=config.num_warps,
+        maxnreg=MAX_REGISTERS,
     )
-    return loss_rows.sum() / B, grad_s, grad_t
+    return stats[:, LOSS.value].sum() / batch, stats
+
+
+def _backward(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    target: torch.Tensor,
+    stats: torch.Tensor,
+    grad_output: torch.Tensor,
+    alpha: float,
+    beta: float,
+    temperature: float,
+    standardize: bool,
+    config: LaunchConfig,
+    need_student_grad: bool,
+    need_teacher_grad: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The backward kernel: new gradient buffers (None where not asked) times grad_output."""
+    batch, classes = student.shape
+    grad_s = (
+        torch.empty((batch, classes), dtype=student.dtype, device=student.device)
+        if need_student_grad
+        else None
+    )
+    grad_t = (
+        torch.empty((batch, classes), dtype=teacher.dtype, device=teacher.device)
+        if need_teacher_grad
+        else None
+    )
+    if grad_s is None and grad_t is None:
+        return None, None
+    _dkd_backward_kernel[(batch,)](
+        student,
+        teacher,
+        target,
+        stats,
+        grad_scale_tensor(grad_output),
+        grad_s if grad_s is not None else grad_t,
+        grad_t if grad_t is not None else grad_s,
+        classes,
+        *student.stride(),
+        *teacher.stride(),
+        target.stride(0),
+        alpha,
+        beta,
+        temperature / batch,
+        STANDARDIZE_EPS,
+        BLOCK=config.block,
+        VEC=config.vec,
+        STANDARDIZE=standardize,
+        GRAD_S=grad_s is not None,
+        GRAD_T=grad_t is not None,
+        num_warps=config.num_warps,
+        maxnreg=MAX_REGISTERS,
+    )
+    return grad_s, grad_t
 
 
 class DKDLossFunction(torch.autograd.Function):
-    """Autograd wrapper: forward runs the fused kernel (loss and gradients), backward scales the gradients."""
+    """Autograd wrapper: the forward keeps O(B) statistics; the backward recomputes the gradients."""
 
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx,
+        ctx,
         student: torch.Tensor,
         teacher: torch.Tensor,
         target: torch.Tensor,
@@ -367,24 +440,28 @@ class DKDLossFunction(torch.autograd.Function):
         beta: float,
         temperature: float,
         standardize: bool,
+        config: LaunchConfig,
     ) -> torch.Tensor:
-        loss, grad_s, grad_t = _launch(
-            student,
-            teacher,
-            target,
-            alpha,
-            beta,
-            temperature,
-            standardize,
-            ctx.needs_input_grad[0],
-            ctx.needs_input_grad[1],
-        )
-        ctx.save_for_backward(grad_s, grad_t)
+        loss, stats = _forward(student, teacher, target, alpha, beta, temperature, standardize, config)
+        ctx.save_for_backward(student, teacher, target, stats)
+        ctx.args = (alpha, beta, temperature, standardize, config)
         return loss
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        return fused_backward(ctx.saved_tensors, grad_output, non_tensor_args=5)
+        student, teacher, target, stats = ctx.saved_tensors
+        grads = _backward(
+            student,
+            teacher,
+            target,
+            stats,
+            grad_output,
+            *ctx.args,
+            ctx.needs_input_grad[0],
+            ctx.needs_input_grad[1],
+        )
+        return (*grads,) + (None,) * 6
 
 
 def dkd_loss_triton(
@@ -395,11 +472,15 @@ def dkd_loss_triton(
     beta: float = 8.0,
     temperature: float = 4.0,
     standardize: bool = False,
+    config: LaunchConfig | None = None,
 ) -> torch.Tensor:
-    """DKD on the fused kernel (arguments already validated by kernels.dkd.dkd_loss): a float32 scalar.
+    """DKD on the fused kernels (arguments already validated by kernels.dkd.dkd_loss): a float32 scalar.
 
-    Without autograd (grad mode off, or neither logit requires grad) no gradient buffer is allocated.
+    Without autograd (grad mode off, or neither logit requires grad) only the forward runs. `config`
+    overrides the launch table (tests force chunked walks at small C with it).
     """
+    config = config or launch_config(student.shape[1], student, teacher)
+    args = (float(alpha), float(beta), float(temperature), bool(standardize), config)
     if torch.is_grad_enabled() and (student.requires_grad or teacher.requires_grad):
-        return DKDLossFunction.apply(student, teacher, target, alpha, beta, temperature, standardize)
-    return _launch(student, teacher, target, alpha, beta, temperature, standardize, False, False)[0]
+        return DKDLossFunction.apply(student, teacher, target, *args)
+    return _forward(student, teacher, target, *args)[0]

@@ -1,13 +1,22 @@
-"""Shared pieces of the fused loss kernels: the launch table per class count, and per-row logit
-standardization (z-score with the unbiased std) and its backward as Triton device functions.
+"""Shared pieces of the fused loss kernels: the launch table, the row walk (an aligned, vectorized body
+plus a scalar edge), online log-sum-exp, per-row z-score moments and the z-score backward.
 
-Launch table (why these sizes): a single-tile kernel keeps several fp32 row-arrays live (both logits,
-both probabilities, both gradients, temporaries) at <= 16 elements per thread per array, since
-BLOCK / (32 * num_warps) <= 16 below. Compiled for sm_90, the heaviest variant (DKD, 4096 classes,
-standardize, both gradients) uses 187 registers per thread, under the 255 limit: nothing spills, at the
-cost of lower occupancy; the chunked variants use about 105.
-Rows longer than SINGLE_TILE_MAX stream in CHUNK-wide pieces with an online softmax (running max and
-sum), 8 elements per thread per array, so any C (tested to 262,144 on GPU) runs without spilling.
+Every loss is two kernels: the forward reads both logits once and keeps O(B) per-row statistics (O(C)
+per-column ones for DIST); the backward reads the logits again and writes the gradient in fp32 math with
+grad_output folded in, cast once to the input dtype (a gradient stored before the loss scale is known
+underflows in fp16). The forward never writes a (B, C) buffer, so its extra peak memory is O(B + C).
+
+Row walk: for contiguous (B, C) inputs a row starts at element r*C, generally not 16-byte aligned. Each row
+is split into a head (up to VEC-1 elements before the first 16-byte boundary), an aligned body of whole
+VEC-element vectors, and a tail (< VEC elements). Head and tail form one masked "edge" lane group of 2*VEC
+lanes; the body is walked in BLOCK-wide chunks whose masks are constant over VEC lanes, so its loads and
+stores are 16-byte vectors for any C. Strided inputs walk the row with VEC = 1 (no edge, scalar loads).
+
+Launch table: a row is walked in BLOCK-wide chunks, BLOCK the next power of two of C up to CHUNK (one
+chunk: a second pass over such a row, where one is needed, re-reads at most 8 KB per tensor that the same
+program just read), with one warp per 256 lanes: 8 elements per thread per array, one 16-byte vector of
+a 16-bit row. No variant spills on sm_90 (tests/kernels/test_sm90_resources.py compiles them for sm_90
+and reads the register and stack use of the cubins ptxas makes; every launch passes maxnreg=MAX_REGISTERS).
 """
 
 from __future__ import annotations
@@ -18,67 +27,142 @@ import torch
 import triton
 import triton.language as tl
 
-SINGLE_TILE_MAX = 4096
 CHUNK = 2048
-CHUNK_WARPS = 8
+VECTOR_BYTES = 16
+# ptxas's .maxnreg for every launch. Without one ptxas picks its own register budget and, at a few
+# occupancy steps (64, 80, 128), spills a register or two rather than exceed it; with a cap it allocates
+# what the kernel needs up to the cap: 128 keeps two 8-warp programs per SM.
+MAX_REGISTERS = 128
 
 
 @dataclass(frozen=True)
 class LaunchConfig:
-    """Block width over classes, warps per program, and whether one block covers the whole row."""
+    """Chunk width over classes, warps per program, and elements per 16-byte vector (1: strided walk)."""
 
     block: int
     num_warps: int
-    single_tile: bool
+    vec: int = 1
 
 
-def launch_config(num_classes: int) -> LaunchConfig:
-    """The table above: one tile up to 4096 classes, 2048-wide chunks beyond."""
-    if num_classes <= SINGLE_TILE_MAX:
-        block = max(16, triton.next_power_of_2(num_classes))
-        warps = 1 if block <= 256 else 2 if block <= 1024 else 4 if block <= 2048 else 8
-        return LaunchConfig(block, warps, True)
-    return LaunchConfig(CHUNK, CHUNK_WARPS, False)
+def vector_width(*tensors: torch.Tensor) -> int:
+    """Elements per 16-byte vector when every tensor is a contiguous (B, C) matrix, else 1."""
+    for tensor in tensors:
+        if tensor.stride(1) != 1 or (tensor.shape[0] > 1 and tensor.stride(0) != tensor.shape[1]):
+            return 1
+    return VECTOR_BYTES // min(tensor.element_size() for tensor in tensors)
+
+
+def launch_config(num_classes: int, *tensors: torch.Tensor) -> LaunchConfig:
+    """The table above; vectors where every tensor is a contiguous (B, C) matrix."""
+    block = min(max(16, triton.next_power_of_2(num_classes)), CHUNK)
+    return LaunchConfig(block, max(1, block // 256), vector_width(*tensors) if tensors else 1)
+
+
+def grad_scale_tensor(grad_output: torch.Tensor) -> torch.Tensor:
+    """grad_output as a 1-element fp32 tensor on its device: kernels load it, the host never reads it."""
+    return grad_output.detach().reshape(1).to(torch.float32)
+
+
+# ----------------------------------------------------------------------------------------- row walk
+@triton.jit
+def row_split(row_base, C, VEC: tl.constexpr):
+    """(lo, body): the head length before the first VEC-aligned element of a row that starts at element
+    `row_base`, and the aligned body length (a multiple of VEC). VEC == 1: (0, C)."""
+    if VEC > 1:
+        lo = tl.minimum((VEC - row_base % VEC) % VEC, C).to(tl.int32)
+        return lo, ((C - lo) // VEC) * VEC
+    else:
+        return 0, C
 
 
 @triton.jit
-def load_f32(base, offs, stride_c, mask):
-    """One strided chunk of a row as fp32 (int64 offsets; masked lanes 0; math never in bf16/fp16)."""
-    return tl.load(base + offs.to(tl.int64) * stride_c, mask=mask, other=0.0).to(tl.float32)
+def edge_lanes(lo, body, C, VEC: tl.constexpr):
+    """In-row offsets and mask of the 2*VEC edge lanes: the head [0, lo) and the tail [lo + body, C)."""
+    lane = tl.arange(0, 2 * VEC)
+    head = lane < VEC
+    offs = tl.where(head, lane, lo + body + lane - VEC)
+    return offs, tl.where(head, lane < lo, offs < C)
 
 
 @triton.jit
-def tile_moments(x, mask, C):
-    """Mean and unbiased std of the masked entries of one tile (std 0 for C == 1 or a constant row)."""
-    mean = tl.sum(tl.where(mask, x, 0.0), axis=0) / C
-    centred = tl.where(mask, x - mean, 0.0)
-    var = tl.sum(centred * centred, axis=0) / tl.maximum(C - 1, 1)
-    return mean, tl.sqrt(var)
+def body_elems(row_base, lo, idx, stride_c, VEC: tl.constexpr):
+    """Element offsets (from the tensor's start) of body lanes idx (in-row offset lo + idx): provably
+    VEC-aligned when VEC > 1 (contiguous rows, stride_c == 1), int64 strided otherwise."""
+    if VEC > 1:
+        return ((row_base + lo) // VEC) * VEC + idx
+    else:
+        return row_base + idx.to(tl.int64) * stride_c
 
 
 @triton.jit
-def row_moments(base, stride_c, C, BLOCK: tl.constexpr):
-    """Mean and unbiased std of one strided row, in two chunked passes (exact at large |x|)."""
-    acc = tl.zeros([BLOCK], tl.float32)
-    for start in range(0, C, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        mask = offs < C
-        acc += load_f32(base, offs, stride_c, mask)
-    mean = tl.sum(acc, axis=0) / C
-    acc2 = tl.zeros([BLOCK], tl.float32)
-    for start in range(0, C, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        mask = offs < C
-        x = load_f32(base, offs, stride_c, mask)
-        centred = tl.where(mask, x - mean, 0.0)
-        acc2 += centred * centred
-    var = tl.sum(acc2, axis=0) / tl.maximum(C - 1, 1)
-    return mean, tl.sqrt(var)
+def load_f32(ptr, elems, mask):
+    """Masked load as fp32 (masked lanes 0; no math ever in bf16/fp16)."""
+    return tl.load(ptr + elems, mask=mask, other=0.0).to(tl.float32)
+
+
+# --------------------------------------------------------------------------------- online softmax
+@triton.jit
+def online_lse(m, total, x, valid):
+    """Fold a chunk into a running (max, sum exp(x - max)); also returns the chunk's exp terms and the
+    factor the old sums were rescaled by. Safe while nothing valid has been seen (no inf - inf)."""
+    m_new = tl.maximum(m, tl.max(tl.where(valid, x, float("-inf")), axis=0))
+    m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+    e = tl.exp(tl.where(valid, x - m_ref, float("-inf")))
+    rescale = tl.exp(m - m_ref)
+    return m_new, total * rescale + tl.sum(e, axis=0), e, rescale
 
 
 @triton.jit
-def standardize_grad(g, centred, g_sum, g_centred_sum, C, std, eps):
-    """dL/dx from g = dL/dz for z = (x - mean) / (std + eps) with the unbiased std.
+def finish_lse(m, total):
+    """A running (max, sum) as (max, log sum); (0, 0) when the set was empty."""
+    nonempty = total > 0
+    return tl.where(nonempty, m, 0.0), tl.log(tl.where(nonempty, total, 1.0))
+
+
+# ------------------------------------------------------------------------------------- z-score
+@triton.jit
+def chan_merge(n, mean, m2, x, valid):
+    """Fold a chunk into a running (count, mean, centred sum of squares) by Chan's formula."""
+    k = tl.sum(valid.to(tl.float32), axis=0)
+    safe_k = tl.maximum(k, 1.0)
+    chunk_mean = tl.sum(tl.where(valid, x, 0.0), axis=0) / safe_k
+    d = tl.where(valid, x - chunk_mean, 0.0)
+    n_new = n + k
+    delta = chunk_mean - mean
+    f = k / tl.maximum(n_new, 1.0)
+    return n_new, mean + delta * f, m2 + tl.sum(d * d, axis=0) + delta * delta * n * f
+
+
+@triton.jit
+def row_moments(
+    s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, C, BLOCK: tl.constexpr, VEC: tl.constexpr
+):
+    """Mean and unbiased std of one row of each logit tensor, in one pass (Chan's merge per chunk)."""
+    n_s = 0.0
+    mean_s = 0.0
+    m2_s = 0.0
+    n_t = 0.0
+    mean_t = 0.0
+    m2_t = 0.0
+    if VEC > 1:
+        e_offs, e_mask = edge_lanes(lo, body, C, VEC)
+        n_s, mean_s, m2_s = chan_merge(n_s, mean_s, m2_s, load_f32(s_ptr, s_base + e_offs, e_mask), e_mask)
+        n_t, mean_t, m2_t = chan_merge(n_t, mean_t, m2_t, load_f32(t_ptr, t_base + e_offs, e_mask), e_mask)
+    for start in range(0, body, BLOCK):
+        idx = start + tl.arange(0, BLOCK)
+        mask = idx < body
+        x_s = load_f32(s_ptr, body_elems(s_base, lo, idx, s_stride_c, VEC), mask)
+        x_t = load_f32(t_ptr, body_elems(t_base, lo, idx, t_stride_c, VEC), mask)
+        n_s, mean_s, m2_s = chan_merge(n_s, mean_s, m2_s, x_s, mask)
+        n_t, mean_t, m2_t = chan_merge(n_t, mean_t, m2_t, x_t, mask)
+    denom = tl.maximum(C - 1, 1)
+    return mean_s, tl.sqrt(m2_s / denom), mean_t, tl.sqrt(m2_t / denom)
+
+
+@triton.jit
+def standardize_coefs(g_sum, g_centred_sum, C, std, eps):
+    """The three row constants of the z-score backward: dL/dx = g * inv_denom - shift - (x - mean) * coef
+    for g = dL/dz, z = (x - mean) / (std + eps) with the unbiased std, from sum(g) and sum(g (x - mean)).
 
     dL/dx_j = (g_j - mean(g)) / (std + eps) - (x_j - mean) * sum_c g_c (x_c - mean) / ((C-1) std (std+eps)^2);
     the second term is taken as 0 where std == 0 (a constant row: x_j - mean is 0 there anyway).
@@ -86,36 +170,11 @@ def standardize_grad(g, centred, g_sum, g_centred_sum, C, std, eps):
     denom = std + eps
     safe = tl.where(std > 0, std, 1.0)
     coef = tl.where(std > 0, g_centred_sum / (tl.maximum(C - 1, 1) * safe * denom * denom), 0.0)
-    return (g - g_sum / C) / denom - centred * coef
-
-
-SCALE_BLOCK = 4096
+    inv_denom = 1.0 / denom
+    return inv_denom, g_sum / C * inv_denom, coef
 
 
 @triton.jit
-def _scale_kernel(src_ptr, scale_ptr, dst_ptr, n, BLOCK: tl.constexpr):
-    """dst = src * scale, math in fp32, stored in dst's dtype (int64 offsets)."""
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    mask = offs < n
-    scale = tl.load(scale_ptr).to(tl.float32)
-    x = tl.load(src_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    tl.store(dst_ptr + offs, (x * scale).to(dst_ptr.dtype.element_ty), mask=mask)
-
-
-def scale_gradient(buffer: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
-    """A new tensor `buffer * grad_output` (the backward of a fused loss): the saved buffer is never
-    written, so a second backward (retain_graph) sees it intact; the scale stays on the device."""
-    out = torch.empty_like(buffer)
-    scale = grad_output.detach().to(device=buffer.device, dtype=torch.float32).reshape(1)
-    n = buffer.numel()
-    _scale_kernel[(triton.cdiv(n, SCALE_BLOCK),)](buffer, scale, out, n, BLOCK=SCALE_BLOCK, num_warps=8)
-    return out
-
-
-def fused_backward(
-    saved: tuple[torch.Tensor | None, ...], grad_output: torch.Tensor, non_tensor_args: int
-) -> tuple[torch.Tensor | None, ...]:
-    """The whole backward of a fused loss Function: each saved gradient buffer (student, teacher) scaled by
-    grad_output into a new tensor, then None for each further forward argument."""
-    grads = tuple(scale_gradient(g, grad_output) if g is not None else None for g in saved)
-    return grads + (None,) * non_tensor_args
+def standardize_apply(g, centred, inv_denom, shift, coef):
+    """dL/dx of one chunk from g = dL/dz and the constants of `standardize_coefs`."""
+    return g * inv_denom - shift - centred * coef

@@ -29,15 +29,25 @@ def check_logits(student: torch.Tensor, teacher: torch.Tensor) -> None:
 
 
 def check_target(target: torch.Tensor, student: torch.Tensor) -> None:
-    """Class indices: an integer (B,) tensor on the logits' device with values in [0, C)."""
+    """Class indices: an integer (B,) tensor on the logits' device with values in [0, C).
+
+    The range is checked without reading the values back to the host: on the CPU eagerly (a ValueError),
+    elsewhere by a device-side assert (torch._assert_async), which fails the next synchronizing call.
+    """
     if target.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise ValueError(f"target must hold integer class indices, got {target.dtype}")
     if target.shape != student.shape[:1]:
         raise ValueError(f"target must have shape ({student.shape[0]},), got {tuple(target.shape)}")
     if target.device != student.device:
         raise ValueError(f"target is on {target.device}, logits on {student.device}")
-    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= student.shape[1]):
-        raise ValueError(f"target holds class indices outside [0, {student.shape[1]})")
+    if not target.numel():
+        return
+    message = f"target holds class indices outside [0, {student.shape[1]})"
+    inside = ((target >= 0) & (target < student.shape[1])).all()
+    if target.device.type != "cpu":
+        torch._assert_async(inside, message)
+    elif not inside:
+        raise ValueError(message)
 
 
 def check_temperature(temperature: float) -> None:

@@ -23,7 +23,7 @@ from kdforge.compress.errors import UserError
 from kdforge.compress.methods.base import Distiller
 from kdforge.compress.train.checkpoint import load_train_state, load_weights, read_checkpoint, save_checkpoint
 from kdforge.compress.train.distributed import DistContext, all_reduce_sum, barrier, sync_buffers
-from kdforge.compress.train.metrics import MetricsLog, evaluate, topk_correct
+from kdforge.compress.train.metrics import MetricsLog, evaluate
 from kdforge.compress.train.optim import build_optimizer, build_scheduler
 from kdforge.compress.train.progress import TrainProgress
 from kdforge.compress.train.seeding import deterministic_mode, rng_state, seed_everything, set_rng_state
@@ -79,6 +79,61 @@ def resume_state(method: Distiller) -> dict[str, torch.Tensor]:
     return state
 
 
+FLUSH_EVERY = 50  # training steps between host reads of the device-side sums and finiteness flags
+MAX_PENDING = 1000  # steps `train_step` keeps unread when nothing flushes (callers outside the epoch loop)
+
+
+@dataclass
+class _PendingStep:
+    """What a step leaves for the next flush: enough to record it if its loss turns out non-finite."""
+
+    epoch: int
+    step: int
+    batch_index: int | None
+    labels: torch.Tensor
+    losses: dict[str, torch.Tensor]
+    finite: torch.Tensor  # 0-dim bool on the training device
+
+
+class _UpdateGuard:
+    """Makes one update conditional on a device-side flag without reading it: copies of everything the
+    backward, optimizer step and `after_step` may change (parameters and buffers outside frozen networks,
+    optimizer state), restored with torch.where when the flag is False. State the step creates (SGD's
+    momentum, AdamW's moments and step on a first step) is reset to zeros, which is what those optimizers
+    initialise it to. Optimizer state on another device than the flag (AdamW's step counter stays on the
+    host unless capturable) cannot be selected on the device: there the flag is read (one sync)."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        frozen = {
+            id(t) for module in trainer.method.frozen for t in (*module.parameters(), *module.buffers())
+        }
+        live = [*trainer.method.parameters(), *trainer.method.buffers()]
+        self.tensors = list({id(t): t for t in live if id(t) not in frozen}.values())
+        self.optimizer = trainer.optimizer
+        with torch.no_grad():
+            self.copies = [t.detach().clone() for t in self.tensors]
+            self.state = {id(v): (v, v.detach().clone()) for v in self._state_tensors()}
+
+    def _state_tensors(self) -> list[torch.Tensor]:
+        return [v for state in self.optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
+
+    @torch.no_grad()
+    def undo_unless(self, finite: torch.Tensor) -> None:
+        """Keep the update where `finite` is True, restore the copies where it is False."""
+        for tensor, copy_ in zip(self.tensors, self.copies, strict=True):
+            torch.where(finite, tensor, copy_, out=tensor)
+        host_read: bool | None = None
+        for value in self._state_tensors():
+            old = self.state.get(id(value), (None, torch.zeros_like(value)))[1]
+            if value.device == finite.device:
+                torch.where(finite, value, old, out=value)
+            else:
+                if host_read is None:
+                    host_read = bool(finite)
+                if not host_read:
+                    value.copy_(old)
+
+
 class Trainer:
     """Trains `method` on `data` with `config`, writing everything under `out_dir`."""
 
@@ -110,6 +165,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(
             device.type, enabled=config.amp == "fp16" and device.type == "cuda"
         )
+        self._pending: list[_PendingStep] = []  # steps whose finiteness the host has not read yet
 
     # ---------------------------------------------------------------------------------------- set-up
     def setup(self) -> None:
@@ -171,12 +227,17 @@ class Trainer:
     def _train_epoch(
         self, epoch: int, bar: TrainProgress, start_batch: int = 0, partial: dict[str, Any] | None = None
     ) -> dict[str, float]:
+        """One epoch of `train_step`s. Loss sums and top-1 hits accumulate on the device; the host reads
+        them (with the finiteness of every step since the last read) every FLUSH_EVERY steps for the
+        progress display, before a mid-epoch checkpoint and at the end of the epoch."""
         self.method.train()
         self.method.on_epoch_start(epoch, self.config.epochs)
         self.train_loader.set_epoch(epoch, start_batch)
         bar.start_epoch(epoch, self.steps_per_epoch)
-        sums: dict[str, float] = dict(partial["sums"]) if partial else {}
-        correct, seen = (int(partial["correct"]), int(partial["seen"])) if partial else (0, 0)
+        sums = {n: self._device_sum(v) for n, v in (partial["sums"] if partial else {}).items()}
+        correct = self._device_sum(int(partial["correct"]) if partial else 0, torch.int64)
+        seen = int(partial["seen"]) if partial else 0
+        shown = (0.0, 0.0)
         every = self.config.checkpoint_every_steps
         for batch_index, (images, labels) in enumerate(self.train_loader, start=start_batch):
             images = images.to(self.device, non_blocking=True)
@@ -186,75 +247,108 @@ class Trainer:
             self.batch_index = batch_index  # names the samples if the loss turns non-finite
             logits, losses = self.train_step(images, labels, epoch)
             batch = labels.numel()
+            finite = torch.isfinite(sum(losses.values()))  # as train_step's: a skipped step adds no loss
             for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + value * batch
-            correct += topk_correct(logits.detach().float(), labels, (1,))[0]
+                term = torch.where(finite, value.double() * batch, 0.0)
+                sums[name] = sums[name] + term if name in sums else term
+            correct = correct + logits.detach().float().topk(1, dim=1).indices[:, 0].eq(labels).sum()
             seen += batch
-            bar.step(sum(losses.values()), 100.0 * correct / max(seen, 1))
             done = batch_index + 1
-            if every and done % every == 0 and done < self.steps_per_epoch:
-                self._save_last(epoch, {"sums": sums, "correct": correct, "seen": seen}, done)
+            checkpoint = every and done % every == 0 and done < self.steps_per_epoch
+            if checkpoint or done % FLUSH_EVERY == 0:
+                values = self._flush([*sums.values(), correct])
+                sums_now = dict(zip(sums, values, strict=False))
+                shown = (sum(sums_now.values()) / max(seen, 1), 100.0 * values[-1] / max(seen, 1))
+                if checkpoint:
+                    partial_now = {"sums": sums_now, "correct": int(values[-1]), "seen": seen}
+                    self._save_last(epoch, partial_now, done)
+            bar.step(*shown)
         names = sorted(sums)
-        reduced = all_reduce_sum([sums[n] for n in names] + [correct, seen], self.context, self.device)
+        values = self._flush([sums[n] for n in names] + [correct])
+        reduced = all_reduce_sum([*values[:-1], int(values[-1]), seen], self.context, self.device)
         seen_all = max(reduced[-1], 1)
         record = {f"train_{n}": reduced[i] / seen_all for i, n in enumerate(names)}
         record["train_loss"] = sum(record.values())
         record["train_top1"] = 100.0 * reduced[-2] / seen_all
         return record
 
+    def _device_sum(self, value: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """A running sum kept on the training device (float64 for loss sums, int64 for counts)."""
+        return torch.tensor(value, dtype=dtype, device=self.device)
+
     def train_step(
         self, images: torch.Tensor, labels: torch.Tensor, epoch: int = 0
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Forward, loss, backward, clip, step and schedule for one batch; returns logits and loss terms."""
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Forward, loss, backward, clip, step and schedule for one batch; returns the logits and the
+        detached loss terms (device tensors). Nothing is read back to the host: whether the loss was
+        finite is read at the next flush (`_flush`), and under nonfinite=skip the update of a non-finite
+        step is undone on the device (`_UpdateGuard`) before the flush finds and records it."""
         with self.autocast():
             logits, losses = self.step_module(images, labels)
         total = sum(losses.values())
-        if not torch.isfinite(total):
-            return self._nonfinite(logits, losses, labels, epoch)
+        finite = torch.isfinite(total.detach())
         self.optimizer.zero_grad(set_to_none=True)
+        guard = _UpdateGuard(self) if self.config.nonfinite == "skip" else None
         self.scaler.scale(total).backward()
         if self.config.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(list(self.method.trainable_parameters()), self.config.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
+        self.scheduler.step()  # the schedule advances on a skipped step too
         self.method.after_step()
-        self.global_step += 1
-        return logits, {name: float(value.detach()) for name, value in losses.items()}
-
-    def _batch_samples(self) -> list[int] | None:
-        """Positions in the training split of the current batch (this epoch's order is a pure function of
-        (seed, epoch), so they can be recomputed); None outside the epoch loop."""
+        if guard is not None:
+            guard.undo_unless(finite)
+        terms = {name: value.detach() for name, value in losses.items()}
         index = getattr(self, "batch_index", None)
+        self._pending.append(_PendingStep(epoch, self.global_step, index, labels, terms, finite))
+        self.global_step += 1
+        if len(self._pending) >= MAX_PENDING:  # callers outside the epoch loop (benchmarks) flush here
+            self._flush([])
+        return logits, terms
+
+    def _flush(self, extra: list[torch.Tensor]) -> list[float]:
+        """Read the finiteness flag of every step since the last flush and the `extra` device scalars
+        in one transfer; record the non-finite steps (`_nonfinite`). Returns the extra values."""
+        pending, self._pending = self._pending, []
+        flags = [step.finite.to(torch.float64) for step in pending]
+        values = (
+            torch.stack([*flags, *(x.to(torch.float64) for x in extra)]).tolist() if flags or extra else []
+        )
+        for step, ok in zip(pending, values[: len(flags)], strict=True):
+            if not ok:
+                self._nonfinite(step)
+        return values[len(flags) :]
+
+    def _batch_samples(self, index: int | None) -> list[int] | None:
+        """Positions in the training split of batch `index` of the current epoch (this epoch's order is a
+        pure function of (seed, epoch), so they can be recomputed); None outside the epoch loop."""
         sampler = getattr(self.train_loader.sampler, "inner", None)
         if index is None or sampler is None:
             return None
         size = int(self.train_loader.batch_size)
         return [int(i) for i in list(sampler)[index * size : (index + 1) * size]]
 
-    def _nonfinite(
-        self, logits: torch.Tensor, losses: dict[str, torch.Tensor], labels: torch.Tensor, epoch: int
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """A NaN/inf loss: record the batch in nonfinite.jsonl, then skip the update (policy `skip`, within
-        its limit; the schedule still advances) or stop with one line (the last good checkpoint is kept)."""
-        terms = {name: float(value.detach()) for name, value in losses.items()}
+    def _nonfinite(self, step: _PendingStep) -> None:
+        """A step whose loss was NaN/inf: record its batch in nonfinite.jsonl, then count it as a skipped
+        update (policy `skip`, within its limit: the update was already undone on the device and the
+        schedule advanced) or stop with one line (the last good checkpoint is kept: flushes come before
+        every checkpoint, so nothing from this step on is saved)."""
+        terms = {name: float(value) for name, value in step.losses.items()}
         record = {
-            "epoch": epoch + 1,
-            "step": self.global_step,
+            "epoch": step.epoch + 1,
+            "step": step.step,
             "terms": {k: repr(v) for k, v in terms.items()},
-            "samples": self._batch_samples(),
-            "labels": labels.tolist(),
+            "samples": self._batch_samples(step.batch_index),
+            "labels": step.labels.tolist(),
             "rank": self.context.rank,
         }
         with open(self.out_dir / "nonfinite.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
         if self.config.nonfinite == "skip" and self.skipped_updates < self.config.nonfinite_limit:
             self.skipped_updates += 1
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scheduler.step()
-            self.global_step += 1
-            return logits, {}
+            return
+        self._pending = []
         shown = ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
         limit = (
             f"{self.skipped_updates} updates skipped already (limit {self.config.nonfinite_limit}); "
@@ -262,7 +356,7 @@ class Trainer:
             else ""
         )
         raise UserError(
-            f"training diverged: non-finite loss at epoch {epoch + 1}, step {self.global_step} ({shown}); "
+            f"training diverged: non-finite loss at epoch {step.epoch + 1}, step {step.step} ({shown}); "
             f"{limit}batch recorded in {self.out_dir / 'nonfinite.jsonl'}; lower the lr or enable grad_clip "
             "(the last good checkpoint is kept)"
         )

@@ -62,8 +62,15 @@ def save_onnx(graph: onnx.ModelProto, path: str | Path) -> Path:
 
 
 def _simplify(graph: onnx.ModelProto) -> onnx.ModelProto:
-    import onnxslim
-
+    """onnxslim's simplified graph; without onnxslim (GPU images often lack it) the graph as exported, with
+    a one-line warning: simplification folds constants and removes no-ops, the file is valid either way."""
+    try:
+        import onnxslim
+    except ImportError:
+        warnings.warn(
+            "onnxslim is not installed: ONNX file left unsimplified (pip install onnxslim)", stacklevel=3
+        )
+        return graph
     quiet = io.StringIO()
     with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
         return onnxslim.slim(graph)

@@ -104,3 +104,89 @@ def test_kd_student_from_a_teacher_checkpoint(tmp_path: Path) -> None:
     assert meta["method"] == "kd" and meta["role"] == "student" and meta["model"]["arch"] == "resnet8"
     records = [json.loads(x) for x in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]
     assert {"train_ce", "train_kd"} <= set(records[0])
+
+
+READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
+
+
+def _kd_trainer(tmp_path: Path, *overrides: str, method: str = "kd", device: str = "cpu") -> Trainer:
+    """A set-up Trainer for a KD student (an untrained teacher will do) on the tiny digits recipe."""
+    from kdforge.compress.config import MethodConfig
+    from kdforge.compress.data import build_data
+    from kdforge.compress.methods import build_method
+    from kdforge.compress.models import build
+
+    config = tiny_config(*overrides)
+    torch.manual_seed(0)
+    student, teacher = build("resnet8", 10), build("resnet8", 10)
+    network = build_method(MethodConfig(method, {}), student, teacher)
+    trainer = Trainer(
+        network, build_data(config.data), config.student_train, tmp_path, seed=0, device=torch.device(device),
+        meta={}, progress=False,
+    )  # fmt: skip
+    trainer.setup()
+    network.train()
+    return trainer
+
+
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_a_training_step_reads_nothing_back_from_the_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str
+) -> None:
+    """No .item()/float()/bool()/int()/tolist() of a tensor inside `train_step` (each is a device-to-host
+    sync on a GPU): finiteness and loss terms stay on the device until the flush reads them in one go."""
+    trainer = _kd_trainer(tmp_path, f"student_train.nonfinite={policy}")
+    batches = iter(trainer.train_loader)
+    steps = [next(batches) for _ in range(3)]
+    reads: list[str] = []
+    for name in READS:
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _name=name, _original=original, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    for images, labels in steps:
+        _, losses = trainer.train_step(images, labels)
+    assert reads == [], f"train_step read tensors back to the host: {reads}"
+    assert {"ce", "kd"} <= set(losses) and all(isinstance(v, torch.Tensor) for v in losses.values())
+    values = trainer._flush([losses["kd"]])
+    assert reads == ["tolist"] and len(values) == 1, "one transfer at log time"
+    assert trainer._pending == []
+
+
+def test_skip_undoes_the_update_of_a_non_finite_step_on_the_device(tmp_path: Path) -> None:
+    """Under nonfinite=skip a NaN step leaves weights, buffers and optimizer state as before its update (the
+    flush then records it); a finite step still updates."""
+    trainer = _kd_trainer(tmp_path, "student_train.nonfinite=skip")
+    images, labels = next(iter(trainer.train_loader))
+    trainer.train_step(images, labels)  # creates the momentum buffers
+    trainable = [p for p in trainer.method.student.parameters()]
+    before = [p.detach().clone() for p in trainable]
+    momentum = [trainer.optimizer.state[p]["momentum_buffer"].clone() for p in trainable]
+    poisoned = images.clone()
+    poisoned[0, 0, 0, 0] = float("nan")
+    trainer.train_step(poisoned, labels)
+    for p, b, m in zip(trainable, before, momentum, strict=True):
+        assert torch.equal(p, b) and torch.equal(trainer.optimizer.state[p]["momentum_buffer"], m)
+    trainer._flush([])
+    assert trainer.skipped_updates == 1
+    assert len((tmp_path / "nonfinite.jsonl").read_text().splitlines()) == 1
+    trainer.train_step(images, labels)
+    assert any(not torch.equal(p, b) for p, b in zip(trainable, before, strict=True))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: counts real device syncs")
+def test_a_cuda_training_step_does_not_synchronize(tmp_path: Path) -> None:
+    trainer = _kd_trainer(tmp_path, "device=cuda", device="cuda")
+    images, labels = next(iter(trainer.train_loader))
+    images, labels = images.cuda(), labels.cuda()
+    trainer.train_step(images, labels)  # first-step allocations and lazy state
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        trainer.train_step(images, labels)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
