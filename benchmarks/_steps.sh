@@ -1,10 +1,37 @@
 # Shared by gpu_suite.sh and gpu_deploy.sh (sourced, not run): a clock-bounded list of steps, each under
 # its own `timeout`, each logged to $work/<step>.log, each summarized in $summary as soon as it ends.
 #
-# Set before use: root, py, budget (seconds for the whole script), reserve (seconds kept for packing),
-# work (step logs and results), summary (the Markdown summary), dry (1: print the plan only).
-# Then: suite_begin TITLE; step NAME SECONDS MIN_SECONDS KIND command...; suite_end TARBALL.
-# KIND is `pytest` (summarize the pass/fail lines) or `bench` (the log's last lines).
+# Use: cd to the checkout, root=$(pwd), source this file, then `gpu_script_setup NAME "$@"` (it sets dry,
+# budget, reserve, py, boot and source_dir, or exits 2). Set work (step logs and results) and summary (the
+# Markdown summary); then: suite_begin TITLE; step NAME SECONDS MIN_SECONDS KIND command...;
+# suite_end TARBALL. KIND is `pytest` (summarize the pass/fail lines) or `bench` (the log's last lines).
+
+sees_gpu() { "$1" -c 'import torch,sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; }
+
+# The setup both scripts share: the environment, --dry-run, the budget, the interpreter ($PYTHON, else
+# .venv/bin/python where it sees a GPU or for a dry run, else python3), the import check, and the exit 2
+# (one line) where no CUDA device is visible outside a dry run. NAME prefixes the error lines.
+gpu_script_setup() {
+  local name=$1
+  export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+  unset TRITON_INTERPRET
+  dry=0
+  [ "${2:-}" = "--dry-run" ] && dry=1
+  budget=${GPU_SUITE_BUDGET:-540}
+  reserve=15
+  if [ -n "${PYTHON:-}" ]; then py=$PYTHON
+  elif [ -x .venv/bin/python ] && { [ "$dry" = 1 ] || sees_gpu .venv/bin/python; }; then py=.venv/bin/python
+  else py=python3; fi
+  boot=("$py" "$root/benchmarks/_bootstrap.py")
+  if ! source_dir=$("${boot[@]}" --check 2>&1 | tail -n 1); then
+    echo "$name: $py cannot import kdforge from $root: $source_dir" >&2
+    exit 2
+  fi
+  if ! sees_gpu "$py" && [ "$dry" = 0 ]; then
+    echo "$name: no CUDA device visible to $py; nothing measured (run it on a GPU machine, or --dry-run)" >&2
+    exit 2
+  fi
+}
 
 suite_begin() {
   started=$(date +%s)

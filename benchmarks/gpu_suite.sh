@@ -19,30 +19,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
-unset TRITON_INTERPRET
-dry=0
-[ "${1:-}" = "--dry-run" ] && dry=1
-budget=${GPU_SUITE_BUDGET:-540}
-reserve=15
 # shellcheck source=benchmarks/_steps.sh
 . "$root/benchmarks/_steps.sh"
-
-sees_gpu() { "$1" -c 'import torch,sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; }
-if [ -n "${PYTHON:-}" ]; then py=$PYTHON
-elif [ -x .venv/bin/python ] && { [ "$dry" = 1 ] || sees_gpu .venv/bin/python; }; then py=.venv/bin/python
-else py=python3; fi
-boot=("$py" "$root/benchmarks/_bootstrap.py")
+gpu_script_setup gpu_suite "$@"
 pytest=("${boot[@]}" -m pytest -p benchmarks._bootstrap -p no:cacheprovider -q -rs)
-
-if ! source_dir=$("${boot[@]}" --check 2>&1 | tail -n 1); then
-  echo "gpu_suite: $py cannot import kdforge from $root: $source_dir" >&2
-  exit 2
-fi
-if ! sees_gpu "$py" && [ "$dry" = 0 ]; then
-  echo "gpu_suite: no CUDA device visible to $py; nothing measured (run it on a GPU machine, or --dry-run)" >&2
-  exit 2
-fi
 
 shapes=(--shapes 4096x32000 8192x128256 --dtypes bf16 fp32)
 xdist=()

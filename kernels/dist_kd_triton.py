@@ -47,11 +47,11 @@ from kdforge.kernels.triton_common import (
     MAX_REGISTERS,
     LaunchConfig,
     body_elems,
-    edge_lanes,
+    body_loads,
+    edge_loads,
     grad_scale_tensor,
     launch_config,
-    load_f32,
-    row_moments,
+    row_scales,
     row_split,
     standardize_apply,
     standardize_coefs,
@@ -175,18 +175,22 @@ def _dist_row_kernel(
     s_base = row * stride_sb
     t_base = row * stride_tb
     lo, body = row_split(s_base, C, VEC)
-    mean_s = 0.0
-    mean_t = 0.0
-    std_s = 0.0
-    std_t = 0.0
-    inv_s = inv_temp
-    inv_t = inv_temp
-    if STANDARDIZE:
-        mean_s, std_s, mean_t, std_t = row_moments(
-            s_ptr, t_ptr, s_base, t_base, stride_sc, stride_tc, lo, body, C, BLOCK, VEC
-        )
-        inv_s = inv_temp / (std_s + std_eps)
-        inv_t = inv_temp / (std_t + std_eps)
+    mean_s, std_s, mean_t, std_t, inv_s, inv_t = row_scales(
+        s_ptr,
+        t_ptr,
+        s_base,
+        t_base,
+        stride_sc,
+        stride_tc,
+        lo,
+        body,
+        C,
+        inv_temp,
+        std_eps,
+        BLOCK,
+        VEC,
+        STANDARDIZE,
+    )
     n = tl.zeros((), tl.float32)
     ms = tl.full((), float("-inf"), tl.float32)
     mt = tl.full((), float("-inf"), tl.float32)
@@ -196,17 +200,14 @@ def _dist_row_kernel(
     mtt = tl.zeros((), tl.float32)
     q = tl.zeros((), tl.float32)
     if VEC > 1:
-        e_offs, e_mask = edge_lanes(lo, body, C, VEC)
-        e_xs = load_f32(s_ptr, s_base + e_offs, e_mask)
-        e_xt = load_f32(t_ptr, t_base + e_offs, e_mask)
+        _e_offs, e_mask, e_xs, e_xt = edge_loads(s_ptr, t_ptr, s_base, t_base, lo, body, C, VEC)
         n, ms, mt, ss, st, mss, mtt, q = _row_fold(
             n, ms, mt, ss, st, mss, mtt, q, e_xs, e_xt, e_mask, mean_s, mean_t, inv_s, inv_t, STANDARDIZE
         )
     for start in range(0, body, BLOCK):
-        idx = start + tl.arange(0, BLOCK)
-        mask = idx < body
-        xs = load_f32(s_ptr, body_elems(s_base, lo, idx, stride_sc, VEC), mask)
-        xt = load_f32(t_ptr, body_elems(t_base, lo, idx, stride_tc, VEC), mask)
+        _idx, mask, xs, xt = body_loads(
+            s_ptr, t_ptr, s_base, t_base, stride_sc, stride_tc, lo, body, start, BLOCK, VEC
+        )
         n, ms, mt, ss, st, mss, mtt, q = _row_fold(
             n, ms, mt, ss, st, mss, mtt, q, xs, xt, mask, mean_s, mean_t, inv_s, inv_t, STANDARDIZE
         )
@@ -421,9 +422,7 @@ def _dist_grad_kernel(
     mx_t = tl.zeros((), tl.float32)
     cov_t = tl.zeros((), tl.float32)
     if VEC > 1:
-        e_offs, e_mask = edge_lanes(lo, body, C, VEC)
-        e_xs = load_f32(s_ptr, s_base + e_offs, e_mask)
-        e_xt = load_f32(t_ptr, t_base + e_offs, e_mask)
+        e_offs, e_mask, e_xs, e_xt = edge_loads(s_ptr, t_ptr, s_base, t_base, lo, body, C, VEC)
         e_ys = _probs(e_xs, mean_s, inv_s, max_s, rcp_s, e_mask, STANDARDIZE)
         e_yt = _probs(e_xt, mean_t, inv_t, max_t, rcp_t, e_mask, STANDARDIZE)
         if GRAD_S:
@@ -437,10 +436,9 @@ def _dist_grad_kernel(
                 w_t, mg_t, mx_t, cov_t, sig_t, e_gt, e_yt, e_xt, e_mask, mean_t, STANDARDIZE
             )
     for start in range(0, body, BLOCK):
-        idx = start + tl.arange(0, BLOCK)
-        mask = idx < body
-        xs = load_f32(s_ptr, body_elems(s_base, lo, idx, stride_sc, VEC), mask)
-        xt = load_f32(t_ptr, body_elems(t_base, lo, idx, stride_tc, VEC), mask)
+        idx, mask, xs, xt = body_loads(
+            s_ptr, t_ptr, s_base, t_base, stride_sc, stride_tc, lo, body, start, BLOCK, VEC
+        )
         ys = _probs(xs, mean_s, inv_s, max_s, rcp_s, mask, STANDARDIZE)
         yt = _probs(xt, mean_t, inv_t, max_t, rcp_t, mask, STANDARDIZE)
         if GRAD_S:
@@ -473,9 +471,7 @@ def _dist_grad_kernel(
         rden_t, shift_t, coef_t = standardize_coefs(gsum_t, gcen_t, C, std_t, std_eps)
     # Pass 2: recompute g and write the gradients (grad_output folded into the softmax backward's factor).
     if VEC > 1:
-        e_offs, e_mask = edge_lanes(lo, body, C, VEC)
-        e_xs = load_f32(s_ptr, s_base + e_offs, e_mask)
-        e_xt = load_f32(t_ptr, t_base + e_offs, e_mask)
+        e_offs, e_mask, e_xs, e_xt = edge_loads(s_ptr, t_ptr, s_base, t_base, lo, body, C, VEC)
         e_ys = _probs(e_xs, mean_s, inv_s, max_s, rcp_s, e_mask, STANDARDIZE)
         e_yt = _probs(e_xt, mean_t, inv_t, max_t, rcp_t, e_mask, STANDARDIZE)
         if GRAD_S:
@@ -513,10 +509,9 @@ def _dist_grad_kernel(
                 STANDARDIZE,
             )
     for start in range(0, body, BLOCK):
-        idx = start + tl.arange(0, BLOCK)
-        mask = idx < body
-        xs = load_f32(s_ptr, body_elems(s_base, lo, idx, stride_sc, VEC), mask)
-        xt = load_f32(t_ptr, body_elems(t_base, lo, idx, stride_tc, VEC), mask)
+        idx, mask, xs, xt = body_loads(
+            s_ptr, t_ptr, s_base, t_base, stride_sc, stride_tc, lo, body, start, BLOCK, VEC
+        )
         ys = _probs(xs, mean_s, inv_s, max_s, rcp_s, mask, STANDARDIZE)
         yt = _probs(xt, mean_t, inv_t, max_t, rcp_t, mask, STANDARDIZE)
         g_elems = body_elems(g_base, lo, idx, 1, VEC)

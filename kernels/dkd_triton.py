@@ -39,16 +39,17 @@ from kdforge.kernels.triton_common import (
     MAX_REGISTERS,
     LaunchConfig,
     body_elems,
-    edge_lanes,
+    body_loads,
+    edge_loads,
     finish_lse,
     grad_scale_tensor,
     launch_config,
-    load_f32,
     online_lse,
-    row_moments,
+    row_scales,
     row_split,
-    standardize_apply,
-    standardize_coefs,
+    standardize_coefs_pair,
+    standardize_sums,
+    store_grads,
 )
 from torch.autograd.function import once_differentiable
 
@@ -104,18 +105,10 @@ def _dkd_forward_kernel(
     t_base = row * t_stride_b
     label = tl.load(target_ptr + row * target_stride).to(tl.int32)
     lo, body = row_split(s_base, C, VEC)
-    mean_s = 0.0
-    mean_t = 0.0
-    std_s = 0.0
-    std_t = 0.0
-    k_s = inv_temperature
-    k_t = inv_temperature
-    if STANDARDIZE:
-        mean_s, std_s, mean_t, std_t = row_moments(
-            s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, C, BLOCK, VEC
-        )
-        k_s = inv_temperature / (std_s + eps)
-        k_t = inv_temperature / (std_t + eps)
+    mean_s, std_s, mean_t, std_t, k_s, k_t = row_scales(
+        s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, C, inv_temperature, eps,
+        BLOCK, VEC, STANDARDIZE,
+    )  # fmt: skip
     m_s = tl.full((), float("-inf"), tl.float32)
     m_t = tl.full((), float("-inf"), tl.float32)
     m_rs = tl.full((), float("-inf"), tl.float32)
@@ -128,18 +121,15 @@ def _dkd_forward_kernel(
     a_g = tl.zeros((), tl.float32)
     b_g = tl.zeros((), tl.float32)
     if VEC > 1:
-        e_offs, e_mask = edge_lanes(lo, body, C, VEC)
-        e_x_s = load_f32(s_ptr, s_base + e_offs, e_mask)
-        e_x_t = load_f32(t_ptr, t_base + e_offs, e_mask)
+        e_offs, e_mask, e_x_s, e_x_t = edge_loads(s_ptr, t_ptr, s_base, t_base, lo, body, C, VEC)
         m_s, s_s, m_t, s_t, m_rs, s_rs, m_rt, s_rt, cross, a_g, b_g = _fold(
             m_s, s_s, m_t, s_t, m_rs, s_rs, m_rt, s_rt, cross, a_g, b_g,
             e_x_s, e_x_t, e_offs, e_mask, label, mean_s, mean_t, k_s, k_t,
         )  # fmt: skip
     for start in range(0, body, BLOCK):
-        idx = start + tl.arange(0, BLOCK)
-        mask = idx < body
-        x_s = load_f32(s_ptr, body_elems(s_base, lo, idx, s_stride_c, VEC), mask)
-        x_t = load_f32(t_ptr, body_elems(t_base, lo, idx, t_stride_c, VEC), mask)
+        idx, mask, x_s, x_t = body_loads(
+            s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, start, BLOCK, VEC
+        )
         m_s, s_s, m_t, s_t, m_rs, s_rs, m_rt, s_rt, cross, a_g, b_g = _fold(
             m_s, s_s, m_t, s_t, m_rs, s_rs, m_rt, s_rt, cross, a_g, b_g,
             x_s, x_t, lo + idx, mask, label, mean_s, mean_t, k_s, k_t,
@@ -203,14 +193,6 @@ def _grads(x_s, x_t, offs, mask, label, mean_s, mean_t, k_s, k_t, m_rs, l_rs, m_
 
 
 @triton.jit
-def _store(ptr, elems, g, x, mask, mean, inv_denom, shift, coef, STANDARDIZE: tl.constexpr):
-    """Write one chunk of a gradient (through the z-score backward when standardizing), cast once."""
-    if STANDARDIZE:
-        g = standardize_apply(g, tl.where(mask, x - mean, 0.0), inv_denom, shift, coef)
-    tl.store(ptr + elems, g.to(ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
 def _dkd_backward_kernel(
     s_ptr,
     t_ptr,
@@ -267,73 +249,52 @@ def _dkd_backward_kernel(
     csum_t = tl.zeros((), tl.float32)
     if STANDARDIZE:  # sum(g) and sum(g * centred) for standardize_grad, before writing anything
         if VEC > 1:
-            e_offs, e_mask = edge_lanes(lo, body, C, VEC)
-            e_x_s = load_f32(s_ptr, s_base + e_offs, e_mask)
-            e_x_t = load_f32(t_ptr, t_base + e_offs, e_mask)
+            e_offs, e_mask, e_x_s, e_x_t = edge_loads(s_ptr, t_ptr, s_base, t_base, lo, body, C, VEC)
             e_g_s, e_g_t = _grads(
                 e_x_s, e_x_t, e_offs, e_mask, label, mean_s, mean_t, k_s, k_t,
                 m_rs, l_rs, m_rt, l_rt, p_s, p_t, r_s, r_t, d, nckd, alpha, beta, scale,
             )  # fmt: skip
-            e_g_s = tl.where(e_mask, e_g_s, 0.0)
-            e_g_t = tl.where(e_mask, e_g_t, 0.0)
-            sum_s += tl.sum(e_g_s, axis=0)
-            sum_t += tl.sum(e_g_t, axis=0)
-            csum_s += tl.sum(e_g_s * tl.where(e_mask, e_x_s - mean_s, 0.0), axis=0)
-            csum_t += tl.sum(e_g_t * tl.where(e_mask, e_x_t - mean_t, 0.0), axis=0)
+            sum_s, csum_s, sum_t, csum_t = standardize_sums(
+                sum_s, csum_s, sum_t, csum_t, tl.where(e_mask, e_g_s, 0.0), tl.where(e_mask, e_g_t, 0.0),
+                e_x_s, e_x_t, e_mask, mean_s, mean_t,
+            )  # fmt: skip
         for start in range(0, body, BLOCK):
-            idx = start + tl.arange(0, BLOCK)
-            mask = idx < body
-            x_s = load_f32(s_ptr, body_elems(s_base, lo, idx, s_stride_c, VEC), mask)
-            x_t = load_f32(t_ptr, body_elems(t_base, lo, idx, t_stride_c, VEC), mask)
+            idx, mask, x_s, x_t = body_loads(
+                s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, start, BLOCK, VEC
+            )
             g_s, g_t = _grads(
                 x_s, x_t, lo + idx, mask, label, mean_s, mean_t, k_s, k_t,
                 m_rs, l_rs, m_rt, l_rt, p_s, p_t, r_s, r_t, d, nckd, alpha, beta, scale,
             )  # fmt: skip
-            g_s = tl.where(mask, g_s, 0.0)
-            g_t = tl.where(mask, g_t, 0.0)
-            sum_s += tl.sum(g_s, axis=0)
-            sum_t += tl.sum(g_t, axis=0)
-            csum_s += tl.sum(g_s * tl.where(mask, x_s - mean_s, 0.0), axis=0)
-            csum_t += tl.sum(g_t * tl.where(mask, x_t - mean_t, 0.0), axis=0)
-    rden_s = 1.0
-    rden_t = 1.0
-    shift_s = 0.0
-    shift_t = 0.0
-    coef_s = 0.0
-    coef_t = 0.0
-    if STANDARDIZE:
-        rden_s, shift_s, coef_s = standardize_coefs(sum_s, csum_s, C, std_s, eps)
-        rden_t, shift_t, coef_t = standardize_coefs(sum_t, csum_t, C, std_t, eps)
+            sum_s, csum_s, sum_t, csum_t = standardize_sums(
+                sum_s, csum_s, sum_t, csum_t, tl.where(mask, g_s, 0.0), tl.where(mask, g_t, 0.0),
+                x_s, x_t, mask, mean_s, mean_t,
+            )  # fmt: skip
+    rden_s, shift_s, coef_s, rden_t, shift_t, coef_t = standardize_coefs_pair(
+        sum_s, csum_s, std_s, sum_t, csum_t, std_t, C, eps, STANDARDIZE
+    )
     if VEC > 1:
-        e_offs, e_mask = edge_lanes(lo, body, C, VEC)
-        e_x_s = load_f32(s_ptr, s_base + e_offs, e_mask)
-        e_x_t = load_f32(t_ptr, t_base + e_offs, e_mask)
+        e_offs, e_mask, e_x_s, e_x_t = edge_loads(s_ptr, t_ptr, s_base, t_base, lo, body, C, VEC)
         e_g_s, e_g_t = _grads(
             e_x_s, e_x_t, e_offs, e_mask, label, mean_s, mean_t, k_s, k_t,
             m_rs, l_rs, m_rt, l_rt, p_s, p_t, r_s, r_t, d, nckd, alpha, beta, scale,
         )  # fmt: skip
-        if GRAD_S:
-            _store(
-                gs_ptr, g_base + e_offs, e_g_s, e_x_s, e_mask, mean_s, rden_s, shift_s, coef_s, STANDARDIZE
-            )
-        if GRAD_T:
-            _store(
-                gt_ptr, g_base + e_offs, e_g_t, e_x_t, e_mask, mean_t, rden_t, shift_t, coef_t, STANDARDIZE
-            )
+        store_grads(
+            gs_ptr, gt_ptr, g_base + e_offs, e_g_s, e_g_t, e_x_s, e_x_t, e_mask, mean_s, mean_t,
+            rden_s, shift_s, coef_s, rden_t, shift_t, coef_t, STANDARDIZE, GRAD_S, GRAD_T,
+        )  # fmt: skip
     for start in range(0, body, BLOCK):
-        idx = start + tl.arange(0, BLOCK)
-        mask = idx < body
-        x_s = load_f32(s_ptr, body_elems(s_base, lo, idx, s_stride_c, VEC), mask)
-        x_t = load_f32(t_ptr, body_elems(t_base, lo, idx, t_stride_c, VEC), mask)
+        idx, mask, x_s, x_t = body_loads(
+            s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, start, BLOCK, VEC
+        )
         g_s, g_t = _grads(
             x_s, x_t, lo + idx, mask, label, mean_s, mean_t, k_s, k_t,
             m_rs, l_rs, m_rt, l_rt, p_s, p_t, r_s, r_t, d, nckd, alpha, beta, scale,
         )  # fmt: skip
-        g_elems = body_elems(g_base, lo, idx, 1, VEC)
-        if GRAD_S:
-            _store(gs_ptr, g_elems, g_s, x_s, mask, mean_s, rden_s, shift_s, coef_s, STANDARDIZE)
-        if GRAD_T:
-            _store(gt_ptr, g_elems, g_t, x_t, mask, mean_t, rden_t, shift_t, coef_t, STANDARDIZE)
+        store_grads(
+            gs_ptr, gt_ptr, body_elems(g_base, lo, idx, 1, VEC), g_s, g_t, x_s, x_t, mask, mean_s, mean_t,
+            rden_s, shift_s, coef_s, rden_t, shift_t, coef_t, STANDARDIZE, GRAD_S, GRAD_T,
+        )  # fmt: skip
 
 
 def _forward(

@@ -23,16 +23,17 @@ from kdforge.kernels.triton_common import (
     MAX_REGISTERS,
     LaunchConfig,
     body_elems,
-    edge_lanes,
+    body_loads,
+    edge_loads,
     finish_lse,
     grad_scale_tensor,
     launch_config,
-    load_f32,
     online_lse,
-    row_moments,
+    row_scales,
     row_split,
-    standardize_apply,
-    standardize_coefs,
+    standardize_coefs_pair,
+    standardize_sums,
+    store_grads,
 )
 from torch.autograd.function import once_differentiable
 
@@ -72,35 +73,23 @@ def _kd_forward_kernel(
     s_base = row * s_stride_b
     t_base = row * t_stride_b
     lo, body = row_split(s_base, C, VEC)
-    mean_s = 0.0
-    mean_t = 0.0
-    std_s = 0.0
-    std_t = 0.0
-    k_s = inv_t
-    k_t = inv_t
-    if STANDARDIZE:
-        mean_s, std_s, mean_t, std_t = row_moments(
-            s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, C, BLOCK, VEC
-        )
-        k_s = inv_t / (std_s + eps)
-        k_t = inv_t / (std_t + eps)
+    mean_s, std_s, mean_t, std_t, k_s, k_t = row_scales(
+        s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, C, inv_t, eps, BLOCK, VEC, STANDARDIZE
+    )
     m_s = tl.full((), float("-inf"), tl.float32)
     m_t = tl.full((), float("-inf"), tl.float32)
     sum_s = tl.zeros((), tl.float32)
     sum_t = tl.zeros((), tl.float32)
     cross = tl.zeros((), tl.float32)
     if VEC > 1:
-        e_offs, e_mask = edge_lanes(lo, body, C, VEC)
-        e_x_s = load_f32(s_ptr, s_base + e_offs, e_mask)
-        e_x_t = load_f32(t_ptr, t_base + e_offs, e_mask)
+        _e_offs, e_mask, e_x_s, e_x_t = edge_loads(s_ptr, t_ptr, s_base, t_base, lo, body, C, VEC)
         m_s, sum_s, m_t, sum_t, cross = _fold(
             m_s, sum_s, m_t, sum_t, cross, e_x_s, e_x_t, e_mask, mean_s, mean_t, k_s, k_t
         )
     for start in range(0, body, BLOCK):
-        idx = start + tl.arange(0, BLOCK)
-        mask = idx < body
-        x_s = load_f32(s_ptr, body_elems(s_base, lo, idx, s_stride_c, VEC), mask)
-        x_t = load_f32(t_ptr, body_elems(t_base, lo, idx, t_stride_c, VEC), mask)
+        _idx, mask, x_s, x_t = body_loads(
+            s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, start, BLOCK, VEC
+        )
         m_s, sum_s, m_t, sum_t, cross = _fold(
             m_s, sum_s, m_t, sum_t, cross, x_s, x_t, mask, mean_s, mean_t, k_s, k_t
         )
@@ -129,14 +118,6 @@ def _grads(x_s, x_t, mask, mean_s, mean_t, k_s, k_t, m_s, l_s, m_t, l_t, kl, sca
     p_s = tl.exp(tl.where(mask, log_ps, float("-inf")))
     p_t = tl.exp(tl.where(mask, log_pt, float("-inf")))
     return scale * (p_s - p_t), tl.where(mask, scale * p_t * (log_pt - log_ps - kl), 0.0)
-
-
-@triton.jit
-def _store(ptr, elems, g, x, mask, mean, inv_denom, shift, coef, STANDARDIZE: tl.constexpr):
-    """Write one chunk of a gradient (through the z-score backward when standardizing), cast once."""
-    if STANDARDIZE:
-        g = standardize_apply(g, tl.where(mask, x - mean, 0.0), inv_denom, shift, coef)
-    tl.store(ptr + elems, g.to(ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -185,59 +166,40 @@ def _kd_backward_kernel(
     csum_t = tl.zeros((), tl.float32)
     if STANDARDIZE:  # the row sums of the z-score backward, before anything is written
         if VEC > 1:
-            e_offs, e_mask = edge_lanes(lo, body, C, VEC)
-            e_x_s = load_f32(s_ptr, s_base + e_offs, e_mask)
-            e_x_t = load_f32(t_ptr, t_base + e_offs, e_mask)
+            e_offs, e_mask, e_x_s, e_x_t = edge_loads(s_ptr, t_ptr, s_base, t_base, lo, body, C, VEC)
             e_g_s, e_g_t = _grads(
                 e_x_s, e_x_t, e_mask, mean_s, mean_t, k_s, k_t, m_s, l_s, m_t, l_t, kl, scale
             )
-            sum_s += tl.sum(e_g_s, axis=0)
-            sum_t += tl.sum(e_g_t, axis=0)
-            csum_s += tl.sum(e_g_s * tl.where(e_mask, e_x_s - mean_s, 0.0), axis=0)
-            csum_t += tl.sum(e_g_t * tl.where(e_mask, e_x_t - mean_t, 0.0), axis=0)
+            sum_s, csum_s, sum_t, csum_t = standardize_sums(
+                sum_s, csum_s, sum_t, csum_t, e_g_s, e_g_t, e_x_s, e_x_t, e_mask, mean_s, mean_t
+            )
         for start in range(0, body, BLOCK):
-            idx = start + tl.arange(0, BLOCK)
-            mask = idx < body
-            x_s = load_f32(s_ptr, body_elems(s_base, lo, idx, s_stride_c, VEC), mask)
-            x_t = load_f32(t_ptr, body_elems(t_base, lo, idx, t_stride_c, VEC), mask)
+            idx, mask, x_s, x_t = body_loads(
+                s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, start, BLOCK, VEC
+            )
             g_s, g_t = _grads(x_s, x_t, mask, mean_s, mean_t, k_s, k_t, m_s, l_s, m_t, l_t, kl, scale)
-            sum_s += tl.sum(g_s, axis=0)
-            sum_t += tl.sum(g_t, axis=0)
-            csum_s += tl.sum(g_s * tl.where(mask, x_s - mean_s, 0.0), axis=0)
-            csum_t += tl.sum(g_t * tl.where(mask, x_t - mean_t, 0.0), axis=0)
-    rden_s = 1.0
-    rden_t = 1.0
-    shift_s = 0.0
-    shift_t = 0.0
-    coef_s = 0.0
-    coef_t = 0.0
-    if STANDARDIZE:
-        rden_s, shift_s, coef_s = standardize_coefs(sum_s, csum_s, C, std_s, eps)
-        rden_t, shift_t, coef_t = standardize_coefs(sum_t, csum_t, C, std_t, eps)
+            sum_s, csum_s, sum_t, csum_t = standardize_sums(
+                sum_s, csum_s, sum_t, csum_t, g_s, g_t, x_s, x_t, mask, mean_s, mean_t
+            )
+    rden_s, shift_s, coef_s, rden_t, shift_t, coef_t = standardize_coefs_pair(
+        sum_s, csum_s, std_s, sum_t, csum_t, std_t, C, eps, STANDARDIZE
+    )
     if VEC > 1:
-        e_offs, e_mask = edge_lanes(lo, body, C, VEC)
-        e_x_s = load_f32(s_ptr, s_base + e_offs, e_mask)
-        e_x_t = load_f32(t_ptr, t_base + e_offs, e_mask)
+        e_offs, e_mask, e_x_s, e_x_t = edge_loads(s_ptr, t_ptr, s_base, t_base, lo, body, C, VEC)
         e_g_s, e_g_t = _grads(e_x_s, e_x_t, e_mask, mean_s, mean_t, k_s, k_t, m_s, l_s, m_t, l_t, kl, scale)
-        if GRAD_S:
-            _store(
-                gs_ptr, g_base + e_offs, e_g_s, e_x_s, e_mask, mean_s, rden_s, shift_s, coef_s, STANDARDIZE
-            )
-        if GRAD_T:
-            _store(
-                gt_ptr, g_base + e_offs, e_g_t, e_x_t, e_mask, mean_t, rden_t, shift_t, coef_t, STANDARDIZE
-            )
+        store_grads(
+            gs_ptr, gt_ptr, g_base + e_offs, e_g_s, e_g_t, e_x_s, e_x_t, e_mask, mean_s, mean_t,
+            rden_s, shift_s, coef_s, rden_t, shift_t, coef_t, STANDARDIZE, GRAD_S, GRAD_T,
+        )  # fmt: skip
     for start in range(0, body, BLOCK):
-        idx = start + tl.arange(0, BLOCK)
-        mask = idx < body
-        x_s = load_f32(s_ptr, body_elems(s_base, lo, idx, s_stride_c, VEC), mask)
-        x_t = load_f32(t_ptr, body_elems(t_base, lo, idx, t_stride_c, VEC), mask)
+        idx, mask, x_s, x_t = body_loads(
+            s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, start, BLOCK, VEC
+        )
         g_s, g_t = _grads(x_s, x_t, mask, mean_s, mean_t, k_s, k_t, m_s, l_s, m_t, l_t, kl, scale)
-        g_elems = body_elems(g_base, lo, idx, 1, VEC)
-        if GRAD_S:
-            _store(gs_ptr, g_elems, g_s, x_s, mask, mean_s, rden_s, shift_s, coef_s, STANDARDIZE)
-        if GRAD_T:
-            _store(gt_ptr, g_elems, g_t, x_t, mask, mean_t, rden_t, shift_t, coef_t, STANDARDIZE)
+        store_grads(
+            gs_ptr, gt_ptr, body_elems(g_base, lo, idx, 1, VEC), g_s, g_t, x_s, x_t, mask, mean_s, mean_t,
+            rden_s, shift_s, coef_s, rden_t, shift_t, coef_t, STANDARDIZE, GRAD_S, GRAD_T,
+        )  # fmt: skip
 
 
 def _forward(

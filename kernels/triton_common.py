@@ -100,6 +100,25 @@ def load_f32(ptr, elems, mask):
     return tl.load(ptr + elems, mask=mask, other=0.0).to(tl.float32)
 
 
+@triton.jit
+def edge_loads(s_ptr, t_ptr, s_base, t_base, lo, body, C, VEC: tl.constexpr):
+    """The edge lanes of a row (`edge_lanes`) with both logits loaded there: (offs, mask, x_s, x_t)."""
+    offs, mask = edge_lanes(lo, body, C, VEC)
+    return offs, mask, load_f32(s_ptr, s_base + offs, mask), load_f32(t_ptr, t_base + offs, mask)
+
+
+@triton.jit
+def body_loads(s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, start,
+               BLOCK: tl.constexpr, VEC: tl.constexpr):  # fmt: skip
+    """The body chunk at `start` with both logits loaded: (idx, mask, x_s, x_t), idx its body lanes (in-row
+    offset lo + idx)."""
+    idx = start + tl.arange(0, BLOCK)
+    mask = idx < body
+    x_s = load_f32(s_ptr, body_elems(s_base, lo, idx, s_stride_c, VEC), mask)
+    x_t = load_f32(t_ptr, body_elems(t_base, lo, idx, t_stride_c, VEC), mask)
+    return idx, mask, x_s, x_t
+
+
 # --------------------------------------------------------------------------------- online softmax
 @triton.jit
 def online_lse(m, total, x, valid):
@@ -145,14 +164,13 @@ def row_moments(
     mean_t = 0.0
     m2_t = 0.0
     if VEC > 1:
-        e_offs, e_mask = edge_lanes(lo, body, C, VEC)
-        n_s, mean_s, m2_s = chan_merge(n_s, mean_s, m2_s, load_f32(s_ptr, s_base + e_offs, e_mask), e_mask)
-        n_t, mean_t, m2_t = chan_merge(n_t, mean_t, m2_t, load_f32(t_ptr, t_base + e_offs, e_mask), e_mask)
+        _e_offs, e_mask, e_x_s, e_x_t = edge_loads(s_ptr, t_ptr, s_base, t_base, lo, body, C, VEC)
+        n_s, mean_s, m2_s = chan_merge(n_s, mean_s, m2_s, e_x_s, e_mask)
+        n_t, mean_t, m2_t = chan_merge(n_t, mean_t, m2_t, e_x_t, e_mask)
     for start in range(0, body, BLOCK):
-        idx = start + tl.arange(0, BLOCK)
-        mask = idx < body
-        x_s = load_f32(s_ptr, body_elems(s_base, lo, idx, s_stride_c, VEC), mask)
-        x_t = load_f32(t_ptr, body_elems(t_base, lo, idx, t_stride_c, VEC), mask)
+        _idx, mask, x_s, x_t = body_loads(
+            s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, start, BLOCK, VEC
+        )
         n_s, mean_s, m2_s = chan_merge(n_s, mean_s, m2_s, x_s, mask)
         n_t, mean_t, m2_t = chan_merge(n_t, mean_t, m2_t, x_t, mask)
     denom = tl.maximum(C - 1, 1)
@@ -175,6 +193,71 @@ def standardize_coefs(g_sum, g_centred_sum, C, std, eps):
 
 
 @triton.jit
+def row_scales(s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, C, inv_temp, eps,
+               BLOCK: tl.constexpr, VEC: tl.constexpr, STANDARDIZE: tl.constexpr):  # fmt: skip
+    """The prologue of a row: (mean_s, std_s, mean_t, std_t, k_s, k_t), the logits' factor k = 1/T and
+    means and stds 0 (constants), or with STANDARDIZE the `row_moments` and k = 1 / ((std + eps) T)."""
+    mean_s = 0.0
+    mean_t = 0.0
+    std_s = 0.0
+    std_t = 0.0
+    k_s = inv_temp
+    k_t = inv_temp
+    if STANDARDIZE:
+        mean_s, std_s, mean_t, std_t = row_moments(
+            s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, C, BLOCK, VEC
+        )
+        k_s = inv_temp / (std_s + eps)
+        k_t = inv_temp / (std_t + eps)
+    return mean_s, std_s, mean_t, std_t, k_s, k_t
+
+
+@triton.jit
+def standardize_sums(sum_s, csum_s, sum_t, csum_t, g_s, g_t, x_s, x_t, mask, mean_s, mean_t):
+    """Fold one chunk of dL/dz (0 on masked lanes) into sum(g) and sum(g (x - mean)) of both rows."""
+    sum_s += tl.sum(g_s, axis=0)
+    sum_t += tl.sum(g_t, axis=0)
+    csum_s += tl.sum(g_s * tl.where(mask, x_s - mean_s, 0.0), axis=0)
+    csum_t += tl.sum(g_t * tl.where(mask, x_t - mean_t, 0.0), axis=0)
+    return sum_s, csum_s, sum_t, csum_t
+
+
+@triton.jit
+def standardize_coefs_pair(sum_s, csum_s, std_s, sum_t, csum_t, std_t, C, eps, STANDARDIZE: tl.constexpr):
+    """`standardize_coefs` of both rows, (rden_s, shift_s, coef_s, rden_t, shift_t, coef_t); without
+    STANDARDIZE the constants (1, 0, 0) that `standardize_apply` is never called with."""
+    rden_s = 1.0
+    rden_t = 1.0
+    shift_s = 0.0
+    shift_t = 0.0
+    coef_s = 0.0
+    coef_t = 0.0
+    if STANDARDIZE:
+        rden_s, shift_s, coef_s = standardize_coefs(sum_s, csum_s, C, std_s, eps)
+        rden_t, shift_t, coef_t = standardize_coefs(sum_t, csum_t, C, std_t, eps)
+    return rden_s, shift_s, coef_s, rden_t, shift_t, coef_t
+
+
+@triton.jit
 def standardize_apply(g, centred, inv_denom, shift, coef):
     """dL/dx of one chunk from g = dL/dz and the constants of `standardize_coefs`."""
     return g * inv_denom - shift - centred * coef
+
+
+@triton.jit
+def store_grad(ptr, elems, g, x, mask, mean, inv_denom, shift, coef, STANDARDIZE: tl.constexpr):
+    """Write one chunk of a gradient dL/dz (through the z-score backward when standardizing), cast once."""
+    if STANDARDIZE:
+        g = standardize_apply(g, tl.where(mask, x - mean, 0.0), inv_denom, shift, coef)
+    tl.store(ptr + elems, g.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def store_grads(gs_ptr, gt_ptr, elems, g_s, g_t, x_s, x_t, mask, mean_s, mean_t,
+                rden_s, shift_s, coef_s, rden_t, shift_t, coef_t,
+                STANDARDIZE: tl.constexpr, GRAD_S: tl.constexpr, GRAD_T: tl.constexpr):  # fmt: skip
+    """`store_grad` of the student's and the teacher's gradient, as asked."""
+    if GRAD_S:
+        store_grad(gs_ptr, elems, g_s, x_s, mask, mean_s, rden_s, shift_s, coef_s, STANDARDIZE)
+    if GRAD_T:
+        store_grad(gt_ptr, elems, g_t, x_t, mask, mean_t, rden_t, shift_t, coef_t, STANDARDIZE)
