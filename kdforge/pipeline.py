@@ -149,7 +149,29 @@ def outcome_of(rows: list[StageRow]) -> Outcome:
         student.test_top1,
         student.method,
         baseline[-1].test_top1 if has_baseline else None,
+        _size_ratio(teacher.checkpoint, student.checkpoint),
     )
+
+
+def _size_ratio(teacher: str, student: str) -> float | None:
+    """Teacher parameters / student parameters; None when the teacher is no kdforge checkpoint (a .pt2)."""
+    try:
+        return _parameters(teacher) / _parameters(student)
+    except UserError:
+        return None
+
+
+def _parameters(checkpoint: str) -> int:
+    """Parameter count of the network in a kdforge checkpoint (a merged one included)."""
+    from kdforge.compress.train.checkpoint import read_checkpoint
+
+    if read_checkpoint(checkpoint).meta["model"].get("reparameterized"):
+        from kdforge.export.reparam import load_merged
+
+        model = load_merged(checkpoint)[0]
+    else:
+        model = load_model(checkpoint)[0]
+    return sum(p.numel() for p in model.parameters())
 
 
 def _train_teachers(

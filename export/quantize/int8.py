@@ -117,6 +117,10 @@ def to_int8(
             activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
+            # u8s8 on x86 CPUs without VNNI multiplies with VPMADDUBSW, whose int16 sums saturate with full
+            # 8-bit weights (ONNX Runtime's quantization docs); 7-bit weights avoid it. Measured on the
+            # digits demo student: 66.6% -> 94.2% top-1 (fp32 94.2%). The TensorRT form keeps 8 bits.
+            reduce_range=activations == "uint8",
             calibrate_method=calibrate,
             op_types_to_quantize=op_types,
             extra_options=extra_options,

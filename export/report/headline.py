@@ -33,6 +33,7 @@ class Outcome:
     student_top1: float  # the distilled student
     method: str
     baseline_top1: float | None  # the same student trained with cross-entropy alone; None when not run
+    size_ratio: float | None = None  # teacher parameters / student parameters
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class FastestVariant:
     precision: str
     batch: int
     speedup: float  # teacher p50 / student p50
-    size_ratio: float | None  # teacher file / student file
+    size_ratio: float | None  # teacher file / student file (compiled packages carry code: not a model size)
     teacher_top1: float | None
     student_top1: float | None
 
@@ -97,7 +98,7 @@ def headline(outcome: Outcome, fastest: FastestVariant | None = None) -> str:
     where = (
         f"{BACKEND_NAMES.get(fastest.backend, fastest.backend)} {fastest.precision} at batch {fastest.batch}"
     )
-    size = f"{fastest.size_ratio:.0f}x smaller and " if fastest.size_ratio else ""
+    size = f"{outcome.size_ratio:.0f}x smaller and " if outcome.size_ratio else ""
     cost = f"{size}{fastest.speedup:.1f}x faster than {teacher} on {where}"
     if fastest.teacher_top1 is not None and fastest.student_top1 is not None:
         there = fastest.teacher_top1 - fastest.student_top1

@@ -45,7 +45,7 @@ def test_the_fastest_shared_variant_at_the_smallest_batch_is_compared() -> None:
 
 
 def test_the_sentence_gives_gain_over_ce_size_speed_and_the_gap_to_the_teacher() -> None:
-    outcome = Outcome("cnn_6_32", 99.16, "cnn_2_8", 86.35, "kd", 70.21)
+    outcome = Outcome("cnn_6_32", 99.16, "cnn_2_8", 86.35, "kd", 70.21, 288746 / 3610)
     sentence = headline(outcome, fastest_variant(TEACHER, STUDENT))
     assert sentence.startswith("The distilled student (cnn_2_8, kd) scores 86.3% on the test split")
     assert "+16.1 points over the same student trained alone (70.2%)" in sentence
