@@ -215,8 +215,9 @@ def test_run_chains_standard_then_generous_teacher_then_students(tmp_path: Path)
     ],
 )
 def test_seed_method_mistakes_are_one_line(
-    argv: list[str], message: str, tiny_teacher: str, tmp_path: Path, capsys
+    argv: list[str], message: str, tiny_teacher: str, tmp_path: Path, capsys, monkeypatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # no runs/<recipe>/teacher from an earlier `make demo` to fall back on
     if argv[0] == "compress" and "sate" not in argv:
         argv = [*argv, "--teacher", tiny_teacher]
     assert main([*argv, "--out", str(tmp_path / "x"), *ONE_EPOCH]) == 2
