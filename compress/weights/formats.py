@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import struct
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -93,12 +95,15 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str, dic
         except (SafetensorError, OSError, ValueError) as exc:
             raise UserError(f"{where} is not a readable safetensors file ({first_line(exc)})") from None
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on the pickle protocol is noise beside our one line
+            warnings.simplefilter("ignore")
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        what = f"it references {found[1]}" if found else "it holds objects other than tensors"
         raise UserError(
-            f"{where} holds pickled objects other than tensors, which kdforge never unpickles (it loads "
-            f"with weights_only=True: {first_line(exc)}); re-save the weights alone: "
-            "torch.save(model.state_dict(), PATH)"
+            f"{where} is refused without running anything: {what}, and kdforge never unpickles code (it "
+            "reads tensors only); re-save the weights alone: torch.save(model.state_dict(), PATH)"
         ) from None
     except Exception as exc:  # a torn or foreign file
         raise UserError(f"{where} cannot be read as a PyTorch state dict ({first_line(exc)})") from None

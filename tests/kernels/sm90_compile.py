@@ -75,7 +75,7 @@ class CompileOnlyDriver(DriverBase):
         return torch.device("cpu")
 
     def get_benchmarker(self):
-        raise NotImplementedError("compile-only driver")
+        raise NotImplementedError("the compile-only driver times nothing (kdforge's kernels do not autotune)")
 
     def get_current_device(self) -> int:
         return 0
