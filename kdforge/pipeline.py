@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -30,7 +30,9 @@ from kdforge.compress.jobs import Session, distill_student, evaluate_checkpoint,
 from kdforge.compress.runlock import run_lock
 from kdforge.compress.train.checkpoint import load_model
 from kdforge.compress.train.trainer import TrainResult
-from kdforge.export.report.headline import Outcome, fastest_variant, headline
+
+if TYPE_CHECKING:  # the report code (matplotlib) loads only when a run reports
+    from kdforge.export.report.headline import Outcome
 
 
 @dataclass
@@ -124,6 +126,8 @@ def run_pipeline(
         if session.context.is_main:
             write_results(out_dir, config, rows)
             console.print(results_table(config, rows))
+            from kdforge.export.report.headline import headline
+
             sentence = headline(outcome_of(rows))
             if deploy_options is not None:
                 student_path = rows[-1].checkpoint  # the distilled student, merged when it had branches
@@ -138,6 +142,8 @@ def run_pipeline(
 
 def outcome_of(rows: list[StageRow]) -> Outcome:
     """Teacher, CE baseline and distilled student of a pipeline's rows (the last of each kind)."""
+    from kdforge.export.report.headline import Outcome
+
     teacher = [r for r in rows if r.stage.startswith("teacher")][-1]
     student = rows[-1]  # the distilled student (its merged form when it had branches)
     baseline = [r for r in rows if r.stage == "student" and r.method == "ce"]
@@ -291,6 +297,7 @@ def deploy_and_report(
     then write report.md, led by the run's one-sentence outcome; returns the report and that sentence."""
     from kdforge.export.deploy import deploy, deploy_flags
     from kdforge.export.report import write_report
+    from kdforge.export.report.headline import fastest_variant, headline
 
     def log(line: str) -> None:
         console.print(line, markup=False, highlight=False)
