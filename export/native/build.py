@@ -3,13 +3,15 @@ package, into a per-environment folder of the user's cache (reused: CMake rebuil
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,13 +86,42 @@ def build_native(
 ) -> NativeBuild:
     """Configure when the build directory is new, the options changed or no backend was found last time,
     then build (incremental). Refuses, in one line, a runner with no backend. `cmake_options` are passed
-    to CMake as they are (-DNAME=VALUE)."""
+    to CMake as they are (-DNAME=VALUE). Builds into one folder take turns (a file lock), so two processes
+    that build at once (two deploys, parallel tests) never run CMake over each other."""
     if not (SOURCE_DIR / "CMakeLists.txt").is_file():
         raise UserError(f"no CMakeLists.txt in {SOURCE_DIR}: this kdforge install lacks the runner's sources")
     log = log or (lambda message: None)
     cmake = _cmake()
     build = Path(build_dir).resolve()
     build.mkdir(parents=True, exist_ok=True)
+    with _exclusive(build / ".kdforge-build.lock", log):
+        return _configure_and_build(build, cmake, tensorrt_root, onnxruntime_root, cmake_options, jobs, log)
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path, log: Callable[[str], None]) -> Iterator[None]:
+    """Hold an advisory lock on `lock` (released when the process exits, whatever the way)."""
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another build in {lock.parent}")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _configure_and_build(
+    build: Path,
+    cmake: str,
+    tensorrt_root: str | None,
+    onnxruntime_root: str | None,
+    cmake_options: tuple[str, ...],
+    jobs: int,
+    log: Callable[[str], None],
+) -> NativeBuild:
     logfile = build / "build.log"
     logfile.write_text("")
     options = [f"-DPython3_EXECUTABLE={sys.executable}", "-DCMAKE_BUILD_TYPE=Release"]
