@@ -6,6 +6,8 @@ BIN    := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP     := $(VENV)/.dev-installed
 PYTEST_ARGS   ?=
+# One pytest-xdist worker per core (tests pin torch to one thread each; builds into one folder take turns).
+PYTEST_WORKERS ?= auto
 
 .PHONY: demo test lint native clean-venv
 
@@ -25,9 +27,9 @@ $(DEV_STAMP): pyproject.toml $(RUNTIME_STAMP)
 demo: $(RUNTIME_STAMP)
 	$(BIN)/kdforge run recipes/digits.yaml --out runs/digits --resume
 
-## test: the whole suite (CPU; GPU/TensorRT tests skip with their reason).
+## test: the whole suite (CPU; GPU/TensorRT tests skip with their reason), one worker per core.
 test: $(DEV_STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 ## native: build kdforge-runner (C++, CMake) where deploy and bench --native look for it
 ## (~/.cache/kdforge/native/<env>/); prints that path and the backends compiled in.

@@ -10,6 +10,7 @@
 #                       8192x128256 in bf16 and fp32
 #   kernels-rest        the rest of tests/kernels (pytest-xdist when installed)
 #   train-step          benchmarks/train_step.py --device cuda
+#   one-chunk           KD/DKD rows of one chunk (C <= 2048) told their grad_output (3 N*e) vs not (5 N*e)
 # With $OUT set (a device call): $OUT/summary.md and $OUT/gpu-suite.tar.gz (every log, JSON and JSONL row
 # file); otherwise everything stays in benchmarks/results/gpu-<device>-<date>/. Runs from the checkout as
 # copied (benchmarks/_bootstrap.py maps kdforge.* onto its folders; nothing is installed).
@@ -53,15 +54,18 @@ step breakdown 60 20 bench "${boot[@]}" benchmarks/loss_kernels.py --breakdown "
   --out "$work" --rows "$work/breakdown.jsonl" --name kernels-breakdown
 for loss in kd dkd dist; do
   want=65
-  [ "$loss" = kd ] && want=75
+  [ "$loss" = kd ] && want=70
   step "compare-$loss" "$want" 25 bench "${boot[@]}" benchmarks/loss_kernels.py --losses "$loss" "${shapes[@]}" \
     --variants triton eager compile liger --reps 10 --out "$work" --rows "$work/compare.jsonl" \
     --name "kernels-compare-$loss"
 done
-step kernels-rest 60 20 pytest "${pytest[@]}" "${xdist[@]}" -m "not gpu" tests/kernels \
+step kernels-rest 50 20 pytest "${pytest[@]}" "${xdist[@]}" -m "not gpu" tests/kernels \
   --ignore=tests/kernels/test_sm90_resources.py --ignore=tests/kernels/test_kernel_amp.py \
   --ignore=tests/kernels/test_gpu_scripts.py
 step train-step 40 20 bench "${boot[@]}" benchmarks/train_step.py --device cuda --reps 3 --steps 3 --out "$work"
+step one-chunk 20 10 bench "${boot[@]}" benchmarks/loss_kernels.py --losses kd dkd --shapes 32768x1000 16384x2047 \
+  --dtypes bf16 --variants triton triton-told eager --reps 10 --out "$work" --rows "$work/one-chunk.jsonl" \
+  --name kernels-one-chunk
 
 if [ "$dry" = 1 ]; then
   echo "gpu_suite --dry-run: nothing measured, nothing written"

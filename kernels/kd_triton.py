@@ -9,8 +9,8 @@ Per row, with u = k_s (z_s - mean_s) and v = k_t (z_t - mean_t) (k = 1/T and mea
     dL/dz_t = g (T / B) p_t (log p_t - log p_s - KL)        (g = grad_output)
 and through the z-score `standardize_grad` (kernels/triton_common.py). The forward is one online-softmax
 pass (running max and sum, rescaled as the max grows), after a moments pass with `standardize`; it saves
-(max, log sum) of both rows and KL. The backward is one pass writing the gradients, after a pass that
-reduces the two row sums the z-score backward needs with `standardize`.
+(max, log sum) of both rows and KL, and with `standardize` the row sums the z-score backward needs
+(accumulated in the same online pass, see `_zscore_sums`). The backward is one pass writing the gradients.
 """
 
 from __future__ import annotations
@@ -25,31 +25,58 @@ from kdforge.kernels.triton_common import (
     body_elems,
     body_loads,
     edge_loads,
+    empty_grads,
     finish_lse,
     grad_scale_tensor,
     launch_config,
+    one_chunk,
     online_lse,
     row_scales,
     row_split,
     standardize_coefs_pair,
-    standardize_sums,
     store_grads,
 )
 from torch.autograd.function import once_differentiable
 
 # Fields of the (B, STATS) fp32 per-row statistics the forward saves for the backward.
-M_S, L_S, M_T, L_T, KL, K_S, K_T, MEAN_S, MEAN_T, STD_S, STD_T = (tl.constexpr(i) for i in range(11))
-STATS = tl.constexpr(11)
+# CS_S, CS_T: with `standardize`, sum(g (x - mean)) of each row per unit of the gradient scale (see
+# `_zscore_sums`), so the backward needs no reducing walk.
+M_S, L_S, M_T, L_T, KL, K_S, K_T, MEAN_S, MEAN_T, STD_S, STD_T, CS_S, CS_T = (
+    tl.constexpr(i) for i in range(13)
+)
+STATS = tl.constexpr(13)
 
 
 @triton.jit
-def _fold(m_s, sum_s, m_t, sum_t, cross, x_s, x_t, mask, mean_s, mean_t, k_s, k_t):
-    """One chunk of the online pass: both log-sum-exps and the cross term sum exp(v - m_t) (v - u)."""
+def _fold(m_s, sum_s, m_t, sum_t, cross, w_ss, w_ts, w_tt, w_tx, x_s, x_t, mask, mean_s, mean_t, k_s, k_t,
+          STANDARDIZE: tl.constexpr):  # fmt: skip
+    """One chunk of the online pass: both log-sum-exps and the cross term sum exp(v - m_t) (v - u); with
+    STANDARDIZE also the exp-weighted sums of the centred logits c that `_zscore_sums` turns into
+    sum(g c): w_ss = sum e_s c_s, w_ts = sum e_t c_s, w_tt = sum e_t c_t, w_tx = sum e_t (v - u) c_t (each
+    relative to its running max, rescaled with it)."""
     u = tl.where(mask, (x_s - mean_s) * k_s, 0.0)
     v = tl.where(mask, (x_t - mean_t) * k_t, 0.0)
-    m_s, sum_s, _, _ = online_lse(m_s, sum_s, u, mask)
+    m_s, sum_s, e_s, rescale_s = online_lse(m_s, sum_s, u, mask)
     m_t, sum_t, e_t, rescale = online_lse(m_t, sum_t, v, mask)
-    return m_s, sum_s, m_t, sum_t, cross * rescale + tl.sum(e_t * (v - u), axis=0)
+    cross = cross * rescale + tl.sum(e_t * (v - u), axis=0)
+    if STANDARDIZE:
+        c_s = tl.where(mask, x_s - mean_s, 0.0)
+        c_t = tl.where(mask, x_t - mean_t, 0.0)
+        w_ss = w_ss * rescale_s + tl.sum(e_s * c_s, axis=0)
+        w_ts = w_ts * rescale + tl.sum(e_t * c_s, axis=0)
+        w_tt = w_tt * rescale + tl.sum(e_t * c_t, axis=0)
+        w_tx = w_tx * rescale + tl.sum(e_t * (v - u) * c_t, axis=0)
+    return m_s, sum_s, m_t, sum_t, cross, w_ss, w_ts, w_tt, w_tx
+
+
+@triton.jit
+def _zscore_sums(sum_s, sum_t, cross, w_ss, w_ts, w_tt, w_tx):
+    """sum(g c) of the z-score backward per unit of the gradient scale, c = x - mean, from the forward's
+    online sums. Student: g = p_s - p_t, so sum(g c_s) = sum p_s c_s - sum p_t c_s; teacher:
+    g = p_t (log p_t - log p_s - KL) = p_t ((v - u) - X) with X = sum p_t (v - u), so
+    sum(g c_t) = sum p_t (v - u) c_t - X sum p_t c_t. Both sum(g) are 0 (softmaxes sum to 1)."""
+    x = cross / sum_t
+    return w_ss / sum_s - w_ts / sum_t, (w_tx - x * w_tt) / sum_t
 
 
 @triton.jit
@@ -57,18 +84,26 @@ def _kd_forward_kernel(
     s_ptr,
     t_ptr,
     stats_ptr,
+    gs_ptr,
+    gt_ptr,
     C,
     s_stride_b,
     s_stride_c,
     t_stride_b,
     t_stride_c,
     inv_t,
+    hint,
+    grad_factor,
     eps,
     BLOCK: tl.constexpr,
     VEC: tl.constexpr,
     STANDARDIZE: tl.constexpr,
+    WRITE_GRADS: tl.constexpr,
+    GRAD_S: tl.constexpr,
+    GRAD_T: tl.constexpr,
 ):
-    """One program per row: KL of the row and the statistics the backward recomputes p_s, p_t from."""
+    """One program per row: KL of the row and the statistics the backward recomputes p_s, p_t from; with
+    WRITE_GRADS (a row of one chunk, grad_output told in advance as `hint`) also the gradients."""
     row = tl.program_id(0).to(tl.int64)
     s_base = row * s_stride_b
     t_base = row * t_stride_b
@@ -81,18 +116,28 @@ def _kd_forward_kernel(
     sum_s = tl.zeros((), tl.float32)
     sum_t = tl.zeros((), tl.float32)
     cross = tl.zeros((), tl.float32)
+    w_ss = tl.zeros((), tl.float32)
+    w_ts = tl.zeros((), tl.float32)
+    w_tt = tl.zeros((), tl.float32)
+    w_tx = tl.zeros((), tl.float32)
     if VEC > 1:
         _e_offs, e_mask, e_x_s, e_x_t = edge_loads(s_ptr, t_ptr, s_base, t_base, lo, body, C, VEC)
-        m_s, sum_s, m_t, sum_t, cross = _fold(
-            m_s, sum_s, m_t, sum_t, cross, e_x_s, e_x_t, e_mask, mean_s, mean_t, k_s, k_t
-        )
+        m_s, sum_s, m_t, sum_t, cross, w_ss, w_ts, w_tt, w_tx = _fold(
+            m_s, sum_s, m_t, sum_t, cross, w_ss, w_ts, w_tt, w_tx, e_x_s, e_x_t, e_mask,
+            mean_s, mean_t, k_s, k_t, STANDARDIZE,
+        )  # fmt: skip
     for start in range(0, body, BLOCK):
         _idx, mask, x_s, x_t = body_loads(
             s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, start, BLOCK, VEC
         )
-        m_s, sum_s, m_t, sum_t, cross = _fold(
-            m_s, sum_s, m_t, sum_t, cross, x_s, x_t, mask, mean_s, mean_t, k_s, k_t
-        )
+        m_s, sum_s, m_t, sum_t, cross, w_ss, w_ts, w_tt, w_tx = _fold(
+            m_s, sum_s, m_t, sum_t, cross, w_ss, w_ts, w_tt, w_tx, x_s, x_t, mask,
+            mean_s, mean_t, k_s, k_t, STANDARDIZE,
+        )  # fmt: skip
+    cs_s = 0.0
+    cs_t = 0.0
+    if STANDARDIZE:
+        cs_s, cs_t = _zscore_sums(sum_s, sum_t, cross, w_ss, w_ts, w_tt, w_tx)
     m_s, l_s = finish_lse(m_s, sum_s)
     m_t, l_t = finish_lse(m_t, sum_t)
     kl = (cross / sum_t - (m_t - m_s)) + (l_s - l_t)
@@ -108,6 +153,14 @@ def _kd_forward_kernel(
     tl.store(out + MEAN_T, mean_t)
     tl.store(out + STD_S, std_s)
     tl.store(out + STD_T, std_t)
+    tl.store(out + CS_S, cs_s)
+    tl.store(out + CS_T, cs_t)
+    if WRITE_GRADS:  # the row was just read by this program: the second walk is served by L1/L2
+        _row_grads(
+            s_ptr, t_ptr, gs_ptr, gt_ptr, s_base, t_base, row * C, s_stride_c, t_stride_c, lo, body, C,
+            m_s, l_s, m_t, l_t, kl, k_s, k_t, mean_s, mean_t, std_s, std_t, cs_s, cs_t, hint * grad_factor,
+            eps, BLOCK, VEC, STANDARDIZE, GRAD_S, GRAD_T,
+        )  # fmt: skip
 
 
 @triton.jit
@@ -121,68 +174,14 @@ def _grads(x_s, x_t, mask, mean_s, mean_t, k_s, k_t, m_s, l_s, m_t, l_t, kl, sca
 
 
 @triton.jit
-def _kd_backward_kernel(
-    s_ptr,
-    t_ptr,
-    stats_ptr,
-    go_ptr,
-    gs_ptr,
-    gt_ptr,
-    C,
-    s_stride_b,
-    s_stride_c,
-    t_stride_b,
-    t_stride_c,
-    grad_factor,
-    eps,
-    BLOCK: tl.constexpr,
-    VEC: tl.constexpr,
-    STANDARDIZE: tl.constexpr,
-    GRAD_S: tl.constexpr,
-    GRAD_T: tl.constexpr,
-):
-    """One program per row: dL/d(student) and, if asked, dL/d(teacher) times grad_output."""
-    row = tl.program_id(0).to(tl.int64)
-    s_base = row * s_stride_b
-    t_base = row * t_stride_b
-    g_base = row * C
-    lo, body = row_split(s_base, C, VEC)
-    st = stats_ptr + row * STATS
-    m_s = tl.load(st + M_S)
-    l_s = tl.load(st + L_S)
-    m_t = tl.load(st + M_T)
-    l_t = tl.load(st + L_T)
-    kl = tl.load(st + KL)
-    k_s = tl.load(st + K_S)
-    k_t = tl.load(st + K_T)
-    mean_s = tl.load(st + MEAN_S)
-    mean_t = tl.load(st + MEAN_T)
-    std_s = tl.load(st + STD_S)
-    std_t = tl.load(st + STD_T)
-    scale = tl.load(go_ptr).to(tl.float32) * grad_factor
-    sum_s = tl.zeros((), tl.float32)
-    sum_t = tl.zeros((), tl.float32)
-    csum_s = tl.zeros((), tl.float32)
-    csum_t = tl.zeros((), tl.float32)
-    if STANDARDIZE:  # the row sums of the z-score backward, before anything is written
-        if VEC > 1:
-            e_offs, e_mask, e_x_s, e_x_t = edge_loads(s_ptr, t_ptr, s_base, t_base, lo, body, C, VEC)
-            e_g_s, e_g_t = _grads(
-                e_x_s, e_x_t, e_mask, mean_s, mean_t, k_s, k_t, m_s, l_s, m_t, l_t, kl, scale
-            )
-            sum_s, csum_s, sum_t, csum_t = standardize_sums(
-                sum_s, csum_s, sum_t, csum_t, e_g_s, e_g_t, e_x_s, e_x_t, e_mask, mean_s, mean_t
-            )
-        for start in range(0, body, BLOCK):
-            idx, mask, x_s, x_t = body_loads(
-                s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, start, BLOCK, VEC
-            )
-            g_s, g_t = _grads(x_s, x_t, mask, mean_s, mean_t, k_s, k_t, m_s, l_s, m_t, l_t, kl, scale)
-            sum_s, csum_s, sum_t, csum_t = standardize_sums(
-                sum_s, csum_s, sum_t, csum_t, g_s, g_t, x_s, x_t, mask, mean_s, mean_t
-            )
+def _row_grads(s_ptr, t_ptr, gs_ptr, gt_ptr, s_base, t_base, g_base, s_stride_c, t_stride_c, lo, body, C,
+               m_s, l_s, m_t, l_t, kl, k_s, k_t, mean_s, mean_t, std_s, std_t, cs_s, cs_t, scale, eps,
+               BLOCK: tl.constexpr, VEC: tl.constexpr, STANDARDIZE: tl.constexpr,
+               GRAD_S: tl.constexpr, GRAD_T: tl.constexpr):  # fmt: skip
+    """Write one row's dL/d(student) and, if asked, dL/d(teacher), times `scale` (grad_output T / B), in
+    one walk: the z-score backward's row sums come from the forward (sum(g) = 0, sum(g c) = scale cs)."""
     rden_s, shift_s, coef_s, rden_t, shift_t, coef_t = standardize_coefs_pair(
-        sum_s, csum_s, std_s, sum_t, csum_t, std_t, C, eps, STANDARDIZE
+        0.0, scale * cs_s, std_s, 0.0, scale * cs_t, std_t, C, eps, STANDARDIZE
     )
     if VEC > 1:
         e_offs, e_mask, e_x_s, e_x_t = edge_loads(s_ptr, t_ptr, s_base, t_base, lo, body, C, VEC)
@@ -202,28 +201,98 @@ def _kd_backward_kernel(
         )  # fmt: skip
 
 
+@triton.jit
+def _kd_backward_kernel(
+    s_ptr,
+    t_ptr,
+    stats_ptr,
+    go_ptr,
+    gs_ptr,
+    gt_ptr,
+    C,
+    s_stride_b,
+    s_stride_c,
+    t_stride_b,
+    t_stride_c,
+    hint,
+    grad_factor,
+    eps,
+    BLOCK: tl.constexpr,
+    VEC: tl.constexpr,
+    STANDARDIZE: tl.constexpr,
+    GRAD_S: tl.constexpr,
+    GRAD_T: tl.constexpr,
+    CHECK_HINT: tl.constexpr,
+):
+    """One program per row: dL/d(student) and, if asked, dL/d(teacher) times grad_output. CHECK_HINT: the
+    forward already wrote them for grad_output == `hint`; only a different grad_output rewrites them."""
+    row = tl.program_id(0).to(tl.int64)
+    s_base = row * s_stride_b
+    t_base = row * t_stride_b
+    lo, body = row_split(s_base, C, VEC)
+    st = stats_ptr + row * STATS
+    m_s = tl.load(st + M_S)
+    l_s = tl.load(st + L_S)
+    m_t = tl.load(st + M_T)
+    l_t = tl.load(st + L_T)
+    kl = tl.load(st + KL)
+    k_s = tl.load(st + K_S)
+    k_t = tl.load(st + K_T)
+    mean_s = tl.load(st + MEAN_S)
+    mean_t = tl.load(st + MEAN_T)
+    std_s = tl.load(st + STD_S)
+    std_t = tl.load(st + STD_T)
+    cs_s = tl.load(st + CS_S)
+    cs_t = tl.load(st + CS_T)
+    go = tl.load(go_ptr).to(tl.float32)
+    if CHECK_HINT:
+        if go != hint:
+            _row_grads(
+                s_ptr, t_ptr, gs_ptr, gt_ptr, s_base, t_base, row * C, s_stride_c, t_stride_c, lo, body, C,
+                m_s, l_s, m_t, l_t, kl, k_s, k_t, mean_s, mean_t, std_s, std_t, cs_s, cs_t, go * grad_factor,
+                eps, BLOCK, VEC, STANDARDIZE, GRAD_S, GRAD_T,
+            )  # fmt: skip
+    else:
+        _row_grads(
+            s_ptr, t_ptr, gs_ptr, gt_ptr, s_base, t_base, row * C, s_stride_c, t_stride_c, lo, body, C,
+            m_s, l_s, m_t, l_t, kl, k_s, k_t, mean_s, mean_t, std_s, std_t, cs_s, cs_t, go * grad_factor,
+            eps, BLOCK, VEC, STANDARDIZE, GRAD_S, GRAD_T,
+        )  # fmt: skip
+
+
 def _forward(
     student: torch.Tensor,
     teacher: torch.Tensor,
     temperature: float,
     standardize: bool,
     config: LaunchConfig,
+    grads: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
+    hint: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The forward kernel: (loss, per-row statistics)."""
+    """The forward kernel: (loss, per-row statistics). Buffers in `grads` (rows of one chunk only) are
+    filled with the gradients for grad_output == `hint`."""
     batch, classes = student.shape
     stats = torch.empty((batch, STATS.value), dtype=torch.float32, device=student.device)
+    grad_s, grad_t = grads
     _kd_forward_kernel[(batch,)](
         student,
         teacher,
         stats,
+        grad_s if grad_s is not None else (grad_t if grad_t is not None else stats),
+        grad_t if grad_t is not None else (grad_s if grad_s is not None else stats),
         classes,
         *student.stride(),
         *teacher.stride(),
         1.0 / temperature,
+        hint,
+        temperature / batch,
         STANDARDIZE_EPS,
         BLOCK=config.block,
         VEC=config.vec,
         STANDARDIZE=standardize,
+        WRITE_GRADS=grad_s is not None or grad_t is not None,
+        GRAD_S=grad_s is not None,
+        GRAD_T=grad_t is not None,
         num_warps=config.num_warps,
         maxnreg=MAX_REGISTERS,
     )
@@ -231,7 +300,8 @@ def _forward(
 
 
 class KDLossFunction(torch.autograd.Function):
-    """Autograd wrapper: the forward keeps O(B) statistics; the backward recomputes the gradients."""
+    """Autograd wrapper: the forward keeps O(B) statistics; the backward recomputes the gradients, unless
+    the forward of one-chunk rows already wrote them for the grad_output it was told (`expected_grad`)."""
 
     @staticmethod
     def forward(
@@ -241,10 +311,15 @@ class KDLossFunction(torch.autograd.Function):
         temperature: float,
         standardize: bool,
         config: LaunchConfig,
+        expected_grad: float | None,
     ):
-        loss, stats = _forward(student, teacher, temperature, standardize, config)
+        early = expected_grad is not None and one_chunk(student.shape[1], config)
+        grads = empty_grads(student, teacher, *ctx.needs_input_grad[:2]) if early else (None, None)
+        hint = 1.0 if expected_grad is None else expected_grad
+        loss, stats = _forward(student, teacher, temperature, standardize, config, grads, hint)
         ctx.save_for_backward(student, teacher, stats)
         ctx.args = (temperature, standardize, config)
+        ctx.early = (grads, hint) if early else None
         return loss
 
     @staticmethod
@@ -253,13 +328,15 @@ class KDLossFunction(torch.autograd.Function):
         student, teacher, stats = ctx.saved_tensors
         temperature, standardize, config = ctx.args
         batch, classes = student.shape
-        grad_s = grad_t = None
-        if ctx.needs_input_grad[0]:
-            grad_s = torch.empty((batch, classes), dtype=student.dtype, device=student.device)
-        if ctx.needs_input_grad[1]:
-            grad_t = torch.empty((batch, classes), dtype=teacher.dtype, device=teacher.device)
+        written = ctx.early is not None
+        if written:
+            (grad_s, grad_t), hint = ctx.early
+            ctx.early = None  # the buffers now belong to autograd
+        else:
+            grad_s, grad_t = empty_grads(student, teacher, *ctx.needs_input_grad[:2])
+            hint = 1.0
         if grad_s is None and grad_t is None:
-            return None, None, None, None, None
+            return None, None, None, None, None, None
         _kd_backward_kernel[(batch,)](
             student,
             teacher,
@@ -270,6 +347,7 @@ class KDLossFunction(torch.autograd.Function):
             classes,
             *student.stride(),
             *teacher.stride(),
+            hint,
             temperature / batch,
             STANDARDIZE_EPS,
             BLOCK=config.block,
@@ -277,10 +355,11 @@ class KDLossFunction(torch.autograd.Function):
             STANDARDIZE=standardize,
             GRAD_S=grad_s is not None,
             GRAD_T=grad_t is not None,
+            CHECK_HINT=written,
             num_warps=config.num_warps,
             maxnreg=MAX_REGISTERS,
         )
-        return grad_s, grad_t, None, None, None
+        return grad_s, grad_t, None, None, None, None
 
 
 def kd_loss_triton(
@@ -289,11 +368,13 @@ def kd_loss_triton(
     temperature: float,
     standardize: bool,
     config: LaunchConfig | None = None,
+    expected_grad: float | None = None,
 ) -> torch.Tensor:
     """The fused kernels behind `kd_loss(backend="triton")` (arguments already validated); `config`
-    overrides the launch table (tests force chunked walks at small C with it)."""
+    overrides the launch table (tests force chunked walks at small C with it); `expected_grad` as in
+    `kd_loss`."""
     config = config or launch_config(student.shape[1], student, teacher)
     temperature, standardize = float(temperature), bool(standardize)
     if torch.is_grad_enabled() and (student.requires_grad or teacher.requires_grad):
-        return KDLossFunction.apply(student, teacher, temperature, standardize, config)
+        return KDLossFunction.apply(student, teacher, temperature, standardize, config, expected_grad)
     return _forward(student, teacher, temperature, standardize, config)[0]

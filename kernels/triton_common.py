@@ -58,6 +58,22 @@ def launch_config(num_classes: int, *tensors: torch.Tensor) -> LaunchConfig:
     return LaunchConfig(block, max(1, block // 256), vector_width(*tensors) if tensors else 1)
 
 
+def one_chunk(num_classes: int, config: LaunchConfig) -> bool:
+    """Whether rows of `num_classes` are walked in a single chunk under `config` (the whole row in one
+    program's registers, so a second walk over it is served by L1/L2)."""
+    return num_classes <= config.block
+
+
+def empty_grads(
+    student: torch.Tensor, teacher: torch.Tensor, need_student: bool, need_teacher: bool
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Contiguous (B, C) gradient buffers in the inputs' dtypes, None where no gradient is asked for."""
+    shape = (student.shape[0], student.shape[1])
+    grad_s = torch.empty(shape, dtype=student.dtype, device=student.device) if need_student else None
+    grad_t = torch.empty(shape, dtype=teacher.dtype, device=teacher.device) if need_teacher else None
+    return grad_s, grad_t
+
+
 def grad_scale_tensor(grad_output: torch.Tensor) -> torch.Tensor:
     """grad_output as a 1-element fp32 tensor on its device: kernels load it, the host never reads it."""
     return grad_output.detach().reshape(1).to(torch.float32)

@@ -51,5 +51,6 @@ class DKD(LogitDistiller):
             options.beta,
             options.temperature,
             standardize=options.standardize,
+            expected_grad=self.warmup,  # its grad_output when the summed loss is not scaled
         )
         return {"ce": options.ce_weight * F.cross_entropy(logits, labels), "dkd": self.warmup * dkd}

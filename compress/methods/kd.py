@@ -34,5 +34,11 @@ class KD(LogitDistiller):
         return {
             "ce": options.ce_weight * F.cross_entropy(logits, labels),
             "kd": options.kd_weight
-            * kd_loss(logits, teacher_logits, options.temperature, standardize=options.standardize),
+            * kd_loss(
+                logits,
+                teacher_logits,
+                options.temperature,
+                standardize=options.standardize,
+                expected_grad=options.kd_weight,  # its grad_output when the summed loss is not scaled
+            ),
         }
