@@ -69,8 +69,7 @@ def model_traffic(
     if loss in ("kd", "dkd"):
         if told and not long_rows:
             return {"forward": 2 + grads, "backward": 0}
-        reduce = 2 if standardize and long_rows else 0
-        return {"forward": 2 + moments, "backward": 2 + reduce + grads}
+        return {"forward": 2 + moments, "backward": 2 + grads}
     return {"row": 2 + moments, "column": 2, "grad": 2 + (2 if long_rows else 0) + grads}
 
 

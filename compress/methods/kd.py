@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from kdforge.compress.config import NonNegativeFloat, PositiveFloat
-from kdforge.compress.methods.logit import LogitDistiller
+from kdforge.compress.methods.logit import LogitDistiller, expected_grad
 from kdforge.kernels import kd_loss
 
 
@@ -39,6 +39,6 @@ class KD(LogitDistiller):
                 teacher_logits,
                 options.temperature,
                 standardize=options.standardize,
-                expected_grad=options.kd_weight,  # its grad_output when the summed loss is not scaled
+                expected_grad=expected_grad(options.kd_weight),
             ),
         }

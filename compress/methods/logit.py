@@ -12,6 +12,15 @@ import torch
 from kdforge.compress.methods.base import Distiller
 
 
+def expected_grad(weight: float) -> float | None:
+    """The grad_output a term `weight * loss` of the Trainer's summed loss receives, for the kernels'
+    `expected_grad`: the weight itself, except under fp16 autocast, where the Trainer's GradScaler
+    multiplies it by a scale that only the device knows (None: the kernels are told nothing)."""
+    if torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.float16:
+        return None
+    return weight
+
+
 class LogitDistiller(Distiller):
     """A distiller defined by `logit_terms`; the teacher is frozen and runs first."""
 

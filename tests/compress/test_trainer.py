@@ -190,3 +190,50 @@ def test_a_cuda_training_step_does_not_synchronize(tmp_path: Path) -> None:
         trainer.train_step(images, labels)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize(
+    ("method", "module", "loss_name"), [("kd", "kd", "kd_loss"), ("dkd", "dkd", "dkd_loss")]
+)
+def test_the_told_grad_output_is_the_one_the_training_step_delivers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, module: str, loss_name: str
+) -> None:
+    """KD and DKD tell the kernels the grad_output of their loss (`expected_grad`: a right value saves the
+    backward's walk over the logits on a GPU). The Trainer's backward must deliver exactly that value,
+    bit for bit, or every step would pay the rewrite. DKD is checked inside its warm-up (factor 1/4)."""
+    import importlib
+
+    methods = importlib.import_module(f"kdforge.compress.methods.{module}")
+    original = getattr(methods, loss_name)
+    told: list[float | None] = []
+    delivered: list[torch.Tensor] = []
+
+    def spy(*args, **kwargs):
+        told.append(kwargs.get("expected_grad"))
+        loss = original(*args, **kwargs)
+        loss.register_hook(lambda grad: delivered.append(grad.detach().clone()))
+        return loss
+
+    monkeypatch.setattr(methods, loss_name, spy)
+    trainer = _kd_trainer(tmp_path, method=method)
+    if method == "dkd":
+        trainer.method.warmup = 0.25  # inside its warm-up ramp
+    images, labels = next(iter(trainer.train_loader))
+    trainer.train_step(images, labels)
+    assert len(told) == len(delivered) == 1 and told[0] is not None
+    assert delivered[0].dtype == torch.float32
+    assert delivered[0].item() == torch.tensor(told[0], dtype=torch.float32).item()
+    assert told[0] != 1.0  # a weight, so the check above is not trivially 1 == 1
+
+
+def test_no_grad_output_is_told_under_fp16_autocast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under fp16 autocast the Trainer's GradScaler multiplies grad_output by a device-side scale: the
+    methods then tell nothing rather than a value the backward would always have to correct."""
+    from kdforge.compress.methods.logit import expected_grad
+
+    assert expected_grad(0.9) == 0.9
+    monkeypatch.setattr(torch, "is_autocast_enabled", lambda device=None: device == "cuda")
+    monkeypatch.setattr(torch, "get_autocast_dtype", lambda device: torch.float16)
+    assert expected_grad(0.9) is None
+    monkeypatch.setattr(torch, "get_autocast_dtype", lambda device: torch.bfloat16)
+    assert expected_grad(0.9) == 0.9
