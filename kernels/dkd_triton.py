@@ -52,6 +52,7 @@ from kdforge.kernels.triton_common import (
     row_split,
     standardize_coefs_pair,
     store_grads,
+    zscore_fold,
 )
 from torch.autograd.function import once_differentiable
 
@@ -84,12 +85,9 @@ def _fold(m_s, s_s, m_t, s_t, m_rs, s_rs, m_rt, s_rt, cross, a_g, b_g, w_ss, w_t
     a_g += tl.sum(tl.where(is_gt, a, 0.0), axis=0)
     b_g += tl.sum(tl.where(is_gt, b, 0.0), axis=0)
     if STANDARDIZE:
-        c_s = tl.where(mask, x_s - mean_s, 0.0)
-        c_t = tl.where(mask, x_t - mean_t, 0.0)
-        w_ss = w_ss * rescale_rs + tl.sum(e_rs * c_s, axis=0)
-        w_ts = w_ts * rescale + tl.sum(e_rt * c_s, axis=0)
-        w_tt = w_tt * rescale + tl.sum(e_rt * c_t, axis=0)
-        w_tx = w_tx * rescale + tl.sum(e_rt * (b - a) * c_t, axis=0)
+        w_ss, w_ts, w_tt, w_tx, c_s, c_t = zscore_fold(
+            w_ss, w_ts, w_tt, w_tx, e_rs, rescale_rs, e_rt, rescale, b - a, x_s, x_t, mask, mean_s, mean_t
+        )
         c_sg += tl.sum(tl.where(is_gt, c_s, 0.0), axis=0)
         c_tg += tl.sum(tl.where(is_gt, c_t, 0.0), axis=0)
     return m_s, s_s, m_t, s_t, m_rs, s_rs, m_rt, s_rt, cross, a_g, b_g, w_ss, w_ts, w_tt, w_tx, c_sg, c_tg

@@ -35,6 +35,7 @@ from kdforge.kernels.triton_common import (
     row_split,
     standardize_coefs_pair,
     store_grads,
+    zscore_fold,
 )
 from torch.autograd.function import once_differentiable
 
@@ -60,12 +61,9 @@ def _fold(m_s, sum_s, m_t, sum_t, cross, w_ss, w_ts, w_tt, w_tx, x_s, x_t, mask,
     m_t, sum_t, e_t, rescale = online_lse(m_t, sum_t, v, mask)
     cross = cross * rescale + tl.sum(e_t * (v - u), axis=0)
     if STANDARDIZE:
-        c_s = tl.where(mask, x_s - mean_s, 0.0)
-        c_t = tl.where(mask, x_t - mean_t, 0.0)
-        w_ss = w_ss * rescale_s + tl.sum(e_s * c_s, axis=0)
-        w_ts = w_ts * rescale + tl.sum(e_t * c_s, axis=0)
-        w_tt = w_tt * rescale + tl.sum(e_t * c_t, axis=0)
-        w_tx = w_tx * rescale + tl.sum(e_t * (v - u) * c_t, axis=0)
+        w_ss, w_ts, w_tt, w_tx, _c_s, _c_t = zscore_fold(
+            w_ss, w_ts, w_tt, w_tx, e_s, rescale_s, e_t, rescale, v - u, x_s, x_t, mask, mean_s, mean_t
+        )
     return m_s, sum_s, m_t, sum_t, cross, w_ss, w_ts, w_tt, w_tx
 
 

@@ -229,13 +229,18 @@ def row_scales(s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, C
 
 
 @triton.jit
-def standardize_sums(sum_s, csum_s, sum_t, csum_t, g_s, g_t, x_s, x_t, mask, mean_s, mean_t):
-    """Fold one chunk of dL/dz (0 on masked lanes) into sum(g) and sum(g (x - mean)) of both rows."""
-    sum_s += tl.sum(g_s, axis=0)
-    sum_t += tl.sum(g_t, axis=0)
-    csum_s += tl.sum(g_s * tl.where(mask, x_s - mean_s, 0.0), axis=0)
-    csum_t += tl.sum(g_t * tl.where(mask, x_t - mean_t, 0.0), axis=0)
-    return sum_s, csum_s, sum_t, csum_t
+def zscore_fold(w_ss, w_ts, w_tt, w_tx, e_s, rescale_s, e_t, rescale_t, diff, x_s, x_t, mask, mean_s, mean_t):
+    """Fold one chunk of an online softmax pass into the exp-weighted sums of centred logits c = x - mean
+    from which the z-score backward's sum(g c) follows without a walk of its own: w_ss = sum e_s c_s,
+    w_ts = sum e_t c_s, w_tt = sum e_t c_t, w_tx = sum e_t diff c_t (e_* the chunk's exp terms relative to
+    the running max, rescale_* what the old sums are multiplied by). Also returns c_s, c_t."""
+    c_s = tl.where(mask, x_s - mean_s, 0.0)
+    c_t = tl.where(mask, x_t - mean_t, 0.0)
+    w_ss = w_ss * rescale_s + tl.sum(e_s * c_s, axis=0)
+    w_ts = w_ts * rescale_t + tl.sum(e_t * c_s, axis=0)
+    w_tt = w_tt * rescale_t + tl.sum(e_t * c_t, axis=0)
+    w_tx = w_tx * rescale_t + tl.sum(e_t * diff * c_t, axis=0)
+    return w_ss, w_ts, w_tt, w_tx, c_s, c_t
 
 
 @triton.jit
