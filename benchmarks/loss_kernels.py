@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from common import RESULTS, machine, slug, write_results
 from kdforge.kernels import dist_loss, dkd_loss, kd_loss
-from kdforge.kernels.triton_common import CHUNK
+from kdforge.kernels.traffic import model_traffic
 from rich.console import Console
 from rich.table import Table
 
@@ -55,22 +55,6 @@ KERNELS = {  # loss: {Triton kernel name: model part}
 }
 
 LossFn = Callable[..., torch.Tensor]
-
-
-def model_traffic(
-    loss: str, classes: int, *, teacher_grad: bool = False, standardize: bool = False, told: bool = False
-) -> dict[str, int]:
-    """N*e each kernel moves from/to DRAM in the model of docs/kernels.md. A second pass over a row of at
-    most CHUNK classes re-reads what the same program just read (L1/L2), so it is not counted there.
-    `told`: KD/DKD given the grad_output in advance (one-chunk rows are written by the forward)."""
-    long_rows = classes > CHUNK
-    grads = 2 if teacher_grad else 1
-    moments = 2 if standardize and long_rows else 0
-    if loss in ("kd", "dkd"):
-        if told and not long_rows:
-            return {"forward": 2 + grads, "backward": 0}
-        return {"forward": 2 + moments, "backward": 2 + grads}
-    return {"row": 2 + moments, "column": 2, "grad": 2 + (2 if long_rows else 0) + grads}
 
 
 def _loss_call(name: str, target: torch.Tensor) -> LossFn:
@@ -309,7 +293,7 @@ def main() -> None:
                         emit({**base, "kind": "case", "variant": variant, "error": error})
                         continue
                     fused = variant in ("triton", "triton-told")
-                    traffic = model_traffic(name, classes, told=variant == "triton-told")
+                    traffic = model_traffic(name, classes, told=True if variant == "triton-told" else None)
                     model = sum(traffic.values()) * elements * size if fused else None
                     floor = 3 * elements * size
                     row = {
