@@ -132,3 +132,29 @@ def test_expected_grad_must_be_a_finite_number(bad) -> None:
         kd_loss(s, t, expected_grad=bad)
     with pytest.raises(ValueError, match="expected_grad"):
         dkd_loss(s, t, _target(s), expected_grad=bad)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU: compiled kernels at training size"
+)
+@pytest.mark.parametrize("told", [SCALE, 1.0], ids=["told-the-scale", "told-1"])
+@pytest.mark.parametrize("name", ["kd", "dkd"])
+def test_gpu_told_grad_output_at_training_size(name: str, told: float) -> None:
+    """B=1024, C=1000 (one chunk), fp16 student close to its teacher, grad_output 65536, compiled: the
+    same normwise error bound against float64 whether the forward's gradient is kept or rewritten."""
+    g = torch.Generator(device="cuda").manual_seed(5)
+    teacher = torch.randn(1024, 1000, device="cuda", generator=g) * 3
+    student = (teacher + 0.01 * torch.randn(1024, 1000, device="cuda", generator=g)).half()
+    s, t = student.requires_grad_(), teacher.half().requires_grad_()
+    target = torch.randint(0, 1000, (1024,), device="cuda", generator=g)
+    if name == "kd":
+        loss = kd_loss(s, t, 4.0, backend="triton", expected_grad=told)
+    else:
+        loss = dkd_loss(s, t, target, backend="triton", expected_grad=told)
+    loss.backward(torch.tensor(SCALE, device="cuda"))
+    s_r, t_r = s.detach().cpu().double().requires_grad_(), t.detach().cpu().double().requires_grad_()
+    reference = kd_float64(s_r, t_r, 4.0, False) if name == "kd" else dkd_float64(s_r, t_r, target.cpu())
+    (reference * SCALE).backward()
+    assert _normwise(s.grad, s_r.grad) <= 1e-2
+    assert _normwise(t.grad, t_r.grad) <= 1e-2
