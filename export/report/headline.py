@@ -77,8 +77,13 @@ def fastest_variant(teacher: dict[str, Any], student: dict[str, Any]) -> Fastest
     )
 
 
-def _signed(points: float) -> str:
-    return f"{points:+.1f} points"
+def _against_baseline(points: float) -> str:
+    """The student's gain over the baseline, read the way it went: over, below, or level with it."""
+    if round(points, 1) > 0:
+        return f"+{points:.1f} points over"
+    if round(points, 1) < 0:
+        return f"{-points:.1f} points below"
+    return "level with"
 
 
 def headline(outcome: Outcome, fastest: FastestVariant | None = None) -> str:
@@ -86,10 +91,8 @@ def headline(outcome: Outcome, fastest: FastestVariant | None = None) -> str:
     student = f"The distilled student ({outcome.student_arch}, {outcome.method})"
     parts = [f"{student} scores {outcome.student_top1:.1f}% on the test split"]
     if outcome.baseline_top1 is not None:
-        parts.append(
-            f"{_signed(outcome.student_top1 - outcome.baseline_top1)} over the same student trained alone "
-            f"({outcome.baseline_top1:.1f}%)"
-        )
+        gain = _against_baseline(outcome.student_top1 - outcome.baseline_top1)
+        parts.append(f"{gain} the same student trained alone ({outcome.baseline_top1:.1f}%)")
     gap = outcome.teacher_top1 - outcome.student_top1
     teacher = f"the teacher ({outcome.teacher_arch}, {outcome.teacher_top1:.1f}%)"
     if fastest is None:

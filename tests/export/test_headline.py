@@ -60,8 +60,11 @@ def test_the_sentence_gives_gain_over_ce_size_speed_and_the_gap_to_the_teacher()
 def test_a_loss_is_reported_as_one_and_close_accuracy_as_within() -> None:
     teacher = {**TEACHER, "accuracy": {**TEACHER["accuracy"], "onnxruntime int8-u8": 86.5}}
     sentence = headline(Outcome("t", 90.0, "s", 85.0, "dist", 86.0), fastest_variant(teacher, STUDENT))
-    assert "-1.0 points over the same student trained alone (86.0%)" in sentence
+    assert "1.0 points below the same student trained alone (86.0%)" in sentence
+    assert "-1.0" not in sentence and "points over" not in sentence
     assert sentence.endswith("within 0.4 points of its accuracy there.")
+    level = headline(Outcome("t", 90.0, "s", 86.02, "dist", 86.0), fastest_variant(teacher, STUDENT))
+    assert "level with the same student trained alone (86.0%)" in level
 
 
 def test_without_deployment_or_baseline_the_sentence_still_stands() -> None:
