@@ -20,6 +20,7 @@ from kdforge.compress.atomic import atomic_write_text, remove_stale_temporaries
 from kdforge.compress.config import DeployConfig, Precision, RunConfig, from_dict
 from kdforge.compress.data import build_data
 from kdforge.compress.errors import UserError
+from kdforge.compress.jobs import resolve_device
 from kdforge.compress.train.checkpoint import load_model, read_checkpoint, versions
 from kdforge.export.bench import COV_WARNING, TimingPolicy, measure_interleaved
 from kdforge.export.bench.available import available_backends, check_backends
@@ -65,12 +66,14 @@ def timing_policy(config: DeployConfig) -> TimingPolicy:
 
 
 def recorded_options(config: DeployConfig, policy: TimingPolicy | None = None) -> dict[str, Any]:
-    """Every input of a deploy besides the checkpoint, as deploy.json records it (backends resolved); a
-    resumed `kdforge run` reuses a deploy only when this is equal."""
+    """Every input of a deploy besides the checkpoint, as deploy.json records it (backends and device
+    resolved: `auto` is recorded as the device it picked here, so a run resumed on a machine where it
+    picks another one measures again); a resumed `kdforge run` reuses a deploy only when this is equal."""
     config = checked(config)
     options = {k: v for k, v in dataclasses.asdict(config).items() if k != "enabled"}  # a pipeline switch
     return {
         **options,
+        "device": resolve_device(config.device).type,
         "backends": list(resolved_backends(config)),
         "opset": OPSET,
         "policy": dataclasses.asdict(policy or timing_policy(config)),

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from kdforge.compress.config import DeployConfig, load_recipe
 from kdforge.compress.jobs import Session, train_teacher
 from rich.console import Console
@@ -26,7 +27,6 @@ CHANGES = {  # every deploy option, each set to something other than CHEAP's val
     "precisions": ["fp32", "fp16"],
     "backends": ["onnxruntime"],
     "batches": [1, 2],
-    "device": "auto",
     "cuda_graph": True,
     "native": "auto",
     "min_duration_s": 0.02,
@@ -102,6 +102,22 @@ def test_a_changed_option_redoes_the_deploy(finished, monkeypatch, option: str, 
     assert _deployed(out / "deploy-teacher", checkpoint, changed, resume=True) is None
     started = _report(out, checkpoint, changed, monkeypatch)
     assert started == [("deploy-teacher", changed), ("deploy-student", changed)]
+
+
+def test_the_device_is_compared_as_it_was_resolved(finished, tmp_path: Path) -> None:
+    """`device: auto` is recorded as the device it picked: a finished deploy is reused where auto picks
+    the same one, and redone where the record says it was measured on another."""
+    out, checkpoint = finished
+    auto = dataclasses.replace(CHEAP, device="auto")
+    here = "cuda" if torch.cuda.is_available() else "cpu"
+    reused = _deployed(out / "deploy-teacher", checkpoint, auto, resume=True)
+    assert (reused is not None) == (here == "cpu")  # CHEAP was measured on the CPU
+    stage = tmp_path / "deploy-elsewhere"
+    shutil.copytree(out / "deploy-teacher", stage)
+    record = json.loads((stage / "deploy.json").read_text())
+    record["options"]["device"] = "cpu" if here == "cuda" else "cuda"
+    (stage / "deploy.json").write_text(json.dumps(record))
+    assert _deployed(stage, checkpoint, auto, resume=True) is None
 
 
 def test_other_checkpoint_bytes_or_an_old_record_redo_the_deploy(finished, tmp_path: Path) -> None:

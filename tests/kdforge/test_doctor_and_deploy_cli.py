@@ -8,6 +8,7 @@ import dataclasses
 import importlib.util
 
 import pytest
+import torch
 from kdforge.compress.config import DeployConfig, load_recipe
 from kdforge.compress.errors import UserError
 from kdforge.export.deploy import deploy_flags, recorded_options
@@ -142,8 +143,10 @@ def test_the_reproduce_flags_parse_back_to_the_same_options() -> None:
     )  # fmt: skip
     flags = deploy_flags(recorded_options(config))
     assert _from_flags(_deploy_args(*flags.split()), DeployConfig, DEPLOY_OPTIONS) == config
+    here = "cuda" if torch.cuda.is_available() else "cpu"  # device auto is recorded as what it picked
+    assert recorded_options(DeployConfig(backends=["torch"]))["device"] == here
     assert deploy_flags(recorded_options(DeployConfig(backends=["torch"]))) == (
-        "--precision fp32,fp16,int8,int8-u8 --backends torch --batches 1,64"
+        f"--precision fp32,fp16,int8,int8-u8 --backends torch --batches 1,64 --device {here}"
     )
 
 
