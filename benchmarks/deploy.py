@@ -1,8 +1,8 @@
 """Deploy figures measured here: ONNX parity across the zoo, the digits teacher and student per backend and
 precision (accuracy and latency), student vs teacher, and the profiler's run-to-run stability.
 
-Runs (or reuses) the `make demo` pipeline (recipes/digits.yaml: resnet56 teacher -> KD resnet8 student,
-then its deploy stages on every backend usable here) under --out. Checks (issue 6):
+Runs (or reuses) the `make demo` pipeline (recipes/digits.yaml: its teacher -> KD student, then its
+deploy stages on every backend usable here) under --out. Checks (issue 6):
   - ONNX parity (rtol 1e-3, atol 1e-5) for every CIFAR zoo model and tv:resnet18 / tv:mobilenet_v3_small
     at batch 1 and 8;
   - student int8 (Q/DQ) accuracy within 1.0 point of fp32, and int8 ONNX Runtime p50 at batch 64 at most
@@ -154,7 +154,8 @@ def main() -> None:
         "",
         f"{info['date']}, {info['device']} ({info['cores']} cores, {info['torch_threads']} torch threads), "
         f"torch {info['torch']}; `python benchmarks/deploy.py` ({minutes:.1f} min). "
-        "Teacher resnet56 -> KD student resnet8 from recipes/digits.yaml, deployed by `kdforge run` on "
+        f"Teacher {config.teacher.arch} -> {config.method.name.upper()} student {config.student.arch} "
+        "from recipes/digits.yaml, deployed by `kdforge run` on "
         f"{', '.join(student['options']['backends'])}; latency excludes host-device copies except where "
         "a row says otherwise (ONNX Runtime GPU providers).",
         "",

@@ -125,7 +125,8 @@ def main() -> None:
     info = machine()
     minutes = (time.perf_counter() - started) / 60
     lines = [
-        "# Native runner vs Python: the digits KD student (resnet8) as an AOTInductor package",
+        f"# Native runner vs Python: the digits {config.method.name.upper()} student ({config.student.arch}) "
+        "as an AOTInductor package",
         "",
         f"{info['date']}, {info['device']} ({info['cores']} cores, {info['torch_threads']} torch threads), "
         f"torch {info['torch']}; `python benchmarks/native.py` ({minutes:.1f} min); "
