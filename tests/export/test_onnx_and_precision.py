@@ -175,6 +175,7 @@ def test_deploy_builds_every_precision_and_reports_accuracy_and_latency(trained:
     assert record["options"] == recorded_options(config, policy)
     options = record["options"]
     assert options["backends"] == ["torch", "onnxruntime"] and options["batches"] == [1, 4]
+    assert options["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # auto, as it resolved
     assert record["artifacts"] == {f"onnx {p}": f for p, f in record["files"].items()}
     header = (tmp_path / "deploy.csv").read_text().splitlines()[0].split(",")
     assert header == [
@@ -183,7 +184,8 @@ def test_deploy_builds_every_precision_and_reports_accuracy_and_latency(trained:
     ]  # fmt: skip
     assert (
         f"Reproduce: `kdforge deploy {trained} --precision fp32,fp16,int8,int8-u8 "
-        "--backends torch,onnxruntime --batches 1,4`" in (tmp_path / "deploy.md").read_text()
+        f"--backends torch,onnxruntime --batches 1,4 --device {options['device']}`"
+        in (tmp_path / "deploy.md").read_text()
     )
 
 
