@@ -49,12 +49,14 @@ from kdforge.kernels.triton_common import (
     body_elems,
     body_loads,
     edge_loads,
+    empty_grads,
+    grad_pointers,
     grad_scale_tensor,
     launch_config,
     row_scales,
     row_split,
     standardize_apply,
-    standardize_coefs,
+    standardize_coefs_pair,
 )
 from torch.autograd.function import once_differentiable
 
@@ -454,12 +456,10 @@ def _dist_grad_kernel(
     # sum_c y_c (g_c - sigma) = sigma (1 - W) and sum_c y_c (g_c - sigma) xc_c = cov + W (1 - W) mg mx,
     # with W = sum_c y_c (1 up to rounding) and sigma = W mg.
     k = inv_temp * go
-    rden_s = 1.0
-    rden_t = 1.0
-    shift_s = 0.0
-    shift_t = 0.0
-    coef_s = 0.0
-    coef_t = 0.0
+    gsum_s = 0.0
+    gsum_t = 0.0
+    gcen_s = 0.0
+    gcen_t = 0.0
     if STANDARDIZE:
         sig_s = w_s * mg_s
         sig_t = w_t * mg_t
@@ -467,8 +467,9 @@ def _dist_grad_kernel(
         gsum_t = sig_t * (1.0 - w_t) * k
         gcen_s = (cov_s + w_s * (1.0 - w_s) * mg_s * mx_s) * k
         gcen_t = (cov_t + w_t * (1.0 - w_t) * mg_t * mx_t) * k
-        rden_s, shift_s, coef_s = standardize_coefs(gsum_s, gcen_s, C, std_s, std_eps)
-        rden_t, shift_t, coef_t = standardize_coefs(gsum_t, gcen_t, C, std_t, std_eps)
+    rden_s, shift_s, coef_s, rden_t, shift_t, coef_t = standardize_coefs_pair(
+        gsum_s, gcen_s, std_s, gsum_t, gcen_t, std_t, C, std_eps, STANDARDIZE
+    )
     # Pass 2: recompute g and write the gradients (grad_output folded into the softmax backward's factor).
     if VEC > 1:
         e_offs, e_mask, e_xs, e_xt = edge_loads(s_ptr, t_ptr, s_base, t_base, lo, body, C, VEC)
@@ -623,11 +624,7 @@ class DISTLossFunction(torch.autograd.Function):
         student, teacher, rows, cols = ctx.saved_tensors
         temperature, standardize, config = ctx.args
         batch, num_classes = student.shape
-        grad_s = grad_t = None
-        if ctx.needs_input_grad[0]:
-            grad_s = torch.empty((batch, num_classes), dtype=student.dtype, device=student.device)
-        if ctx.needs_input_grad[1]:
-            grad_t = torch.empty((batch, num_classes), dtype=teacher.dtype, device=teacher.device)
+        grad_s, grad_t = empty_grads(student, teacher, *ctx.needs_input_grad[:2])
         if grad_s is not None or grad_t is not None:
             _dist_grad_kernel[(batch,)](
                 student,
@@ -635,8 +632,7 @@ class DISTLossFunction(torch.autograd.Function):
                 rows,
                 cols,
                 grad_scale_tensor(grad_output),
-                grad_s if grad_s is not None else grad_t,
-                grad_t if grad_t is not None else grad_s,
+                *grad_pointers((grad_s, grad_t), student),
                 num_classes,
                 *student.stride(),
                 *teacher.stride(),

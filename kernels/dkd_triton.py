@@ -39,14 +39,15 @@ from kdforge.kernels.standardize import STANDARDIZE_EPS
 from kdforge.kernels.triton_common import (
     MAX_REGISTERS,
     LaunchConfig,
+    backward_grads,
     body_elems,
     body_loads,
     edge_loads,
-    empty_grads,
     finish_lse,
+    forward_grads,
+    grad_pointers,
     grad_scale_tensor,
     launch_config,
-    one_chunk,
     online_lse,
     row_scales,
     row_split,
@@ -315,11 +316,10 @@ def _dkd_backward_kernel(
     STANDARDIZE: tl.constexpr,
     GRAD_S: tl.constexpr,
     GRAD_T: tl.constexpr,
-    CHECK_HINT: tl.constexpr,
 ):
     """Row `program_id`: the gradients of the batch-mean loss times grad_output, into contiguous (B, C)
-    buffers of the inputs' dtypes. CHECK_HINT: the forward already wrote them for grad_output == `hint`;
-    only a different grad_output rewrites them."""
+    buffers of the inputs' dtypes, unless the forward already wrote them for grad_output == `hint` (NaN
+    when it did not)."""
     row = tl.program_id(0).to(tl.int64)
     s_base = row * s_stride_b
     t_base = row * t_stride_b
@@ -345,15 +345,7 @@ def _dkd_backward_kernel(
     cs_s = tl.load(st + CS_S)
     cs_t = tl.load(st + CS_T)
     go = tl.load(go_ptr).to(tl.float32)
-    if CHECK_HINT:
-        if go != hint:
-            _row_grads(
-                s_ptr, t_ptr, gs_ptr, gt_ptr, s_base, t_base, row * C, s_stride_c, t_stride_c, lo, body, C,
-                label, m_rs, l_rs, m_rt, l_rt, p_s, p_t, r_s, r_t, d, nckd, k_s, k_t, mean_s, mean_t, std_s,
-                std_t, cs_s, cs_t, alpha, beta, go * grad_factor, eps, BLOCK, VEC, STANDARDIZE, GRAD_S,
-                GRAD_T,
-            )  # fmt: skip
-    else:
+    if go != hint:  # always, unless the forward wrote them for this very grad_output (hint NaN: it did not)
         _row_grads(
             s_ptr, t_ptr, gs_ptr, gt_ptr, s_base, t_base, row * C, s_stride_c, t_stride_c, lo, body, C,
             label, m_rs, l_rs, m_rt, l_rt, p_s, p_t, r_s, r_t, d, nckd, k_s, k_t, mean_s, mean_t, std_s,
@@ -383,8 +375,7 @@ def _forward(
         teacher,
         target,
         stats,
-        grad_s if grad_s is not None else (grad_t if grad_t is not None else stats),
-        grad_t if grad_t is not None else (grad_s if grad_s is not None else stats),
+        *grad_pointers(grads, stats),
         classes,
         *student.stride(),
         *teacher.stride(),
@@ -415,15 +406,15 @@ def _backward(
     stats: torch.Tensor,
     grad_output: torch.Tensor,
     grads: tuple[torch.Tensor | None, torch.Tensor | None],
-    hint: float | None,
+    hint: float,
     alpha: float,
     beta: float,
     temperature: float,
     standardize: bool,
     config: LaunchConfig,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The backward kernel into `grads`: written from the logits times grad_output, or, when the forward
-    already wrote them for grad_output == `hint`, only where grad_output turns out different."""
+    """The backward kernel into `grads`: written from the logits times grad_output, unless the forward
+    already wrote them for grad_output == `hint` (NOT_WRITTEN when it did not)."""
     grad_s, grad_t = grads
     if grad_s is None and grad_t is None:
         return None, None
@@ -434,15 +425,14 @@ def _backward(
         target,
         stats,
         grad_scale_tensor(grad_output),
-        grad_s if grad_s is not None else grad_t,
-        grad_t if grad_t is not None else grad_s,
+        *grad_pointers(grads, student),
         classes,
         *student.stride(),
         *teacher.stride(),
         target.stride(0),
         alpha,
         beta,
-        1.0 if hint is None else hint,
+        hint,
         temperature / batch,
         STANDARDIZE_EPS,
         BLOCK=config.block,
@@ -450,7 +440,6 @@ def _backward(
         STANDARDIZE=standardize,
         GRAD_S=grad_s is not None,
         GRAD_T=grad_t is not None,
-        CHECK_HINT=hint is not None,
         num_warps=config.num_warps,
         maxnreg=MAX_REGISTERS,
     )
@@ -474,24 +463,18 @@ class DKDLossFunction(torch.autograd.Function):
         config: LaunchConfig,
         expected_grad: float | None,
     ) -> torch.Tensor:
-        early = expected_grad is not None and one_chunk(student.shape[1], config)
-        grads = empty_grads(student, teacher, *ctx.needs_input_grad[:2]) if early else (None, None)
+        grads, hint = forward_grads(ctx, student, teacher, expected_grad, config)
         args = (alpha, beta, temperature, standardize, config)
-        loss, stats = _forward(student, teacher, target, *args, grads, 1.0 if not early else expected_grad)
+        loss, stats = _forward(student, teacher, target, *args, grads, hint)
         ctx.save_for_backward(student, teacher, target, stats)
         ctx.args = args
-        ctx.early = (grads, expected_grad) if early else None
         return loss
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         student, teacher, target, stats = ctx.saved_tensors
-        if ctx.early is not None:
-            grads, hint = ctx.early
-            ctx.early = None  # the buffers now belong to autograd
-        else:
-            grads, hint = empty_grads(student, teacher, *ctx.needs_input_grad[:2]), None
+        grads, hint = backward_grads(ctx, student, teacher)
         grads = _backward(student, teacher, target, stats, grad_output, grads, hint, *ctx.args)
         return (*grads,) + (None,) * 7
 

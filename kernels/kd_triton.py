@@ -22,14 +22,15 @@ from kdforge.kernels.standardize import STANDARDIZE_EPS
 from kdforge.kernels.triton_common import (
     MAX_REGISTERS,
     LaunchConfig,
+    backward_grads,
     body_elems,
     body_loads,
     edge_loads,
-    empty_grads,
     finish_lse,
+    forward_grads,
+    grad_pointers,
     grad_scale_tensor,
     launch_config,
-    one_chunk,
     online_lse,
     row_scales,
     row_split,
@@ -220,10 +221,9 @@ def _kd_backward_kernel(
     STANDARDIZE: tl.constexpr,
     GRAD_S: tl.constexpr,
     GRAD_T: tl.constexpr,
-    CHECK_HINT: tl.constexpr,
 ):
-    """One program per row: dL/d(student) and, if asked, dL/d(teacher) times grad_output. CHECK_HINT: the
-    forward already wrote them for grad_output == `hint`; only a different grad_output rewrites them."""
+    """One program per row: dL/d(student) and, if asked, dL/d(teacher) times grad_output, unless the
+    forward already wrote them for grad_output == `hint` (NaN when it did not)."""
     row = tl.program_id(0).to(tl.int64)
     s_base = row * s_stride_b
     t_base = row * t_stride_b
@@ -243,14 +243,7 @@ def _kd_backward_kernel(
     cs_s = tl.load(st + CS_S)
     cs_t = tl.load(st + CS_T)
     go = tl.load(go_ptr).to(tl.float32)
-    if CHECK_HINT:
-        if go != hint:
-            _row_grads(
-                s_ptr, t_ptr, gs_ptr, gt_ptr, s_base, t_base, row * C, s_stride_c, t_stride_c, lo, body, C,
-                m_s, l_s, m_t, l_t, kl, k_s, k_t, mean_s, mean_t, std_s, std_t, cs_s, cs_t, go * grad_factor,
-                eps, BLOCK, VEC, STANDARDIZE, GRAD_S, GRAD_T,
-            )  # fmt: skip
-    else:
+    if go != hint:  # always, unless the forward wrote them for this very grad_output (hint NaN: it did not)
         _row_grads(
             s_ptr, t_ptr, gs_ptr, gt_ptr, s_base, t_base, row * C, s_stride_c, t_stride_c, lo, body, C,
             m_s, l_s, m_t, l_t, kl, k_s, k_t, mean_s, mean_t, std_s, std_t, cs_s, cs_t, go * grad_factor,
@@ -276,8 +269,7 @@ def _forward(
         student,
         teacher,
         stats,
-        grad_s if grad_s is not None else (grad_t if grad_t is not None else stats),
-        grad_t if grad_t is not None else (grad_s if grad_s is not None else stats),
+        *grad_pointers(grads, stats),
         classes,
         *student.stride(),
         *teacher.stride(),
@@ -311,13 +303,10 @@ class KDLossFunction(torch.autograd.Function):
         config: LaunchConfig,
         expected_grad: float | None,
     ):
-        early = expected_grad is not None and one_chunk(student.shape[1], config)
-        grads = empty_grads(student, teacher, *ctx.needs_input_grad[:2]) if early else (None, None)
-        hint = 1.0 if expected_grad is None else expected_grad
+        grads, hint = forward_grads(ctx, student, teacher, expected_grad, config)
         loss, stats = _forward(student, teacher, temperature, standardize, config, grads, hint)
         ctx.save_for_backward(student, teacher, stats)
         ctx.args = (temperature, standardize, config)
-        ctx.early = (grads, hint) if early else None
         return loss
 
     @staticmethod
@@ -326,13 +315,7 @@ class KDLossFunction(torch.autograd.Function):
         student, teacher, stats = ctx.saved_tensors
         temperature, standardize, config = ctx.args
         batch, classes = student.shape
-        written = ctx.early is not None
-        if written:
-            (grad_s, grad_t), hint = ctx.early
-            ctx.early = None  # the buffers now belong to autograd
-        else:
-            grad_s, grad_t = empty_grads(student, teacher, *ctx.needs_input_grad[:2])
-            hint = 1.0
+        (grad_s, grad_t), hint = backward_grads(ctx, student, teacher)
         if grad_s is None and grad_t is None:
             return None, None, None, None, None, None
         _kd_backward_kernel[(batch,)](
@@ -340,8 +323,7 @@ class KDLossFunction(torch.autograd.Function):
             teacher,
             stats,
             grad_scale_tensor(grad_output),
-            grad_s if grad_s is not None else grad_t,
-            grad_t if grad_t is not None else grad_s,
+            *grad_pointers((grad_s, grad_t), student),
             classes,
             *student.stride(),
             *teacher.stride(),
@@ -353,7 +335,6 @@ class KDLossFunction(torch.autograd.Function):
             STANDARDIZE=standardize,
             GRAD_S=grad_s is not None,
             GRAD_T=grad_t is not None,
-            CHECK_HINT=written,
             num_warps=config.num_warps,
             maxnreg=MAX_REGISTERS,
         )

@@ -74,6 +74,43 @@ def empty_grads(
     return grad_s, grad_t
 
 
+NOT_WRITTEN = float("nan")  # the told grad_output of buffers the forward did not fill: nothing equals it
+
+
+def forward_grads(
+    ctx, student: torch.Tensor, teacher: torch.Tensor, expected_grad: float | None, config: LaunchConfig
+) -> tuple[tuple[torch.Tensor | None, torch.Tensor | None], float]:
+    """The forward's share of a told grad_output (`expected_grad`): for one-chunk rows, the gradient
+    buffers to fill now and the grad_output to fill them for, kept on `ctx` for `backward_grads`;
+    otherwise (None, None) and nothing kept."""
+    ctx.early = None
+    if expected_grad is None or not one_chunk(student.shape[1], config):
+        return (None, None), 1.0
+    ctx.early = (empty_grads(student, teacher, *ctx.needs_input_grad[:2]), expected_grad)
+    return ctx.early
+
+
+def backward_grads(
+    ctx, student: torch.Tensor, teacher: torch.Tensor
+) -> tuple[tuple[torch.Tensor | None, torch.Tensor | None], float]:
+    """The backward's gradient buffers and the grad_output they already hold: the forward's (handed over
+    to autograd), or new ones and NOT_WRITTEN, which makes the backward kernel write them."""
+    if ctx.early is None:
+        return empty_grads(student, teacher, *ctx.needs_input_grad[:2]), NOT_WRITTEN
+    early, ctx.early = ctx.early, None
+    return early
+
+
+def grad_pointers(
+    grads: tuple[torch.Tensor | None, torch.Tensor | None], fallback: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kernel arguments for (gs_ptr, gt_ptr): an absent buffer is replaced by the other one, or by
+    `fallback` when both are absent; the kernels' GRAD_S/GRAD_T flags keep them from being written."""
+    grad_s, grad_t = grads
+    stand_in = grad_s if grad_s is not None else grad_t if grad_t is not None else fallback
+    return (grad_s if grad_s is not None else stand_in, grad_t if grad_t is not None else stand_in)
+
+
 def grad_scale_tensor(grad_output: torch.Tensor) -> torch.Tensor:
     """grad_output as a 1-element fp32 tensor on its device: kernels load it, the host never reads it."""
     return grad_output.detach().reshape(1).to(torch.float32)
