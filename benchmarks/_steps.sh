@@ -3,7 +3,7 @@
 #
 # Use: cd to the checkout, root=$(pwd), source this file, then `gpu_script_setup NAME "$@"` (it sets dry,
 # budget, reserve, py, boot and source_dir, or exits 2). Set work (step logs and results) and summary (the
-# Markdown summary); then: suite_begin TITLE; step NAME SECONDS MIN_SECONDS KIND command...;
+# Markdown summary), e.g. with `gpu_script_outputs`; then: suite_begin TITLE; step NAME SECONDS MIN_SECONDS KIND command...;
 # suite_end TARBALL. KIND is `pytest` (summarize the pass/fail lines) or `bench` (the log's last lines).
 
 sees_gpu() { "$1" -c 'import torch,sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; }
@@ -30,6 +30,24 @@ gpu_script_setup() {
   if ! sees_gpu "$py" && [ "$dry" = 0 ]; then
     echo "$name: no CUDA device visible to $py; nothing measured (run it on a GPU machine, or --dry-run)" >&2
     exit 2
+  fi
+}
+
+# Where a run's results go (not for a dry run): with $OUT set (a device call), a scratch folder packed into
+# $OUT/NAME.tar.gz next to $OUT/summary.md; otherwise benchmarks/results/PREFIX-<device>-<date>/. Sets
+# device, work, summary and tarball.
+gpu_script_outputs() {
+  local name=$1 prefix=$2
+  device=$("$py" -c 'import re,torch; print(re.sub(r"[^a-z0-9]+","-",torch.cuda.get_device_name(0).lower()).strip("-"))')
+  if [ -n "${OUT:-}" ]; then
+    work=$(mktemp -d "${TMPDIR:-/tmp}/$name.XXXXXX")
+    summary="$OUT/summary.md"
+    tarball="$OUT/$name.tar.gz"
+    mkdir -p "$OUT"
+  else
+    work="benchmarks/results/$prefix-$device-$(date +%F)"
+    summary="$work/summary.md"
+    tarball=""
   fi
 }
 

@@ -24,18 +24,8 @@ if [ "$dry" = 1 ]; then
   echo "plan (budget ${budget} s, ${reserve} s kept for packing; each step's timeout is capped by what is left):"
   work=/nonexistent summary=/dev/null runs=/nonexistent
 else
-  device=$("$py" -c 'import re,torch; print(re.sub(r"[^a-z0-9]+","-",torch.cuda.get_device_name(0).lower()).strip("-"))')
+  gpu_script_outputs gpu-deploy gpu-deploy
   runs=$(mktemp -d "${TMPDIR:-/tmp}/gpu-deploy-runs.XXXXXX")  # models and engines: not packed
-  if [ -n "${OUT:-}" ]; then
-    work=$(mktemp -d "${TMPDIR:-/tmp}/gpu-deploy.XXXXXX")
-    summary="$OUT/summary.md"
-    tarball="$OUT/gpu-deploy.tar.gz"
-    mkdir -p "$OUT"
-  else
-    work="benchmarks/results/gpu-deploy-$device-$(date +%F)"
-    summary="$work/summary.md"
-    tarball=""
-  fi
   suite_begin "GPU deploy and native runner on $device"
 fi
 

@@ -33,17 +33,7 @@ if [ "$dry" = 1 ]; then
   echo "plan (budget ${budget} s, ${reserve} s kept for packing; each step's timeout is capped by what is left):"
   work=/nonexistent summary=/dev/null
 else
-  device=$("$py" -c 'import re,torch; print(re.sub(r"[^a-z0-9]+","-",torch.cuda.get_device_name(0).lower()).strip("-"))')
-  if [ -n "${OUT:-}" ]; then
-    work=$(mktemp -d "${TMPDIR:-/tmp}/gpu-suite.XXXXXX")
-    summary="$OUT/summary.md"
-    tarball="$OUT/gpu-suite.tar.gz"
-    mkdir -p "$OUT"
-  else
-    work="benchmarks/results/gpu-$device-$(date +%F)"
-    summary="$work/summary.md"
-    tarball=""
-  fi
+  gpu_script_outputs gpu-suite gpu
   suite_begin "GPU suite: loss kernels on $device"
 fi
 
