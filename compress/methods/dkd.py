@@ -51,6 +51,6 @@ class DKD(LogitDistiller):
             options.beta,
             options.temperature,
             standardize=options.standardize,
-            expected_grad=expected_grad(self.warmup),
+            expected_grad=expected_grad(self.outer_scale, self.warmup),
         )
         return {"ce": options.ce_weight * F.cross_entropy(logits, labels), "dkd": self.warmup * dkd}

@@ -39,6 +39,6 @@ class KD(LogitDistiller):
                 teacher_logits,
                 options.temperature,
                 standardize=options.standardize,
-                expected_grad=expected_grad(options.kd_weight),
+                expected_grad=expected_grad(self.outer_scale, options.kd_weight),
             ),
         }

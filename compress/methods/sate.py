@@ -134,6 +134,7 @@ class SATE(Distiller):
         own = min((epoch + 1) / warmup, 1.0) if warmup > 0 else 1.0
         applied = inner.distill_scale()  # > 0: DKD's ramp starts at 1 / warmup_epochs
         self.ramp = min(own, applied) / applied
+        inner.outer_scale = self.ramp  # so the kernels are told the grad_output the ramped terms receive
 
     @torch.no_grad()
     def after_step(self) -> None:

@@ -109,17 +109,21 @@ def test_kd_student_from_a_teacher_checkpoint(tmp_path: Path) -> None:
 READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
 
 
-def _kd_trainer(tmp_path: Path, *overrides: str, method: str = "kd", device: str = "cpu") -> Trainer:
+def _kd_trainer(
+    tmp_path: Path, *overrides: str, method: str = "kd", options: dict | None = None, device: str = "cpu"
+) -> Trainer:
     """A set-up Trainer for a KD student (an untrained teacher will do) on the tiny digits recipe."""
     from kdforge.compress.config import MethodConfig
     from kdforge.compress.data import build_data
     from kdforge.compress.methods import build_method
+    from kdforge.compress.methods.base import MethodContext, NetworkSpec
     from kdforge.compress.models import build
 
     config = tiny_config(*overrides)
     torch.manual_seed(0)
     student, teacher = build("resnet8", 10), build("resnet8", 10)
-    network = build_method(MethodConfig(method, {}), student, teacher)
+    context = MethodContext(10, NetworkSpec("resnet8"), NetworkSpec("resnet8"))
+    network = build_method(MethodConfig(method, options or {}), student, teacher, context)
     trainer = Trainer(
         network, build_data(config.data), config.student_train, tmp_path, seed=0, device=torch.device(device),
         meta={}, progress=False,
@@ -192,15 +196,27 @@ def test_a_cuda_training_step_does_not_synchronize(tmp_path: Path) -> None:
         torch.cuda.set_sync_debug_mode("default")
 
 
+# SATE mid-ramp: its ramp (2/3 for kd; for dkd, 2/30 over DKD's own 2/20) multiplies the inner terms.
+SATE_MID_RAMP = {"student_warmup_epochs": 30, "intermediate_arch": "resnet8"}
+
+
 @pytest.mark.parametrize(
-    ("method", "module", "loss_name"), [("kd", "kd", "kd_loss"), ("dkd", "dkd", "dkd_loss")]
+    ("method", "options", "module", "loss_name"),
+    [
+        ("kd", {}, "kd", "kd_loss"),
+        ("dkd", {}, "dkd", "dkd_loss"),
+        ("sate", {**SATE_MID_RAMP, "student_warmup_epochs": 3}, "kd", "kd_loss"),
+        ("sate", {**SATE_MID_RAMP, "student_loss": "dkd"}, "dkd", "dkd_loss"),
+    ],
+    ids=["kd", "dkd", "sate-kd", "sate-dkd"],
 )
 def test_the_told_grad_output_is_the_one_the_training_step_delivers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, module: str, loss_name: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, options: dict, module: str, loss_name: str
 ) -> None:
     """KD and DKD tell the kernels the grad_output of their loss (`expected_grad`: a right value saves the
     backward's walk over the logits on a GPU). The Trainer's backward must deliver exactly that value,
-    bit for bit, or every step would pay the rewrite. DKD is checked inside its warm-up (factor 1/4)."""
+    bit for bit, or every step would pay the rewrite. Checked inside DKD's warm-up and SATE's ramp, where
+    the value is a float32 product of two factors that are not exact binary fractions."""
     import importlib
 
     methods = importlib.import_module(f"kdforge.compress.methods.{module}")
@@ -215,15 +231,16 @@ def test_the_told_grad_output_is_the_one_the_training_step_delivers(
         return loss
 
     monkeypatch.setattr(methods, loss_name, spy)
-    trainer = _kd_trainer(tmp_path, method=method)
-    if method == "dkd":
-        trainer.method.warmup = 0.25  # inside its warm-up ramp
+    trainer = _kd_trainer(tmp_path, method=method, options=options)
+    trainer.method.on_epoch_start(1, 10)  # the second epoch: inside every ramp above
     images, labels = next(iter(trainer.train_loader))
     trainer.train_step(images, labels)
     assert len(told) == len(delivered) == 1 and told[0] is not None
     assert delivered[0].dtype == torch.float32
     assert delivered[0].item() == torch.tensor(told[0], dtype=torch.float32).item()
     assert told[0] != 1.0  # a weight, so the check above is not trivially 1 == 1
+    if method == "sate":
+        assert 0.0 < trainer.method.ramp < 1.0  # the ramp is part of the value told
 
 
 def test_no_grad_output_is_told_under_fp16_autocast(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -231,9 +248,10 @@ def test_no_grad_output_is_told_under_fp16_autocast(monkeypatch: pytest.MonkeyPa
     methods then tell nothing rather than a value the backward would always have to correct."""
     from kdforge.compress.methods.logit import expected_grad
 
-    assert expected_grad(0.9) == 0.9
+    as_float32 = torch.tensor(0.9, dtype=torch.float32).item()
+    assert expected_grad(0.9) == as_float32
     monkeypatch.setattr(torch, "is_autocast_enabled", lambda device=None: device == "cuda")
     monkeypatch.setattr(torch, "get_autocast_dtype", lambda device: torch.float16)
     assert expected_grad(0.9) is None
     monkeypatch.setattr(torch, "get_autocast_dtype", lambda device: torch.bfloat16)
-    assert expected_grad(0.9) == 0.9
+    assert expected_grad(0.9) == as_float32
