@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import pytest
 from kdforge.compress.errors import UserError
+from kdforge.compress.models import available
 from kdforge.export.lint import RULES, SOURCES, is_ready, lint_onnx, to_json, verdict
 from kdforge.export.lint.onnxruntime import ort_max_opset
 from onnx import TensorProto, helper, numpy_helper
@@ -273,31 +274,29 @@ def test_api_for_deploy(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_every_zoo_model_exports_tensorrt_ready_fp32_fp16_and_int8(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", available())  # one test per model, so xdist spreads them over the workers
+def test_every_zoo_model_exports_tensorrt_ready_fp32_fp16_and_int8(tmp_path: Path, name: str) -> None:
     import torch
-    from kdforge.compress.models import available, build
+    from kdforge.compress.models import build
     from kdforge.export.onnx import to_onnx
     from kdforge.export.quantize import to_fp16, to_int8
 
     from tests.export.conftest import randomise_batchnorm
 
     calibration = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    model = randomise_batchnorm(build(name, 10)).eval()
+    fp32 = to_onnx(model, tmp_path / f"{name}.onnx", (1, 3, 16, 16))
+    files = {
+        "fp32": fp32,
+        "fp16": to_fp16(fp32, tmp_path / f"{name}-fp16.onnx"),
+        "int8": to_int8(fp32, tmp_path / f"{name}-int8.onnx", calibration),
+    }
     failures = []
-    for name in available():
-        model = randomise_batchnorm(build(name, 10)).eval()
-        fp32 = to_onnx(model, tmp_path / f"{name}.onnx", (1, 3, 16, 16))
-        files = {
-            "fp32": fp32,
-            "fp16": to_fp16(fp32, tmp_path / f"{name}-fp16.onnx"),
-            "int8": to_int8(fp32, tmp_path / f"{name}-int8.onnx", calibration),
-        }
-        for precision, path in files.items():
-            for version in (10, 11):
-                bad = [p.line() for p in lint_onnx(path, "tensorrt", version) if p.severity != "info"]
-                if bad:
-                    failures.append(f"{name} {precision} TensorRT {version}: {bad[:3]}")
-        for path in files.values():
-            path.unlink()
+    for precision, path in files.items():
+        for version in (10, 11):
+            bad = [p.line() for p in lint_onnx(path, "tensorrt", version) if p.severity != "info"]
+            if bad:
+                failures.append(f"{name} {precision} TensorRT {version}: {bad[:3]}")
     assert not failures, "\n".join(failures)
 
 
