@@ -6,7 +6,8 @@ BIN    := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP     := $(VENV)/.dev-installed
 PYTEST_ARGS   ?=
-# One pytest-xdist worker per core (tests pin torch to one thread each; builds into one folder take turns).
+# One pytest-xdist worker per core (tests pin torch to one thread each; builds into one folder take turns);
+# an idle worker steals queued tests from a busy one, so a few minute-long tests do not leave one core idle.
 PYTEST_WORKERS ?= auto
 
 .PHONY: demo test lint native clean-venv
@@ -29,7 +30,7 @@ demo: $(RUNTIME_STAMP)
 
 ## test: the whole suite (CPU; GPU/TensorRT tests skip with their reason), one worker per core.
 test: $(DEV_STAMP)
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 ## native: build kdforge-runner (C++, CMake) where deploy and bench --native look for it
 ## (~/.cache/kdforge/native/<env>/); prints that path and the backends compiled in.
