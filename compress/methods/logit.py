@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 
+import numpy as np
 import torch
 from kdforge.compress.methods.base import Distiller
 
@@ -19,10 +20,10 @@ def expected_grad(*factors: float) -> float | None:
     autocast, where the Trainer's GradScaler multiplies in a scale that only the device knows."""
     if torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.float16:
         return None
-    grad = torch.ones((), dtype=torch.float32)
+    grad = np.float32(1.0)  # numpy, not a tensor: no .item() in the training step
     for factor in factors:
-        grad = grad * factor
-    return grad.item()
+        grad = grad * np.float32(factor)
+    return float(grad)
 
 
 class LogitDistiller(Distiller):
