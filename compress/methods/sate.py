@@ -30,7 +30,7 @@ from kdforge.compress.methods.base import Distiller, MethodContext, NetworkSpec,
 from kdforge.compress.methods.dist_kd import DIST
 from kdforge.compress.methods.dkd import DKD
 from kdforge.compress.methods.kd import KD
-from kdforge.compress.methods.logit import LogitDistiller
+from kdforge.compress.methods.logit import LogitDistiller, expected_grad
 from kdforge.compress.models import build
 from kdforge.kernels import kd_loss
 from torch import nn
@@ -169,6 +169,10 @@ class SATE(Distiller):
         }
         t = options.temperature
         terms["intermediate_ce"] = options.ce_weight * F.cross_entropy(middle, labels)
-        terms["intermediate_kd"] = options.kd_weight * kd_loss(middle, strong, t)
-        terms["intermediate_aware"] = options.aware_weight * kd_loss(middle, logits.detach(), t)
+        terms["intermediate_kd"] = options.kd_weight * kd_loss(
+            middle, strong, t, expected_grad=expected_grad(options.kd_weight)
+        )
+        terms["intermediate_aware"] = options.aware_weight * kd_loss(
+            middle, logits.detach(), t, expected_grad=expected_grad(options.aware_weight)
+        )
         return logits, terms

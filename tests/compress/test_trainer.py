@@ -110,7 +110,12 @@ READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
 
 
 def _kd_trainer(
-    tmp_path: Path, *overrides: str, method: str = "kd", options: dict | None = None, device: str = "cpu"
+    tmp_path: Path,
+    *overrides: str,
+    method: str = "kd",
+    options: dict | None = None,
+    device: str = "cpu",
+    registry: dict | None = None,
 ) -> Trainer:
     """A set-up Trainer for a KD student (an untrained teacher will do) on the tiny digits recipe."""
     from kdforge.compress.config import MethodConfig
@@ -123,7 +128,7 @@ def _kd_trainer(
     torch.manual_seed(0)
     student, teacher = build("resnet8", 10), build("resnet8", 10)
     context = MethodContext(10, NetworkSpec("resnet8"), NetworkSpec("resnet8"))
-    network = build_method(MethodConfig(method, options or {}), student, teacher, context)
+    network = build_method(MethodConfig(method, options or {}), student, teacher, context, registry)
     trainer = Trainer(
         network, build_data(config.data), config.student_train, tmp_path, seed=0, device=torch.device(device),
         meta={}, progress=False,
@@ -198,47 +203,68 @@ def test_a_cuda_training_step_does_not_synchronize(tmp_path: Path) -> None:
 
 # SATE mid-ramp: its ramp (2/3 for kd; for dkd, 2/30 over DKD's own 2/20) multiplies the inner terms.
 SATE_MID_RAMP = {"student_warmup_epochs": 30, "intermediate_arch": "resnet8"}
+RSD_WITH_TEACHER = {"use_teacher": True, "beta": 0.7, "rsd_weight": 0.3}  # KL weight 0.21, external 0.9
 
 
 @pytest.mark.parametrize(
-    ("method", "options", "module", "loss_name"),
+    ("method", "options", "modules", "calls"),
     [
-        ("kd", {}, "kd", "kd_loss"),
-        ("dkd", {}, "dkd", "dkd_loss"),
-        ("sate", {**SATE_MID_RAMP, "student_warmup_epochs": 3}, "kd", "kd_loss"),
-        ("sate", {**SATE_MID_RAMP, "student_loss": "dkd"}, "dkd", "dkd_loss"),
+        ("kd", {}, ["kd"], 1),
+        ("dkd", {}, ["dkd"], 1),
+        ("sate", {**SATE_MID_RAMP, "student_warmup_epochs": 3}, ["kd", "sate"], 3),
+        ("sate", {**SATE_MID_RAMP, "student_loss": "dkd"}, ["dkd", "sate"], 3),
+        ("generous", {}, ["generous"], 1),
+        ("rsd", RSD_WITH_TEACHER, ["rsd"], 3),
     ],
-    ids=["kd", "dkd", "sate-kd", "sate-dkd"],
+    ids=["kd", "dkd", "sate-kd", "sate-dkd", "generous", "rsd"],
 )
 def test_the_told_grad_output_is_the_one_the_training_step_delivers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, options: dict, module: str, loss_name: str
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    options: dict,
+    modules: list[str],
+    calls: int,
 ) -> None:
-    """KD and DKD tell the kernels the grad_output of their loss (`expected_grad`: a right value saves the
-    backward's walk over the logits on a GPU). The Trainer's backward must deliver exactly that value,
-    bit for bit, or every step would pay the rewrite. Checked inside DKD's warm-up and SATE's ramp, where
-    the value is a float32 product of two factors that are not exact binary fractions."""
+    """Every kernel call a method makes tells the kernels its grad_output (`expected_grad`: a right value
+    saves the backward's walk over the logits on a GPU). The Trainer's backward must deliver exactly that
+    value, bit for bit, or every step would pay the rewrite. Checked inside DKD's warm-up and SATE's ramp
+    (float32 products of factors that are not exact binary fractions), for SATE's intermediate teacher,
+    the Generous Teacher's unweighted term and RSD's weighted KL terms and external KD."""
     import importlib
 
-    methods = importlib.import_module(f"kdforge.compress.methods.{module}")
-    original = getattr(methods, loss_name)
-    told: list[float | None] = []
-    delivered: list[torch.Tensor] = []
+    records: list[dict] = []
 
-    def spy(*args, **kwargs):
-        told.append(kwargs.get("expected_grad"))
-        loss = original(*args, **kwargs)
-        loss.register_hook(lambda grad: delivered.append(grad.detach().clone()))
-        return loss
+    def spying(original):
+        def spy(*args, **kwargs):
+            record = {"told": kwargs.get("expected_grad")}
+            records.append(record)
+            loss = original(*args, **kwargs)
+            loss.register_hook(lambda grad: record.setdefault("delivered", grad.detach().clone()))
+            return loss
 
-    monkeypatch.setattr(methods, loss_name, spy)
-    trainer = _kd_trainer(tmp_path, method=method, options=options)
+        return spy
+
+    for module in modules:
+        namespace = importlib.import_module(f"kdforge.compress.methods.{module}")
+        for name in ("kd_loss", "dkd_loss"):
+            if hasattr(namespace, name):
+                monkeypatch.setattr(namespace, name, spying(getattr(namespace, name)))
+    from kdforge.compress.methods import TEACHER_STRATEGIES
+
+    registry = TEACHER_STRATEGIES if method == "generous" else None
+    trainer = _kd_trainer(tmp_path, method=method, options=options, registry=registry)
     trainer.method.on_epoch_start(1, 10)  # the second epoch: inside every ramp above
+    if method == "rsd":
+        trainer.method.points = trainer.method.points[:1]  # a mixture point on every step: kl_mix runs
     images, labels = next(iter(trainer.train_loader))
     trainer.train_step(images, labels)
-    assert len(told) == len(delivered) == 1 and told[0] is not None
-    assert delivered[0].dtype == torch.float32
-    assert delivered[0].item() == torch.tensor(told[0], dtype=torch.float32).item()
-    assert told[0] != 1.0  # a weight, so the check above is not trivially 1 == 1
+    assert len(records) == calls
+    for record in records:
+        assert record["told"] is not None and "delivered" in record, record
+        assert record["delivered"].dtype == torch.float32
+        assert record["delivered"].item() == torch.tensor(record["told"], dtype=torch.float32).item(), record
+    assert any(record["told"] not in (1.0, None) for record in records) or method == "generous"
     if method == "sate":
         assert 0.0 < trainer.method.ramp < 1.0  # the ramp is part of the value told
 
