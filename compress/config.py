@@ -258,6 +258,9 @@ def check_limits(value: Any, limits: tuple[Any, ...], path: str) -> None:
 
 
 YAML_BOOLEAN_WORDS = {True: ("on", "yes", "true", "y"), False: ("off", "no", "false", "n")}
+# Words users write for a choice under another name; spelling similarity would suggest the wrong one
+# ('gpu' is closest to 'cpu').
+CHOICE_SYNONYMS = {"gpu": "cuda", "nvidia": "cuda"}
 
 
 def _yaml_boolean_word(value: bool, allowed: tuple[Any, ...]) -> str | None:
@@ -308,7 +311,9 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
                 f"{str(value).lower()}; write one of {', '.join(repr(a) for a in allowed)} in quotes, "
                 f'e.g. {path.rsplit(".", 1)[-1]}: "{allowed[0]}"'
             )
-        near = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+        choices = [str(a) for a in allowed]
+        synonym = CHOICE_SYNONYMS.get(str(value).lower())
+        near = [synonym] if synonym in choices else difflib.get_close_matches(str(value), choices, n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
         raise UserError(f"{path}: {value!r} is not {_type_name(tp)}{hint}")
     if origin is list:

@@ -58,6 +58,7 @@ def test_unknown_key_names_its_path_and_the_nearest_valid_key(tmp_path: Path) ->
         ("data:\n  batch_size: 3.5\n", r"data.batch_size: expected an integer"),
         ("data:\n  augment: 3\n", r"data.augment: expected true/false"),
         ("data:\n  name: cifar1000\n", r"data.name: 'cifar1000' is not one of .*did you mean 'cifar100'"),
+        ("device: gpu\n", r"device: 'gpu' is not one of .*did you mean 'cuda'"),  # not 'cpu'
         ("teacher_train:\n  milestones: 5\n", r"teacher_train.milestones: expected a list of an integer"),
         ("teacher_train:\n  lr: .nan\n", r"teacher_train.lr: expected a finite number"),
         ("data: [1, 2]\n", r"data: expected a mapping"),
