@@ -10,7 +10,7 @@
 #                       8192x128256 in bf16 and fp32
 #   kernels-rest        the rest of tests/kernels (pytest-xdist when installed)
 #   train-step          benchmarks/train_step.py --device cuda
-#   one-chunk           KD/DKD rows of one chunk (C <= 2048) told their grad_output (3 N*e) vs not (5 N*e)
+#   one-chunk           KD/DKD rows of one chunk (C <= 2048), Triton (5 N*e) vs eager
 # With $OUT set (a device call): $OUT/summary.md and $OUT/gpu-suite.tar.gz (every log, JSON and JSONL row
 # file); otherwise everything stays in benchmarks/results/gpu-<device>-<date>/. Runs from the checkout as
 # copied (benchmarks/_bootstrap.py maps kdforge.* onto its folders; nothing is installed).
@@ -54,7 +54,7 @@ step kernels-rest 50 20 pytest "${pytest[@]}" "${xdist[@]}" -m "not gpu" tests/k
   --ignore=tests/kernels/test_gpu_scripts.py
 step train-step 40 20 bench "${boot[@]}" benchmarks/train_step.py --device cuda --reps 3 --steps 3 --out "$work"
 step one-chunk 20 10 bench "${boot[@]}" benchmarks/loss_kernels.py --losses kd dkd --shapes 32768x1000 16384x2047 \
-  --dtypes bf16 --variants triton triton-told eager --reps 10 --out "$work" --rows "$work/one-chunk.jsonl" \
+  --dtypes bf16 --variants triton eager --reps 10 --out "$work" --rows "$work/one-chunk.jsonl" \
   --name kernels-one-chunk
 
 if [ "$dry" = 1 ]; then

@@ -6,9 +6,8 @@ Traffic is counted in N*e, N = B*C elements of e bytes (the logits' element size
 forward+backward is 3 N*e (read student and teacher once, write the student gradient once); the kernels'
 model (docs/kernels.md) is 5 N*e for KD and DKD, 7 or 9 N*e for DIST (one chunk or longer rows): the
 forward must read both logits to return the loss before grad_output exists, and the backward reads them
-again to write the gradient scaled by it. The `triton-told` rows (KD, DKD) pass `expected_grad` (the
-grad_output of the timed backward): rows of one chunk then move the 3 N*e floor, longer rows 5. Both
-are compared with the measured copy bandwidth (a 1 GiB device-to-device copy, bytes read + written).
+again to write the gradient scaled by it. Both are compared with the measured copy bandwidth (a 1 GiB
+device-to-device copy, bytes read + written).
 
 Every torch.compile row is a fresh `torch.compile(dynamic=False)` after torch._dynamo.reset(), checked with
 torch._dynamo.explain: a case with graph breaks or no graph is reported as `compile-fallback` with the
@@ -18,7 +17,7 @@ a run killed by a time limit keeps what it measured. Without CUDA only eager row
 and the GPU rows are reported missing: no GPU figure is ever written from a CPU run.
 
     python benchmarks/loss_kernels.py [--losses kd dkd dist] [--shapes 4096x32000 ...] [--dtypes bf16 fp32]
-        [--variants triton triton-told eager compile liger] [--breakdown] [--reps 20] [--out DIR]
+        [--variants triton eager compile liger] [--breakdown] [--reps 20] [--out DIR]
         [--rows FILE.jsonl]
 """
 
@@ -59,9 +58,9 @@ LossFn = Callable[..., torch.Tensor]
 
 def _loss_call(name: str, target: torch.Tensor) -> LossFn:
     if name == "kd":
-        return lambda s, t, backend, told=None: kd_loss(s, t, 4.0, backend=backend, expected_grad=told)
+        return lambda s, t, backend: kd_loss(s, t, 4.0, backend=backend)
     if name == "dkd":
-        return lambda s, t, backend, told=None: dkd_loss(s, t, target, backend=backend, expected_grad=told)
+        return lambda s, t, backend: dkd_loss(s, t, target, backend=backend)
     return lambda s, t, backend: dist_loss(s, t, temperature=4.0, backend=backend)
 
 
@@ -223,7 +222,7 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["bf16", "fp32"], choices=sorted(DTYPES))
     parser.add_argument(
         "--variants", nargs="+", default=["triton", "eager", "compile", "liger"],
-        choices=["triton", "triton-told", "eager", "compile", "liger"],
+        choices=["triton", "eager", "compile", "liger"],
     )  # fmt: skip
     parser.add_argument("--breakdown", action="store_true", help="per-kernel profile of the Triton path only")
     parser.add_argument("--reps", type=int, default=20)
@@ -292,8 +291,8 @@ def main() -> None:
                         error = f"{type(exc).__name__}: {exc}"[:300]
                         emit({**base, "kind": "case", "variant": variant, "error": error})
                         continue
-                    fused = variant in ("triton", "triton-told")
-                    traffic = model_traffic(name, classes, told=True if variant == "triton-told" else None)
+                    fused = variant == "triton"
+                    traffic = model_traffic(name, classes)
                     model = sum(traffic.values()) * elements * size if fused else None
                     floor = 3 * elements * size
                     row = {
@@ -364,8 +363,6 @@ def _variants(
             continue
         elif variant == "triton":
             out.append(("triton", lambda a, b, call=call: call(a, b, "triton"), None))
-        elif variant == "triton-told" and name != "dist":  # told grad_output 1, what .backward() passes
-            out.append(("triton-told", lambda a, b, call=call: call(a, b, "triton", told=1.0), None))
         elif variant == "compile":
             fn, label, note = compiled(lambda a, b, call=call: call(a, b, "torch"), s, t)
             out.append((label, fn, note))
@@ -411,11 +408,10 @@ def evaluate_targets(rows: list[dict]) -> dict[str, bool]:
     """The GPU targets at B*C >= 2^24, per loss, shape and dtype (bandwidth at the model's traffic)."""
     checks: dict[str, bool] = {}
     for r in rows:
-        if r["variant"] not in ("triton", "triton-told") or r["B"] * r["C"] < LARGE:
+        if r["variant"] != "triton" or r["B"] * r["C"] < LARGE:
             continue
         fraction, x_eager, x_compile, x_liger = TARGETS[r["loss"]]
-        told = " told" if r["variant"] == "triton-told" else ""
-        where = f"{r['loss']} {r['B']}x{r['C']} {r['dtype']}{told}"
+        where = f"{r['loss']} {r['B']}x{r['C']} {r['dtype']}"
         checks[f"{where}: >= {fraction:.0%} of copy bandwidth at {r['model_ne']} N*e"] = (
             r["model_copy_fraction"] or 0
         ) >= fraction

@@ -46,17 +46,15 @@ from kdforge.kernels.standardize import STANDARDIZE_EPS
 from kdforge.kernels.triton_common import (
     MAX_REGISTERS,
     LaunchConfig,
-    body_elems,
-    body_loads,
-    edge_loads,
     empty_grads,
     grad_pointers,
     grad_scale_tensor,
     launch_config,
     row_scales,
-    row_split,
-    standardize_apply,
-    standardize_coefs_pair,
+    row_walk,
+    standardize_coefs,
+    walk_row,
+    zscore_backward,
 )
 from torch.autograd.function import once_differentiable
 
@@ -115,11 +113,12 @@ def _coefficients(p, ina, inb, k_s, k_t):
 
 
 @triton.jit
-def _row_fold(n, ms, mt, ss, st, mss, mtt, q, xs, xt, mask, mean_s, mean_t, inv_s, inv_t,
-              STANDARDIZE: tl.constexpr):  # fmt: skip
-    """One chunk of the row pass: running max m, sum S of exp(w - m), centred second moments M of the
-    exponentials and their co-moment Q over the n entries so far, merged by Chan's formula after
+def _row_fold(acc, offs, g_elems, mask, xs, xt, args):
+    """`walk_row` visitor of the row pass: running max m, sum S of exp(w - m), centred second moments M of
+    the exponentials and their co-moment Q over the n entries so far, merged by Chan's formula after
     rescaling to the new max."""
+    n, ms, mt, ss, st, mss, mtt, q = acc
+    (inv_s, mean_s, _std_s), (inv_t, mean_t, _std_t), STANDARDIZE = args
     ws = tl.where(mask, _scaled(xs, mean_s, inv_s, STANDARDIZE), float("-inf"))
     wt = tl.where(mask, _scaled(xt, mean_t, inv_t, STANDARDIZE), float("-inf"))
     ms_new = tl.maximum(ms, tl.max(ws, axis=0))
@@ -154,65 +153,21 @@ def _row_fold(n, ms, mt, ss, st, mss, mtt, q, xs, xt, mask, mean_s, mean_t, inv_
 
 
 @triton.jit
-def _dist_row_kernel(
-    s_ptr,
-    t_ptr,
-    row_ptr,
-    C,
-    stride_sb,
-    stride_sc,
-    stride_tb,
-    stride_tc,
-    inv_temp,
-    std_eps,
-    eps,
-    k_row,
-    STANDARDIZE: tl.constexpr,
-    BLOCK: tl.constexpr,
-    VEC: tl.constexpr,
-):
+def _dist_row_kernel(s_ptr, t_ptr, s_strides, t_strides, row_ptr, C, inv_temp, std_eps, eps, k_row,
+                     STANDARDIZE: tl.constexpr, BLOCK: tl.constexpr, VEC: tl.constexpr):  # fmt: skip
     """Per row: softmax max and 1 / sum of w_s and w_t, z-score moments, the row Pearson correlation and
     the row coefficients of both gradients."""
     row = tl.program_id(0).to(tl.int64)
-    s_base = row * stride_sb
-    t_base = row * stride_tb
-    lo, body = row_split(s_base, C, VEC)
-    mean_s, std_s, mean_t, std_t, inv_s, inv_t = row_scales(
-        s_ptr,
-        t_ptr,
-        s_base,
-        t_base,
-        stride_sc,
-        stride_tc,
-        lo,
-        body,
-        C,
-        inv_temp,
-        std_eps,
-        BLOCK,
-        VEC,
-        STANDARDIZE,
+    walk = row_walk(s_ptr, t_ptr, s_strides, t_strides, C, VEC)
+    scale_s, scale_t = row_scales(walk, inv_temp, std_eps, BLOCK, VEC, STANDARDIZE)
+    inv_s, mean_s, std_s = scale_s
+    inv_t, mean_t, std_t = scale_t
+    z = tl.zeros((), tl.float32)
+    low = tl.full((), float("-inf"), tl.float32)
+    start = (z, low, low, z, z, z, z, z)
+    _n, ms, mt, ss, st, mss, mtt, q = walk_row(
+        walk, start, _row_fold, (scale_s, scale_t, STANDARDIZE), BLOCK, VEC
     )
-    n = tl.zeros((), tl.float32)
-    ms = tl.full((), float("-inf"), tl.float32)
-    mt = tl.full((), float("-inf"), tl.float32)
-    ss = tl.zeros((), tl.float32)
-    st = tl.zeros((), tl.float32)
-    mss = tl.zeros((), tl.float32)
-    mtt = tl.zeros((), tl.float32)
-    q = tl.zeros((), tl.float32)
-    if VEC > 1:
-        _e_offs, e_mask, e_xs, e_xt = edge_loads(s_ptr, t_ptr, s_base, t_base, lo, body, C, VEC)
-        n, ms, mt, ss, st, mss, mtt, q = _row_fold(
-            n, ms, mt, ss, st, mss, mtt, q, e_xs, e_xt, e_mask, mean_s, mean_t, inv_s, inv_t, STANDARDIZE
-        )
-    for start in range(0, body, BLOCK):
-        _idx, mask, xs, xt = body_loads(
-            s_ptr, t_ptr, s_base, t_base, stride_sc, stride_tc, lo, body, start, BLOCK, VEC
-        )
-        n, ms, mt, ss, st, mss, mtt, q = _row_fold(
-            n, ms, mt, ss, st, mss, mtt, q, xs, xt, mask, mean_s, mean_t, inv_s, inv_t, STANDARDIZE
-        )
     # y = e / S and the row mean of y is 1 / C = mean(e) / S, so the centred sums scale by 1 / S^2.
     p, ina, inb, k_s, k_t = _pearson_pieces(q / (ss * st), mss / (ss * ss), mtt / (st * st), eps, k_row)
     a_s, b_s, a_t, b_t = _coefficients(p, ina, inb, k_s, k_t)
@@ -318,16 +273,45 @@ def _dist_col_kernel(
 
 
 @triton.jit
-def _dy(col_ptr, C, offs, mask, ys, yt, ra, rb, rg, A: tl.constexpr, B: tl.constexpr, G: tl.constexpr,
-        STUDENT: tl.constexpr):  # fmt: skip
+def _dy(col_ptr, C, offs, mask, ys, yt, row_coefs, STUDENT: tl.constexpr):
     """dL/dy of one chunk, row plus column coefficients: (A_i + A_c) y_other + (B_i + B_c) y_own + G."""
-    ca = tl.load(col_ptr + A * C + offs, mask=mask, other=0.0)
-    cb = tl.load(col_ptr + B * C + offs, mask=mask, other=0.0)
-    cg = tl.load(col_ptr + G * C + offs, mask=mask, other=0.0)
+    ra, rb, rg = row_coefs
     if STUDENT:
+        ca = tl.load(col_ptr + CA_S * C + offs, mask=mask, other=0.0)
+        cb = tl.load(col_ptr + CB_S * C + offs, mask=mask, other=0.0)
+        cg = tl.load(col_ptr + CG_S * C + offs, mask=mask, other=0.0)
         return (ra + ca) * yt + (rb + cb) * ys + (rg + cg)
     else:
+        ca = tl.load(col_ptr + CA_T * C + offs, mask=mask, other=0.0)
+        cb = tl.load(col_ptr + CB_T * C + offs, mask=mask, other=0.0)
+        cg = tl.load(col_ptr + CG_T * C + offs, mask=mask, other=0.0)
         return (ra + ca) * ys + (rb + cb) * yt + (rg + cg)
+
+
+@triton.jit
+def _load_side(fields, MAX: tl.constexpr, RCP: tl.constexpr, INV: tl.constexpr, MEAN: tl.constexpr,
+               STD: tl.constexpr, RA: tl.constexpr, RB: tl.constexpr, RG: tl.constexpr):  # fmt: skip
+    """One logit tensor's row statistics for the gradient kernel: its softmax (max, 1 / sum, 1 / T or the
+    z-score factor, mean), its std and its row coefficients (A, B, G)."""
+    softmax = (tl.load(fields + MAX), tl.load(fields + RCP), tl.load(fields + INV), tl.load(fields + MEAN))
+    return softmax, tl.load(fields + STD), (tl.load(fields + RA), tl.load(fields + RB), tl.load(fields + RG))
+
+
+@triton.jit
+def _chunk(offs, mask, xs, xt, rows):
+    """y_s, y_t and, as asked, dL/dy_s and dL/dy_t of one chunk (0 where not asked)."""
+    soft_s, soft_t, coefs_s, coefs_t, col_ptr, C, STANDARDIZE, GRAD_S, GRAD_T = rows
+    m_s, rcp_s, inv_s, mean_s = soft_s
+    m_t, rcp_t, inv_t, mean_t = soft_t
+    ys = _probs(xs, mean_s, inv_s, m_s, rcp_s, mask, STANDARDIZE)
+    yt = _probs(xt, mean_t, inv_t, m_t, rcp_t, mask, STANDARDIZE)
+    gs = tl.zeros_like(ys)  # tensors, not 0.0: flags read from a tuple make a branch of either kind
+    gt = tl.zeros_like(yt)
+    if GRAD_S:
+        gs = _dy(col_ptr, C, offs, mask, ys, yt, coefs_s, True)
+    if GRAD_T:
+        gt = _dy(col_ptr, C, offs, mask, ys, yt, coefs_t, False)
+    return ys, yt, gs, gt
 
 
 @triton.jit
@@ -347,181 +331,93 @@ def _cov_merge(w, mg, mx, cov, y, g, xc):
 
 
 @triton.jit
-def _reduce(w, mg, mx, cov, sig, g, y, x, mask, mean, STANDARDIZE: tl.constexpr):
-    """One chunk of the reducing pass: sum g y, or with the z-score the weighted covariance (see below)."""
+def _reduce(red, g, y, x, mask, mean, STANDARDIZE: tl.constexpr):
+    """One chunk of one tensor's reducing pass, red = (sig, w, mg, mx, cov): sig = sum g y, or with the
+    z-score the y-weighted covariance of g and the centred logits (see `_dist_grad_kernel`)."""
+    sig, w, mg, mx, cov = red
     if STANDARDIZE:
         w, mg, mx, cov = _cov_merge(w, mg, mx, cov, y, g, tl.where(mask, x - mean, 0.0))
     else:
         sig += tl.sum(g * y, axis=0)
-    return w, mg, mx, cov, sig
+    return sig, w, mg, mx, cov
 
 
 @triton.jit
-def _write(ptr, elems, g, y, x, mask, sig, k, mean, rden, shift, coef, STANDARDIZE: tl.constexpr):
+def _reduce_chunk(acc, offs, g_elems, mask, xs, xt, rows):
+    """`walk_row` visitor of the gradient kernel's first pass: `_reduce` of each gradient asked for."""
+    red_s, red_t = acc
+    ys, yt, gs, gt = _chunk(offs, mask, xs, xt, rows)
+    soft_s, soft_t, _coefs_s, _coefs_t, _col_ptr, _C, STANDARDIZE, GRAD_S, GRAD_T = rows
+    if GRAD_S:
+        red_s = _reduce(red_s, gs, ys, xs, mask, soft_s[3], STANDARDIZE)
+    if GRAD_T:
+        red_t = _reduce(red_t, gt, yt, xt, mask, soft_t[3], STANDARDIZE)
+    return red_s, red_t
+
+
+@triton.jit
+def _finish(red, mean, std, k, C, std_eps, STANDARDIZE: tl.constexpr):
+    """(sigma, zscore) of one tensor's gradient from its reducing pass: sigma = sum_c g_c y_c and the
+    z-score backward's (mean, inv_denom, shift, coef) from sum_c y_c (g_c - sigma) = sigma (1 - W) and
+    sum_c y_c (g_c - sigma) xc_c = cov + W (1 - W) mg mx (W = sum_c y_c, 1 up to rounding; sigma = W mg),
+    both times the softmax backward's factor k."""
+    sig, w, mg, mx, cov = red
+    zscore = (0.0, 1.0, 0.0, 0.0)  # unused without STANDARDIZE
+    if STANDARDIZE:
+        sig = w * mg
+        rden, shift, coef = standardize_coefs(
+            sig * (1.0 - w) * k, (cov + w * (1.0 - w) * mg * mx) * k, C, std, std_eps
+        )
+        zscore = (mean, rden, shift, coef)
+    return sig, zscore
+
+
+@triton.jit
+def _write(ptr, elems, g, y, x, mask, sig, k, zscore, STANDARDIZE: tl.constexpr):
     """Softmax (and z-score) backward of one chunk, written in the buffer's dtype."""
     dx = y * (g - sig) * k
     if STANDARDIZE:
-        dx = standardize_apply(dx, tl.where(mask, x - mean, 0.0), rden, shift, coef)
+        dx = zscore_backward(dx, x, mask, zscore)
     tl.store(ptr + elems, dx.to(ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _dist_grad_kernel(
-    s_ptr,
-    t_ptr,
-    row_ptr,
-    col_ptr,
-    go_ptr,
-    gs_ptr,
-    gt_ptr,
-    C,
-    stride_sb,
-    stride_sc,
-    stride_tb,
-    stride_tc,
-    inv_temp,
-    std_eps,
-    STANDARDIZE: tl.constexpr,
-    BLOCK: tl.constexpr,
-    VEC: tl.constexpr,
-    GRAD_S: tl.constexpr,
-    GRAD_T: tl.constexpr,
-):
-    """Per row: grad_output times dL/d(student) and dL/d(teacher) (as asked), into contiguous buffers."""
-    row = tl.program_id(0).to(tl.int64)
-    s_base = row * stride_sb
-    t_base = row * stride_tb
-    g_base = row * C
-    lo, body = row_split(s_base, C, VEC)
-    fields = row_ptr + row * ROW_FIELDS
-    max_s = tl.load(fields + MAX_S)
-    max_t = tl.load(fields + MAX_T)
-    rcp_s = tl.load(fields + RCP_S)
-    rcp_t = tl.load(fields + RCP_T)
-    inv_s = tl.load(fields + INV_S)
-    inv_t = tl.load(fields + INV_T)
-    mean_s = tl.load(fields + MEAN_S)
-    mean_t = tl.load(fields + MEAN_T)
-    std_s = tl.load(fields + STD_S)
-    std_t = tl.load(fields + STD_T)
-    go = tl.load(go_ptr).to(tl.float32)
-    ra_s = tl.load(fields + RA_S)
-    rb_s = tl.load(fields + RB_S)
-    rg_s = tl.load(fields + RG_S)
-    ra_t = tl.load(fields + RA_T)
-    rb_t = tl.load(fields + RB_T)
-    rg_t = tl.load(fields + RG_T)
-    # Pass 1: sigma = sum_c g_c y_c per tensor; with the z-score also the y-weighted covariance of g and
-    # the centred logits, which is sum_c dL/dw_c (x_c - mean) without a cancelling difference.
-    sig_s = tl.zeros((), tl.float32)
-    sig_t = tl.zeros((), tl.float32)
-    w_s = tl.zeros((), tl.float32)
-    mg_s = tl.zeros((), tl.float32)
-    mx_s = tl.zeros((), tl.float32)
-    cov_s = tl.zeros((), tl.float32)
-    w_t = tl.zeros((), tl.float32)
-    mg_t = tl.zeros((), tl.float32)
-    mx_t = tl.zeros((), tl.float32)
-    cov_t = tl.zeros((), tl.float32)
-    if VEC > 1:
-        e_offs, e_mask, e_xs, e_xt = edge_loads(s_ptr, t_ptr, s_base, t_base, lo, body, C, VEC)
-        e_ys = _probs(e_xs, mean_s, inv_s, max_s, rcp_s, e_mask, STANDARDIZE)
-        e_yt = _probs(e_xt, mean_t, inv_t, max_t, rcp_t, e_mask, STANDARDIZE)
-        if GRAD_S:
-            e_gs = _dy(col_ptr, C, e_offs, e_mask, e_ys, e_yt, ra_s, rb_s, rg_s, CA_S, CB_S, CG_S, True)
-            w_s, mg_s, mx_s, cov_s, sig_s = _reduce(
-                w_s, mg_s, mx_s, cov_s, sig_s, e_gs, e_ys, e_xs, e_mask, mean_s, STANDARDIZE
-            )
-        if GRAD_T:
-            e_gt = _dy(col_ptr, C, e_offs, e_mask, e_ys, e_yt, ra_t, rb_t, rg_t, CA_T, CB_T, CG_T, False)
-            w_t, mg_t, mx_t, cov_t, sig_t = _reduce(
-                w_t, mg_t, mx_t, cov_t, sig_t, e_gt, e_yt, e_xt, e_mask, mean_t, STANDARDIZE
-            )
-    for start in range(0, body, BLOCK):
-        idx, mask, xs, xt = body_loads(
-            s_ptr, t_ptr, s_base, t_base, stride_sc, stride_tc, lo, body, start, BLOCK, VEC
-        )
-        ys = _probs(xs, mean_s, inv_s, max_s, rcp_s, mask, STANDARDIZE)
-        yt = _probs(xt, mean_t, inv_t, max_t, rcp_t, mask, STANDARDIZE)
-        if GRAD_S:
-            gs = _dy(col_ptr, C, lo + idx, mask, ys, yt, ra_s, rb_s, rg_s, CA_S, CB_S, CG_S, True)
-            w_s, mg_s, mx_s, cov_s, sig_s = _reduce(
-                w_s, mg_s, mx_s, cov_s, sig_s, gs, ys, xs, mask, mean_s, STANDARDIZE
-            )
-        if GRAD_T:
-            gt = _dy(col_ptr, C, lo + idx, mask, ys, yt, ra_t, rb_t, rg_t, CA_T, CB_T, CG_T, False)
-            w_t, mg_t, mx_t, cov_t, sig_t = _reduce(
-                w_t, mg_t, mx_t, cov_t, sig_t, gt, yt, xt, mask, mean_t, STANDARDIZE
-            )
-    # sum_c y_c (g_c - sigma) = sigma (1 - W) and sum_c y_c (g_c - sigma) xc_c = cov + W (1 - W) mg mx,
-    # with W = sum_c y_c (1 up to rounding) and sigma = W mg.
-    k = inv_temp * go
-    gsum_s = 0.0
-    gsum_t = 0.0
-    gcen_s = 0.0
-    gcen_t = 0.0
-    if STANDARDIZE:
-        sig_s = w_s * mg_s
-        sig_t = w_t * mg_t
-        gsum_s = sig_s * (1.0 - w_s) * k
-        gsum_t = sig_t * (1.0 - w_t) * k
-        gcen_s = (cov_s + w_s * (1.0 - w_s) * mg_s * mx_s) * k
-        gcen_t = (cov_t + w_t * (1.0 - w_t) * mg_t * mx_t) * k
-    rden_s, shift_s, coef_s, rden_t, shift_t, coef_t = standardize_coefs_pair(
-        gsum_s, gcen_s, std_s, gsum_t, gcen_t, std_t, C, std_eps, STANDARDIZE
-    )
-    # Pass 2: recompute g and write the gradients (grad_output folded into the softmax backward's factor).
-    if VEC > 1:
-        e_offs, e_mask, e_xs, e_xt = edge_loads(s_ptr, t_ptr, s_base, t_base, lo, body, C, VEC)
-        e_ys = _probs(e_xs, mean_s, inv_s, max_s, rcp_s, e_mask, STANDARDIZE)
-        e_yt = _probs(e_xt, mean_t, inv_t, max_t, rcp_t, e_mask, STANDARDIZE)
-        if GRAD_S:
-            e_gs = _dy(col_ptr, C, e_offs, e_mask, e_ys, e_yt, ra_s, rb_s, rg_s, CA_S, CB_S, CG_S, True)
-            _write(
-                gs_ptr,
-                g_base + e_offs,
-                e_gs,
-                e_ys,
-                e_xs,
-                e_mask,
-                sig_s,
-                k,
-                mean_s,
-                rden_s,
-                shift_s,
-                coef_s,
-                STANDARDIZE,
-            )
-        if GRAD_T:
-            e_gt = _dy(col_ptr, C, e_offs, e_mask, e_ys, e_yt, ra_t, rb_t, rg_t, CA_T, CB_T, CG_T, False)
-            _write(
-                gt_ptr,
-                g_base + e_offs,
-                e_gt,
-                e_yt,
-                e_xt,
-                e_mask,
-                sig_t,
-                k,
-                mean_t,
-                rden_t,
-                shift_t,
-                coef_t,
-                STANDARDIZE,
-            )
-    for start in range(0, body, BLOCK):
-        idx, mask, xs, xt = body_loads(
-            s_ptr, t_ptr, s_base, t_base, stride_sc, stride_tc, lo, body, start, BLOCK, VEC
-        )
-        ys = _probs(xs, mean_s, inv_s, max_s, rcp_s, mask, STANDARDIZE)
-        yt = _probs(xt, mean_t, inv_t, max_t, rcp_t, mask, STANDARDIZE)
-        g_elems = body_elems(g_base, lo, idx, 1, VEC)
-        if GRAD_S:
-            gs = _dy(col_ptr, C, lo + idx, mask, ys, yt, ra_s, rb_s, rg_s, CA_S, CB_S, CG_S, True)
-            _write(gs_ptr, g_elems, gs, ys, xs, mask, sig_s, k, mean_s, rden_s, shift_s, coef_s, STANDARDIZE)
-        if GRAD_T:
-            gt = _dy(col_ptr, C, lo + idx, mask, ys, yt, ra_t, rb_t, rg_t, CA_T, CB_T, CG_T, False)
-            _write(gt_ptr, g_elems, gt, yt, xt, mask, sig_t, k, mean_t, rden_t, shift_t, coef_t, STANDARDIZE)
+def _write_chunk(acc, offs, g_elems, mask, xs, xt, args):
+    """`walk_row` visitor of the gradient kernel's second pass: recompute g and write the gradients asked
+    for, out_* = (pointer, sigma, zscore)."""
+    rows, k, out_s, out_t = args
+    ys, yt, gs, gt = _chunk(offs, mask, xs, xt, rows)
+    _soft_s, _soft_t, _coefs_s, _coefs_t, _col_ptr, _C, STANDARDIZE, GRAD_S, GRAD_T = rows
+    if GRAD_S:
+        gs_ptr, sig_s, zscore_s = out_s
+        _write(gs_ptr, g_elems, gs, ys, xs, mask, sig_s, k, zscore_s, STANDARDIZE)
+    if GRAD_T:
+        gt_ptr, sig_t, zscore_t = out_t
+        _write(gt_ptr, g_elems, gt, yt, xt, mask, sig_t, k, zscore_t, STANDARDIZE)
+    return acc
+
+
+@triton.jit
+def _dist_grad_kernel(s_ptr, t_ptr, s_strides, t_strides, row_ptr, col_ptr, go_ptr, gs_ptr, gt_ptr, C,
+                      inv_temp, std_eps, STANDARDIZE: tl.constexpr, BLOCK: tl.constexpr, VEC: tl.constexpr,
+                      GRAD_S: tl.constexpr, GRAD_T: tl.constexpr):  # fmt: skip
+    """Per row: grad_output times dL/d(student) and dL/d(teacher) (as asked), into contiguous buffers.
+
+    Pass 1: sigma = sum_c g_c y_c per tensor; with the z-score also the y-weighted covariance of g and
+    the centred logits, which is sum_c dL/dw_c (x_c - mean) without a cancelling difference. Pass 2:
+    recompute g and write the gradients (grad_output folded into the softmax backward's factor)."""
+    walk = row_walk(s_ptr, t_ptr, s_strides, t_strides, C, VEC)
+    fields = row_ptr + tl.program_id(0).to(tl.int64) * ROW_FIELDS
+    soft_s, std_s, coefs_s = _load_side(fields, MAX_S, RCP_S, INV_S, MEAN_S, STD_S, RA_S, RB_S, RG_S)
+    soft_t, std_t, coefs_t = _load_side(fields, MAX_T, RCP_T, INV_T, MEAN_T, STD_T, RA_T, RB_T, RG_T)
+    rows = (soft_s, soft_t, coefs_s, coefs_t, col_ptr, C, STANDARDIZE, GRAD_S, GRAD_T)
+    z = tl.zeros((), tl.float32)
+    red_s, red_t = walk_row(walk, ((z, z, z, z, z), (z, z, z, z, z)), _reduce_chunk, rows, BLOCK, VEC)
+    k = inv_temp * tl.load(go_ptr).to(tl.float32)
+    sig_s, zscore_s = _finish(red_s, soft_s[3], std_s, k, C, std_eps, STANDARDIZE)
+    sig_t, zscore_t = _finish(red_t, soft_t[3], std_t, k, C, std_eps, STANDARDIZE)
+    args = (rows, k, (gs_ptr, sig_s, zscore_s), (gt_ptr, sig_t, zscore_t))
+    walk_row(walk, z, _write_chunk, args, BLOCK, VEC)
 
 
 def _column_tiles(batch: int, num_classes: int) -> tuple[int, int]:
@@ -558,9 +454,10 @@ def _forward(
     _dist_row_kernel[(batch,)](
         student,
         teacher,
+        student.stride(),
+        teacher.stride(),
         rows,
         num_classes,
-        *strides,
         1.0 / temperature,
         STANDARDIZE_EPS,
         eps,
@@ -629,13 +526,13 @@ class DISTLossFunction(torch.autograd.Function):
             _dist_grad_kernel[(batch,)](
                 student,
                 teacher,
+                student.stride(),
+                teacher.stride(),
                 rows,
                 cols,
                 grad_scale_tensor(grad_output),
                 *grad_pointers((grad_s, grad_t), student),
                 num_classes,
-                *student.stride(),
-                *teacher.stride(),
                 1.0 / temperature,
                 STANDARDIZE_EPS,
                 STANDARDIZE=standardize,

@@ -6,13 +6,7 @@ import math
 
 import torch
 from kdforge.kernels.dkd_reference import dkd_loss_reference
-from kdforge.kernels.validation import (
-    check_expected_grad,
-    check_logits,
-    check_target,
-    check_temperature,
-    resolve_backend,
-)
+from kdforge.kernels.validation import check_logits, check_target, check_temperature, resolve_backend
 
 
 def _check_weight(name: str, value: float) -> None:
@@ -33,7 +27,6 @@ def dkd_loss(
     *,
     standardize: bool = False,
     backend: str = "auto",
-    expected_grad: float | None = None,
 ) -> torch.Tensor:
     """DKD: T^2 * batch-mean(alpha * TCKD + beta * NCKD) of (B, C) logits and (B,) class indices.
 
@@ -47,20 +40,14 @@ def dkd_loss(
     tensors, plain torch elsewhere), 'torch' or 'triton'. Gradients flow to the student and, when it
     requires grad, to the teacher. A single class (C == 1) gives 0. A non-finite or negative alpha or beta is
     a ValueError.
-
-    `expected_grad`: the grad_output this loss will receive, when the caller knows it (as in `kd_loss`:
-    rows of C <= 2048 then have their gradient written in the forward, checked in the backward).
     """
     check_logits(student, teacher)
     check_target(target, student)
     check_temperature(temperature)
     _check_weight("alpha", alpha)
     _check_weight("beta", beta)
-    check_expected_grad(expected_grad)
     if resolve_backend(backend, student) == "triton":
         from kdforge.kernels.dkd_triton import dkd_loss_triton  # imports triton: only where it is used
 
-        return dkd_loss_triton(
-            student, teacher, target, alpha, beta, temperature, standardize, expected_grad=expected_grad
-        )
+        return dkd_loss_triton(student, teacher, target, alpha, beta, temperature, standardize)
     return dkd_loss_reference(student, teacher, target, alpha, beta, temperature, standardize)

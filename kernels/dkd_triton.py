@@ -17,8 +17,9 @@ Gradients (per row, before the T^2/B * 1/T = T/B factor that turns d/da into dL/
            dNCKD/db_g = 0                    dNCKD/db_j = q_t,j (log q_t,j - log q_s,j - NCKD)
   with D = (log P_t - log R_t) - (log P_s - log R_s) = (b_g - lse'_t) - (a_g - lse'_s), the log-odds
   difference: dP_t/db_j = P_t (delta_jg - p_t,j) and d KL(u||v)/du = log u - log v (up to a constant).
-With `standardize`, dL/dx follows from dL/dz through `standardize_grad`, which needs sum(g) and
-sum(g * (x - mean)) over the row. C == 1 has no rest: R = 0, q = 0, so the loss and the gradients are 0.
+With `standardize`, dL/dx follows from dL/dz through the z-score backward
+(`triton_common.standardize_coefs`), which needs sum(g) (0 here) and sum(g * (x - mean)) over the row.
+C == 1 has no rest: R = 0, q = 0, so the loss and the gradients are 0.
 Numerics: every log-sum-exp is kept as (max m, log S) and log-probabilities as (x - m) - log S, never
 x - (m + log S), which would round at the logits' scale (1e-3 at 1e4) and leak that error into P.
 
@@ -26,8 +27,9 @@ The forward walks each row once (kernels.triton_common: vectorized body, scalar 
 (running max, rescaled sum) log-sum-exp for lse and lse' of both logits, the NCKD cross term
 sum_j exp(b_j - m) (b_j - a_j) and the target logits a_g, b_g (picked out by comparison, so an out-of-range
 target reads nothing out of bounds); `standardize` adds a moments pass first, and the same online pass
-also accumulates the z-score backward's row sums (`_zscore_sums`). The backward is one pass that writes
-the gradients.
+also accumulates the z-score backward's row sums (`_zscore_sums`). It saves a side record per logit
+tensor (triton_common; its log-sum-exp is lse', over the rest) and the binary terms. The backward is one
+pass that writes the gradients: 5 N*e for rows of one chunk.
 """
 
 from __future__ import annotations
@@ -38,42 +40,42 @@ import triton.language as tl
 from kdforge.kernels.standardize import STANDARDIZE_EPS
 from kdforge.kernels.triton_common import (
     MAX_REGISTERS,
+    SIDE,
     LaunchConfig,
-    backward_grads,
-    body_elems,
-    body_loads,
-    edge_loads,
+    empty_grads,
     finish_lse,
-    forward_grads,
+    grad_outputs,
     grad_pointers,
     grad_scale_tensor,
     launch_config,
+    load_side,
     online_lse,
     row_scales,
-    row_split,
-    standardize_coefs_pair,
+    row_walk,
+    side_log_p,
+    side_record,
     store_grads,
+    store_side,
+    walk_row,
     zscore_fold,
 )
 from torch.autograd.function import once_differentiable
 
-# Fields of the (B, STATS) fp32 per-row statistics the forward saves for the backward.
-# CS_S, CS_T: with `standardize`, sum(g (x - mean)) of each row per unit of the gradient scale (see
-# `_zscore_sums`), so the backward needs no reducing walk.
-(M_RS, L_RS, M_RT, L_RT, P_S, P_T, R_S, R_T, D, NCKD, K_S, K_T, MEAN_S, MEAN_T, STD_S, STD_T, LOSS) = (
-    tl.constexpr(i) for i in range(17)
-)
-CS_S, CS_T = tl.constexpr(17), tl.constexpr(18)
-STATS = tl.constexpr(19)
+# The (B, STATS) fp32 per-row statistics: the student's and the teacher's side record (lse' over the rest),
+# the binary terms (P_s, P_t, R_s, R_t, D) and NCKD, then the row's loss.
+TERMS = tl.constexpr(2 * SIDE.value)
+LOSS = tl.constexpr(2 * SIDE.value + 6)
+STATS = tl.constexpr(2 * SIDE.value + 7)
 
 
 @triton.jit
-def _fold(m_s, s_s, m_t, s_t, m_rs, s_rs, m_rt, s_rt, cross, a_g, b_g, w_ss, w_ts, w_tt, w_tx, c_sg, c_tg,
-          x_s, x_t, offs, mask, label, mean_s, mean_t, k_s, k_t, STANDARDIZE: tl.constexpr):  # fmt: skip
-    """One chunk of the online pass: lse and lse' of both rows, the NCKD cross term, the target logits;
-    with STANDARDIZE also the sums `_zscore_sums` needs: over the rest, relative to the running maxes of
-    lse' (rescaled with them), w_ss = sum e_rs c_s, w_ts = sum e_rt c_s, w_tt = sum e_rt c_t,
-    w_tx = sum e_rt (b - a) c_t, and the target's centred logits c_sg, c_tg (c = x - mean)."""
+def _fold(acc, offs, g_elems, mask, x_s, x_t, args):
+    """`walk_row` visitor of the forward: lse of both rows and lse' over the rest (running max and sum each),
+    the NCKD cross term, the target logits a_g, b_g; with STANDARDIZE also the sums `_zscore_sums` needs:
+    `zscore_fold`'s over the rest, relative to the running maxes of lse' (rescaled with them), and the
+    target's centred logits c_g = (c_sg, c_tg) (c = x - mean)."""
+    (m_s, s_s, m_t, s_t), (m_rs, s_rs, m_rt, s_rt), cross, (a_g, b_g), w, (c_sg, c_tg) = acc
+    label, (k_s, mean_s, _std_s), (k_t, mean_t, _std_t), STANDARDIZE = args
     a = (x_s - mean_s) * k_s
     b = (x_t - mean_t) * k_t
     is_gt = mask & (offs == label)
@@ -86,24 +88,25 @@ def _fold(m_s, s_s, m_t, s_t, m_rs, s_rs, m_rt, s_rt, cross, a_g, b_g, w_ss, w_t
     a_g += tl.sum(tl.where(is_gt, a, 0.0), axis=0)
     b_g += tl.sum(tl.where(is_gt, b, 0.0), axis=0)
     if STANDARDIZE:
-        w_ss, w_ts, w_tt, w_tx, c_s, c_t = zscore_fold(
-            w_ss, w_ts, w_tt, w_tx, e_rs, rescale_rs, e_rt, rescale, b - a, x_s, x_t, mask, mean_s, mean_t
-        )
+        c_s = tl.where(mask, x_s - mean_s, 0.0)
+        c_t = tl.where(mask, x_t - mean_t, 0.0)
+        w = zscore_fold(w, e_rs, rescale_rs, e_rt, rescale, b - a, c_s, c_t)
         c_sg += tl.sum(tl.where(is_gt, c_s, 0.0), axis=0)
         c_tg += tl.sum(tl.where(is_gt, c_t, 0.0), axis=0)
-    return m_s, s_s, m_t, s_t, m_rs, s_rs, m_rt, s_rt, cross, a_g, b_g, w_ss, w_ts, w_tt, w_tx, c_sg, c_tg
+    return (m_s, s_s, m_t, s_t), (m_rs, s_rs, m_rt, s_rt), cross, (a_g, b_g), w, (c_sg, c_tg)
 
 
 @triton.jit
-def _zscore_sums(
-    w_ss, w_ts, w_tt, w_tx, c_sg, c_tg, s_rs, s_rt, mean_cross, p_s, p_t, r_s, r_t, d, alpha, beta
-):
+def _zscore_sums(w, c_g, s_rs, s_rt, mean_cross, terms, alpha, beta):
     """sum(g c) of the z-score backward per unit of the gradient scale (c = x - mean), from the forward's
     online sums. With Q_s = sum_rest q_s c_s, Q_ts = sum_rest q_t c_s, Q_tt = sum_rest q_t c_t and
     X_t = sum_rest q_t (b - a) c_t (module docstring for g):
       student  alpha (P_s - P_t) c_s,g + (alpha (R_s - R_t) + beta) Q_s - beta Q_ts
       teacher  bin c_t,g + beta (X_t - NCKD' Q_tt) - bin Q_tt,  bin = alpha P_t R_t D,
     NCKD' = sum_rest q_t (b - a) (log q_t - log q_s - NCKD = (b - a) - NCKD'). Both sum(g) are 0."""
+    w_ss, w_ts, w_tt, w_tx = w
+    c_sg, c_tg = c_g
+    p_s, p_t, r_s, r_t, d, _nckd = terms
     inv_rs = tl.where(s_rs > 0, 1.0 / tl.where(s_rs > 0, s_rs, 1.0), 0.0)  # no rest (C == 1): all 0
     inv_rt = tl.where(s_rt > 0, 1.0 / tl.where(s_rt > 0, s_rt, 1.0), 0.0)
     q_tt = w_tt * inv_rt
@@ -114,85 +117,14 @@ def _zscore_sums(
 
 
 @triton.jit
-def _dkd_forward_kernel(
-    s_ptr,
-    t_ptr,
-    target_ptr,
-    stats_ptr,
-    gs_ptr,
-    gt_ptr,
-    C,
-    s_stride_b,
-    s_stride_c,
-    t_stride_b,
-    t_stride_c,
-    target_stride,
-    inv_temperature,
-    alpha,
-    beta,
-    loss_scale,
-    hint,
-    grad_factor,
-    eps,
-    BLOCK: tl.constexpr,
-    VEC: tl.constexpr,
-    STANDARDIZE: tl.constexpr,
-    WRITE_GRADS: tl.constexpr,
-    GRAD_S: tl.constexpr,
-    GRAD_T: tl.constexpr,
-):
-    """Row `program_id`: its loss T^2 (alpha TCKD + beta NCKD) and the statistics of the backward; with
-    WRITE_GRADS (a row of one chunk, grad_output told in advance as `hint`) also the gradients."""
-    row = tl.program_id(0).to(tl.int64)
-    s_base = row * s_stride_b
-    t_base = row * t_stride_b
-    label = tl.load(target_ptr + row * target_stride).to(tl.int32)
-    lo, body = row_split(s_base, C, VEC)
-    mean_s, std_s, mean_t, std_t, k_s, k_t = row_scales(
-        s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, C, inv_temperature, eps,
-        BLOCK, VEC, STANDARDIZE,
-    )  # fmt: skip
-    m_s = tl.full((), float("-inf"), tl.float32)
-    m_t = tl.full((), float("-inf"), tl.float32)
-    m_rs = tl.full((), float("-inf"), tl.float32)
-    m_rt = tl.full((), float("-inf"), tl.float32)
-    s_s = tl.zeros((), tl.float32)
-    s_t = tl.zeros((), tl.float32)
-    s_rs = tl.zeros((), tl.float32)
-    s_rt = tl.zeros((), tl.float32)
-    cross = tl.zeros((), tl.float32)  # sum_rest exp(b - m_rt) (b - a)
-    a_g = tl.zeros((), tl.float32)
-    b_g = tl.zeros((), tl.float32)
-    w_ss = tl.zeros((), tl.float32)  # `_fold`'s z-score sums (kept at 0 without STANDARDIZE)
-    w_ts = tl.zeros((), tl.float32)
-    w_tt = tl.zeros((), tl.float32)
-    w_tx = tl.zeros((), tl.float32)
-    c_sg = tl.zeros((), tl.float32)
-    c_tg = tl.zeros((), tl.float32)
-    if VEC > 1:
-        e_offs, e_mask, e_x_s, e_x_t = edge_loads(s_ptr, t_ptr, s_base, t_base, lo, body, C, VEC)
-        (m_s, s_s, m_t, s_t, m_rs, s_rs, m_rt, s_rt, cross, a_g, b_g,
-         w_ss, w_ts, w_tt, w_tx, c_sg, c_tg) = _fold(
-            m_s, s_s, m_t, s_t, m_rs, s_rs, m_rt, s_rt, cross, a_g, b_g, w_ss, w_ts, w_tt, w_tx, c_sg, c_tg,
-            e_x_s, e_x_t, e_offs, e_mask, label, mean_s, mean_t, k_s, k_t, STANDARDIZE,
-        )  # fmt: skip
-    for start in range(0, body, BLOCK):
-        idx, mask, x_s, x_t = body_loads(
-            s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, start, BLOCK, VEC
-        )
-        (m_s, s_s, m_t, s_t, m_rs, s_rs, m_rt, s_rt, cross, a_g, b_g,
-         w_ss, w_ts, w_tt, w_tx, c_sg, c_tg) = _fold(
-            m_s, s_s, m_t, s_t, m_rs, s_rs, m_rt, s_rt, cross, a_g, b_g, w_ss, w_ts, w_tt, w_tx, c_sg, c_tg,
-            x_s, x_t, lo + idx, mask, label, mean_s, mean_t, k_s, k_t, STANDARDIZE,
-        )  # fmt: skip
-    m_s, l_s = finish_lse(m_s, s_s)
-    m_t, l_t = finish_lse(m_t, s_t)
-    m_rs, l_rs = finish_lse(m_rs, s_rs)
-    m_rt, l_rt = finish_lse(m_rt, s_rt)
-    has_rest = C > 1
-    # sum q_t (b - a) - (lse'_t - lse'_s), and 0 with no rest
-    mean_cross = tl.where(s_rt > 0, cross / tl.where(s_rt > 0, s_rt, 1.0), 0.0)
-    nckd = tl.where(has_rest, mean_cross - (m_rt - m_rs) - (l_rt - l_rs), 0.0)
+def _terms(lse_s, lse_t, lse_rs, lse_rt, target, mean_cross, has_rest):
+    """The binary terms and NCKD of a row, (P_s, P_t, R_s, R_t, D, NCKD), and its TCKD, from the finished
+    online pass: lse_* and lse_r* the (max, log-sum) of lse and lse' of both rows (module docstring)."""
+    m_s, l_s = lse_s
+    m_t, l_t = lse_t
+    m_rs, l_rs = lse_rs
+    m_rt, l_rt = lse_rt
+    a_g, b_g = target
     # Each log-probability relative to its max, never as x - lse: lse rounds at the logits' scale (1e-3
     # at 1e4), which would put that error into p_gt (a 0.5 could read 0.50025).
     log_p_s = (a_g - m_s) - l_s
@@ -205,152 +137,105 @@ def _dkd_forward_kernel(
     r_t = tl.exp(tl.where(has_rest, log_r_t, float("-inf")))
     tckd = p_t * (log_p_t - log_p_s) + r_t * (log_r_t - log_r_s)
     d = ((b_g - m_rt) - l_rt) - ((a_g - m_rs) - l_rs)  # log-odds difference D
-    cs_s = 0.0
-    cs_t = 0.0
-    if STANDARDIZE:
-        cs_s, cs_t = _zscore_sums(
-            w_ss, w_ts, w_tt, w_tx, c_sg, c_tg, s_rs, s_rt, mean_cross, p_s, p_t, r_s, r_t, d, alpha, beta
-        )
-    out = stats_ptr + row * STATS
-    tl.store(out + M_RS, m_rs)
-    tl.store(out + L_RS, l_rs)
-    tl.store(out + M_RT, m_rt)
-    tl.store(out + L_RT, l_rt)
-    tl.store(out + P_S, p_s)
-    tl.store(out + P_T, p_t)
-    tl.store(out + R_S, r_s)
-    tl.store(out + R_T, r_t)
-    tl.store(out + D, d)
-    tl.store(out + NCKD, nckd)
-    tl.store(out + K_S, k_s)
-    tl.store(out + K_T, k_t)
-    tl.store(out + MEAN_S, mean_s)
-    tl.store(out + MEAN_T, mean_t)
-    tl.store(out + STD_S, std_s)
-    tl.store(out + STD_T, std_t)
-    tl.store(out + LOSS, loss_scale * (alpha * tckd + beta * nckd))
-    tl.store(out + CS_S, cs_s)
-    tl.store(out + CS_T, cs_t)
-    if WRITE_GRADS:  # the row was just read by this program: the second walk is served by L1/L2
-        _row_grads(
-            s_ptr, t_ptr, gs_ptr, gt_ptr, s_base, t_base, row * C, s_stride_c, t_stride_c, lo, body, C, label,
-            m_rs, l_rs, m_rt, l_rt, p_s, p_t, r_s, r_t, d, nckd, k_s, k_t, mean_s, mean_t, std_s, std_t,
-            cs_s, cs_t, alpha, beta, hint * grad_factor, eps, BLOCK, VEC, STANDARDIZE, GRAD_S, GRAD_T,
-        )  # fmt: skip
+    # sum q_t (b - a) - (lse'_t - lse'_s), and 0 with no rest
+    nckd = tl.where(has_rest, mean_cross - (m_rt - m_rs) - (l_rt - l_rs), 0.0)
+    return (p_s, p_t, r_s, r_t, d, nckd), tckd
 
 
 @triton.jit
-def _grads(x_s, x_t, offs, mask, label, mean_s, mean_t, k_s, k_t, m_rs, l_rs, m_rt, l_rt, p_s, p_t, r_s, r_t,
-           d, nckd, alpha, beta, scale):  # fmt: skip
-    """dL/dz_s and dL/dz_t of one chunk (module docstring); 0 in lanes that are neither target nor rest."""
-    a = (x_s - mean_s) * k_s
-    b = (x_t - mean_t) * k_t
+def _store_terms(ptr, terms):
+    """Write (P_s, P_t, R_s, R_t, D, NCKD) to ptr[0:6]."""
+    p_s, p_t, r_s, r_t, d, nckd = terms
+    tl.store(ptr, p_s)
+    tl.store(ptr + 1, p_t)
+    tl.store(ptr + 2, r_s)
+    tl.store(ptr + 3, r_t)
+    tl.store(ptr + 4, d)
+    tl.store(ptr + 5, nckd)
+
+
+@triton.jit
+def _load_terms(ptr):
+    """Read (P_s, P_t, R_s, R_t, D, NCKD) from ptr[0:6]."""
+    return (
+        tl.load(ptr),
+        tl.load(ptr + 1),
+        tl.load(ptr + 2),
+        tl.load(ptr + 3),
+        tl.load(ptr + 4),
+        tl.load(ptr + 5),
+    )
+
+
+@triton.jit
+def _dkd_forward_kernel(s_ptr, t_ptr, s_strides, t_strides, target_ptr, target_stride, stats_ptr, C,
+                        inv_temperature, alpha, beta, loss_scale, eps,
+                        BLOCK: tl.constexpr, VEC: tl.constexpr, STANDARDIZE: tl.constexpr):  # fmt: skip
+    """Row `program_id`: its loss T^2 (alpha TCKD + beta NCKD) and the statistics of the backward."""
+    row = tl.program_id(0).to(tl.int64)
+    label = tl.load(target_ptr + row * target_stride).to(tl.int32)
+    walk = row_walk(s_ptr, t_ptr, s_strides, t_strides, C, VEC)
+    scale_s, scale_t = row_scales(walk, inv_temperature, eps, BLOCK, VEC, STANDARDIZE)
+    z = tl.zeros((), tl.float32)
+    low = tl.full((), float("-inf"), tl.float32)
+    start = ((low, z, low, z), (low, z, low, z), z, (z, z), (z, z, z, z), (z, z))
+    args = (label, scale_s, scale_t, STANDARDIZE)
+    (m_s, s_s, m_t, s_t), (m_rs, s_rs, m_rt, s_rt), cross, target, w, c_g = walk_row(
+        walk, start, _fold, args, BLOCK, VEC
+    )
+    lse_rs = finish_lse(m_rs, s_rs)
+    lse_rt = finish_lse(m_rt, s_rt)
+    lse_s = finish_lse(m_s, s_s)
+    lse_t = finish_lse(m_t, s_t)
+    mean_cross = tl.where(s_rt > 0, cross / tl.where(s_rt > 0, s_rt, 1.0), 0.0)  # sum_rest q_t (b - a)
+    terms, tckd = _terms(lse_s, lse_t, lse_rs, lse_rt, target, mean_cross, C > 1)
+    cs_s = 0.0
+    cs_t = 0.0
+    if STANDARDIZE:
+        cs_s, cs_t = _zscore_sums(w, c_g, s_rs, s_rt, mean_cross, terms, alpha, beta)
+    out = stats_ptr + row * STATS
+    store_side(out, side_record(lse_rs, scale_s, cs_s))
+    store_side(out + SIDE, side_record(lse_rt, scale_t, cs_t))
+    _store_terms(out + TERMS, terms)
+    tl.store(out + LOSS, loss_scale * (alpha * tckd + beta * terms[5]))
+
+
+@triton.jit
+def _write(acc, offs, g_elems, mask, x_s, x_t, args):
+    """`walk_row` visitor of the backward: dL/dz_s and dL/dz_t of the chunk times `scale` (module
+    docstring; 0 in lanes that are neither target nor rest), written through the `grad_outputs` bundle."""
+    label, side_s, side_t, terms, alpha, beta, scale, out = args
+    p_s, p_t, r_s, r_t, d, nckd = terms
     is_gt = offs == label
     rest = mask & (offs != label)
-    log_q_s = (a - m_rs) - l_rs
-    log_q_t = (b - m_rt) - l_rt
+    log_q_s = side_log_p(x_s, side_s)
+    log_q_t = side_log_p(x_t, side_t)
     q_s = tl.exp(tl.where(rest, log_q_s, float("-inf")))
     q_t = tl.exp(tl.where(rest, log_q_t, float("-inf")))
     g_s = tl.where(is_gt, alpha * (p_s - p_t), alpha * (r_s - r_t) * q_s + beta * (q_s - q_t))
     bin_t = alpha * p_t * r_t * d
     g_t = tl.where(is_gt, bin_t, q_t * (beta * (log_q_t - log_q_s - nckd) - bin_t))
-    return g_s * scale, g_t * scale
+    store_grads(out, g_elems, mask, g_s * scale, g_t * scale, x_s, x_t)
+    return acc
 
 
 @triton.jit
-def _row_grads(s_ptr, t_ptr, gs_ptr, gt_ptr, s_base, t_base, g_base, s_stride_c, t_stride_c, lo, body, C,
-               label, m_rs, l_rs, m_rt, l_rt, p_s, p_t, r_s, r_t, d, nckd, k_s, k_t, mean_s, mean_t, std_s,
-               std_t, cs_s, cs_t, alpha, beta, scale, eps, BLOCK: tl.constexpr, VEC: tl.constexpr,
-               STANDARDIZE: tl.constexpr, GRAD_S: tl.constexpr, GRAD_T: tl.constexpr):  # fmt: skip
-    """Write one row's dL/d(student) and, if asked, dL/d(teacher), times `scale` (grad_output T / B), in
-    one walk: the z-score backward's row sums come from the forward (sum(g) = 0, sum(g c) = scale cs)."""
-    rden_s, shift_s, coef_s, rden_t, shift_t, coef_t = standardize_coefs_pair(
-        0.0, scale * cs_s, std_s, 0.0, scale * cs_t, std_t, C, eps, STANDARDIZE
-    )
-    if VEC > 1:
-        e_offs, e_mask, e_x_s, e_x_t = edge_loads(s_ptr, t_ptr, s_base, t_base, lo, body, C, VEC)
-        e_g_s, e_g_t = _grads(
-            e_x_s, e_x_t, e_offs, e_mask, label, mean_s, mean_t, k_s, k_t,
-            m_rs, l_rs, m_rt, l_rt, p_s, p_t, r_s, r_t, d, nckd, alpha, beta, scale,
-        )  # fmt: skip
-        store_grads(
-            gs_ptr, gt_ptr, g_base + e_offs, e_g_s, e_g_t, e_x_s, e_x_t, e_mask, mean_s, mean_t,
-            rden_s, shift_s, coef_s, rden_t, shift_t, coef_t, STANDARDIZE, GRAD_S, GRAD_T,
-        )  # fmt: skip
-    for start in range(0, body, BLOCK):
-        idx, mask, x_s, x_t = body_loads(
-            s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, start, BLOCK, VEC
-        )
-        g_s, g_t = _grads(
-            x_s, x_t, lo + idx, mask, label, mean_s, mean_t, k_s, k_t,
-            m_rs, l_rs, m_rt, l_rt, p_s, p_t, r_s, r_t, d, nckd, alpha, beta, scale,
-        )  # fmt: skip
-        store_grads(
-            gs_ptr, gt_ptr, body_elems(g_base, lo, idx, 1, VEC), g_s, g_t, x_s, x_t, mask, mean_s, mean_t,
-            rden_s, shift_s, coef_s, rden_t, shift_t, coef_t, STANDARDIZE, GRAD_S, GRAD_T,
-        )  # fmt: skip
-
-
-@triton.jit
-def _dkd_backward_kernel(
-    s_ptr,
-    t_ptr,
-    target_ptr,
-    stats_ptr,
-    go_ptr,
-    gs_ptr,
-    gt_ptr,
-    C,
-    s_stride_b,
-    s_stride_c,
-    t_stride_b,
-    t_stride_c,
-    target_stride,
-    alpha,
-    beta,
-    hint,
-    grad_factor,
-    eps,
-    BLOCK: tl.constexpr,
-    VEC: tl.constexpr,
-    STANDARDIZE: tl.constexpr,
-    GRAD_S: tl.constexpr,
-    GRAD_T: tl.constexpr,
-):
+def _dkd_backward_kernel(s_ptr, t_ptr, s_strides, t_strides, target_ptr, target_stride, stats_ptr, go_ptr,
+                         gs_ptr, gt_ptr, C, alpha, beta, grad_factor, eps, BLOCK: tl.constexpr,
+                         VEC: tl.constexpr, STANDARDIZE: tl.constexpr, GRAD_S: tl.constexpr,
+                         GRAD_T: tl.constexpr):  # fmt: skip
     """Row `program_id`: the gradients of the batch-mean loss times grad_output, into contiguous (B, C)
-    buffers of the inputs' dtypes, unless the forward already wrote them for grad_output == `hint` (NaN
-    when it did not)."""
+    buffers of the inputs' dtypes, in one walk."""
     row = tl.program_id(0).to(tl.int64)
-    s_base = row * s_stride_b
-    t_base = row * t_stride_b
     label = tl.load(target_ptr + row * target_stride).to(tl.int32)
-    lo, body = row_split(s_base, C, VEC)
+    walk = row_walk(s_ptr, t_ptr, s_strides, t_strides, C, VEC)
     st = stats_ptr + row * STATS
-    m_rs = tl.load(st + M_RS)
-    l_rs = tl.load(st + L_RS)
-    m_rt = tl.load(st + M_RT)
-    l_rt = tl.load(st + L_RT)
-    p_s = tl.load(st + P_S)
-    p_t = tl.load(st + P_T)
-    r_s = tl.load(st + R_S)
-    r_t = tl.load(st + R_T)
-    d = tl.load(st + D)
-    nckd = tl.load(st + NCKD)
-    k_s = tl.load(st + K_S)
-    k_t = tl.load(st + K_T)
-    mean_s = tl.load(st + MEAN_S)
-    mean_t = tl.load(st + MEAN_T)
-    std_s = tl.load(st + STD_S)
-    std_t = tl.load(st + STD_T)
-    cs_s = tl.load(st + CS_S)
-    cs_t = tl.load(st + CS_T)
-    go = tl.load(go_ptr).to(tl.float32)
-    if go != hint:  # always, unless the forward wrote them for this very grad_output (hint NaN: it did not)
-        _row_grads(
-            s_ptr, t_ptr, gs_ptr, gt_ptr, s_base, t_base, row * C, s_stride_c, t_stride_c, lo, body, C,
-            label, m_rs, l_rs, m_rt, l_rt, p_s, p_t, r_s, r_t, d, nckd, k_s, k_t, mean_s, mean_t, std_s,
-            std_t, cs_s, cs_t, alpha, beta, go * grad_factor, eps, BLOCK, VEC, STANDARDIZE, GRAD_S, GRAD_T,
-        )  # fmt: skip
+    side_s = load_side(st)
+    side_t = load_side(st + SIDE)
+    scale = tl.load(go_ptr).to(tl.float32) * grad_factor
+    out = grad_outputs(gs_ptr, gt_ptr, side_s, side_t, scale, C, eps, STANDARDIZE, GRAD_S, GRAD_T)
+    args = (label, side_s, side_t, _load_terms(st + TERMS), alpha, beta, scale, out)
+    walk_row(walk, tl.zeros((), tl.float32), _write, args, BLOCK, VEC)
 
 
 def _forward(
@@ -362,40 +247,15 @@ def _forward(
     temperature: float,
     standardize: bool,
     config: LaunchConfig,
-    grads: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
-    hint: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The forward kernel: (float32 loss, per-row statistics). Buffers in `grads` (rows of one chunk only)
-    are filled with the gradients for grad_output == `hint`."""
+    """The forward kernel: (float32 loss, per-row statistics)."""
     batch, classes = student.shape
     stats = torch.empty((batch, STATS.value), dtype=torch.float32, device=student.device)
-    grad_s, grad_t = grads
     _dkd_forward_kernel[(batch,)](
-        student,
-        teacher,
-        target,
-        stats,
-        *grad_pointers(grads, stats),
-        classes,
-        *student.stride(),
-        *teacher.stride(),
-        target.stride(0),
-        1.0 / temperature,
-        alpha,
-        beta,
-        temperature * temperature,
-        hint,
-        temperature / batch,
-        STANDARDIZE_EPS,
-        BLOCK=config.block,
-        VEC=config.vec,
-        STANDARDIZE=standardize,
-        WRITE_GRADS=grad_s is not None or grad_t is not None,
-        GRAD_S=grad_s is not None,
-        GRAD_T=grad_t is not None,
-        num_warps=config.num_warps,
-        maxnreg=MAX_REGISTERS,
-    )
+        student, teacher, student.stride(), teacher.stride(), target, target.stride(0), stats, classes,
+        1.0 / temperature, alpha, beta, temperature * temperature, STANDARDIZE_EPS, BLOCK=config.block,
+        VEC=config.vec, STANDARDIZE=standardize, num_warps=config.num_warps, maxnreg=MAX_REGISTERS,
+    )  # fmt: skip
     return stats[:, LOSS.value].sum() / batch, stats
 
 
@@ -405,50 +265,30 @@ def _backward(
     target: torch.Tensor,
     stats: torch.Tensor,
     grad_output: torch.Tensor,
-    grads: tuple[torch.Tensor | None, torch.Tensor | None],
-    hint: float,
+    needs: tuple[bool, bool],
     alpha: float,
     beta: float,
     temperature: float,
     standardize: bool,
     config: LaunchConfig,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The backward kernel into `grads`: written from the logits times grad_output, unless the forward
-    already wrote them for grad_output == `hint` (NOT_WRITTEN when it did not)."""
-    grad_s, grad_t = grads
+    """The backward kernel: the gradients asked for in `needs` (student, teacher), times grad_output."""
+    grad_s, grad_t = empty_grads(student, teacher, *needs)
     if grad_s is None and grad_t is None:
         return None, None
     batch, classes = student.shape
     _dkd_backward_kernel[(batch,)](
-        student,
-        teacher,
-        target,
-        stats,
-        grad_scale_tensor(grad_output),
-        *grad_pointers(grads, student),
-        classes,
-        *student.stride(),
-        *teacher.stride(),
-        target.stride(0),
-        alpha,
-        beta,
-        hint,
-        temperature / batch,
-        STANDARDIZE_EPS,
-        BLOCK=config.block,
-        VEC=config.vec,
-        STANDARDIZE=standardize,
-        GRAD_S=grad_s is not None,
-        GRAD_T=grad_t is not None,
-        num_warps=config.num_warps,
+        student, teacher, student.stride(), teacher.stride(), target, target.stride(0), stats,
+        grad_scale_tensor(grad_output), *grad_pointers((grad_s, grad_t), student), classes, alpha, beta,
+        temperature / batch, STANDARDIZE_EPS, BLOCK=config.block, VEC=config.vec, STANDARDIZE=standardize,
+        GRAD_S=grad_s is not None, GRAD_T=grad_t is not None, num_warps=config.num_warps,
         maxnreg=MAX_REGISTERS,
-    )
+    )  # fmt: skip
     return grad_s, grad_t
 
 
 class DKDLossFunction(torch.autograd.Function):
-    """Autograd wrapper: the forward keeps O(B) statistics; the backward recomputes the gradients, unless
-    the forward of one-chunk rows already wrote them for the grad_output it was told (`expected_grad`)."""
+    """Autograd wrapper: the forward keeps O(B) statistics; the backward recomputes the gradients."""
 
     @staticmethod
     def forward(
@@ -461,11 +301,9 @@ class DKDLossFunction(torch.autograd.Function):
         temperature: float,
         standardize: bool,
         config: LaunchConfig,
-        expected_grad: float | None,
     ) -> torch.Tensor:
-        grads, hint = forward_grads(ctx, student, teacher, expected_grad, config)
         args = (alpha, beta, temperature, standardize, config)
-        loss, stats = _forward(student, teacher, target, *args, grads, hint)
+        loss, stats = _forward(student, teacher, target, *args)
         ctx.save_for_backward(student, teacher, target, stats)
         ctx.args = args
         return loss
@@ -474,9 +312,9 @@ class DKDLossFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         student, teacher, target, stats = ctx.saved_tensors
-        grads, hint = backward_grads(ctx, student, teacher)
-        grads = _backward(student, teacher, target, stats, grad_output, grads, hint, *ctx.args)
-        return (*grads,) + (None,) * 7
+        needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+        grads = _backward(student, teacher, target, stats, grad_output, needs, *ctx.args)
+        return (*grads,) + (None,) * 6
 
 
 def dkd_loss_triton(
@@ -488,16 +326,14 @@ def dkd_loss_triton(
     temperature: float = 4.0,
     standardize: bool = False,
     config: LaunchConfig | None = None,
-    expected_grad: float | None = None,
 ) -> torch.Tensor:
     """DKD on the fused kernels (arguments already validated by kernels.dkd.dkd_loss): a float32 scalar.
 
     Without autograd (grad mode off, or neither logit requires grad) only the forward runs. `config`
-    overrides the launch table (tests force chunked walks at small C with it); `expected_grad` as in
-    `dkd_loss`.
+    overrides the launch table (tests force chunked walks at small C with it).
     """
     config = config or launch_config(student.shape[1], student, teacher)
     args = (float(alpha), float(beta), float(temperature), bool(standardize), config)
     if torch.is_grad_enabled() and (student.requires_grad or teacher.requires_grad):
-        return DKDLossFunction.apply(student, teacher, target, *args, expected_grad)
+        return DKDLossFunction.apply(student, teacher, target, *args)
     return _forward(student, teacher, target, *args)[0]

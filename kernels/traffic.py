@@ -36,16 +36,11 @@ class KernelWalks:
 
 
 def walks(
-    loss: str,
-    classes: int,
-    *,
-    teacher_grad: bool = False,
-    standardize: bool = False,
-    told: bool | None = None,
+    loss: str, classes: int, *, teacher_grad: bool = False, standardize: bool = False
 ) -> dict[str, KernelWalks]:
-    """Per kernel of `loss` ("kd", "dkd", "dist"), in launch order. `told`: KD/DKD given `expected_grad`
-    (True: the value the backward gets, False: another one; None: not given). Told one-chunk rows are
-    written by the forward (a second walk) and a right value leaves the backward nothing to do."""
+    """Per kernel of `loss` ("kd", "dkd", "dist"), in launch order. KD and DKD: a forward walk (after a
+    moments walk with `standardize`) that writes nothing, and a backward walk that writes the gradients:
+    5 N*e for rows of one chunk, 7 with `standardize` over longer rows."""
     grads = 2 if teacher_grad else 1
     moments = 1 if standardize else 0
     if loss == "dist":
@@ -54,20 +49,12 @@ def walks(
         return {"row": row, "column": column, "grad": KernelWalks(2, grads)}
     if loss not in ("kd", "dkd"):
         raise ValueError(f"no traffic model for loss {loss!r}")
-    early = told is not None and classes <= CHUNK
-    forward = KernelWalks(1 + moments + (1 if early else 0), grads if early else 0)
-    backward = KernelWalks(0, 0) if early and told else KernelWalks(1, grads)
-    return {"forward": forward, "backward": backward}
+    return {"forward": KernelWalks(1 + moments, 0), "backward": KernelWalks(1, grads)}
 
 
 def model_traffic(
-    loss: str,
-    classes: int,
-    *,
-    teacher_grad: bool = False,
-    standardize: bool = False,
-    told: bool | None = None,
+    loss: str, classes: int, *, teacher_grad: bool = False, standardize: bool = False
 ) -> dict[str, int]:
     """N*e each kernel moves from/to DRAM in the model (docs/kernels.md, "Bytes moved")."""
-    kernels = walks(loss, classes, teacher_grad=teacher_grad, standardize=standardize, told=told)
+    kernels = walks(loss, classes, teacher_grad=teacher_grad, standardize=standardize)
     return {name: kernel.dram(classes) for name, kernel in kernels.items()}

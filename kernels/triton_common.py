@@ -1,16 +1,22 @@
 """Shared pieces of the fused loss kernels: the launch table, the row walk (an aligned, vectorized body
-plus a scalar edge), online log-sum-exp, per-row z-score moments and the z-score backward.
+plus a scalar edge), online log-sum-exp, per-row z-score moments and the z-score backward, and the
+per-tensor row statistics that KD and DKD save for their backward.
 
-Every loss is two kernels: the forward reads both logits once and keeps O(B) per-row statistics (O(C)
-per-column ones for DIST); the backward reads the logits again and writes the gradient in fp32 math with
-grad_output folded in, cast once to the input dtype (a gradient stored before the loss scale is known
-underflows in fp16). The forward never writes a (B, C) buffer, so its extra peak memory is O(B + C).
+KD and DKD are two kernels each, DIST three (a row and a column kernel in the forward, a gradient kernel
+in the backward). Every forward reads the logits and keeps only O(B) per-row statistics (and O(C)
+per-column ones for DIST); every backward reads the logits again and writes the gradients in fp32 math
+with grad_output folded in, cast once to the input dtype (a gradient stored before the loss scale is
+known underflows in fp16). No forward writes a (B, C) buffer: until the backward allocates the gradients
+it returns, the extra memory is O(B + C). That is 5 N*e for KD and DKD rows of one chunk
+(kernels/traffic.py).
 
-Row walk: for contiguous (B, C) inputs a row starts at element r*C, generally not 16-byte aligned. Each row
-is split into a head (up to VEC-1 elements before the first 16-byte boundary), an aligned body of whole
-VEC-element vectors, and a tail (< VEC elements). Head and tail form one masked "edge" lane group of 2*VEC
-lanes; the body is walked in BLOCK-wide chunks whose masks are constant over VEC lanes, so its loads and
-stores are 16-byte vectors for any C. Strided inputs walk the row with VEC = 1 (no edge, scalar loads).
+Row walk: `row_walk` bundles what a program needs to walk its row of both logits, and `walk_row` folds a
+visitor over the row's chunks. For contiguous (B, C) inputs a row starts at element r*C, generally not
+16-byte aligned. Each row is split into a head (up to VEC-1 elements before the first 16-byte boundary),
+an aligned body of whole VEC-element vectors, and a tail (< VEC elements). Head and tail form one masked
+"edge" lane group of 2*VEC lanes; the body is walked in BLOCK-wide chunks whose masks are constant over
+VEC lanes, so its loads and stores are 16-byte vectors for any C. Strided inputs walk the row with
+VEC = 1 (no edge, scalar loads).
 
 Launch table: a row is walked in BLOCK-wide chunks, BLOCK the next power of two of C up to CHUNK (one
 chunk: a second pass over such a row, where one is needed, re-reads at most 8 KB per tensor that the same
@@ -74,33 +80,6 @@ def empty_grads(
     return grad_s, grad_t
 
 
-NOT_WRITTEN = float("nan")  # the told grad_output of buffers the forward did not fill: nothing equals it
-
-
-def forward_grads(
-    ctx, student: torch.Tensor, teacher: torch.Tensor, expected_grad: float | None, config: LaunchConfig
-) -> tuple[tuple[torch.Tensor | None, torch.Tensor | None], float]:
-    """The forward's share of a told grad_output (`expected_grad`): for one-chunk rows, the gradient
-    buffers to fill now and the grad_output to fill them for, kept on `ctx` for `backward_grads`;
-    otherwise (None, None) and nothing kept."""
-    ctx.early = None
-    if expected_grad is None or not one_chunk(student.shape[1], config):
-        return (None, None), 1.0
-    ctx.early = (empty_grads(student, teacher, *ctx.needs_input_grad[:2]), expected_grad)
-    return ctx.early
-
-
-def backward_grads(
-    ctx, student: torch.Tensor, teacher: torch.Tensor
-) -> tuple[tuple[torch.Tensor | None, torch.Tensor | None], float]:
-    """The backward's gradient buffers and the grad_output they already hold: the forward's (handed over
-    to autograd), or new ones and NOT_WRITTEN, which makes the backward kernel write them."""
-    if ctx.early is None:
-        return empty_grads(student, teacher, *ctx.needs_input_grad[:2]), NOT_WRITTEN
-    early, ctx.early = ctx.early, None
-    return early
-
-
 def grad_pointers(
     grads: tuple[torch.Tensor | None, torch.Tensor | None], fallback: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,6 +108,18 @@ def row_split(row_base, C, VEC: tl.constexpr):
 
 
 @triton.jit
+def row_walk(s_ptr, t_ptr, s_strides, t_strides, C, VEC: tl.constexpr):
+    """Row `program_id` of both logits as one bundle for the helpers below: (s_ptr, t_ptr, s_base, t_base,
+    s_stride_c, t_stride_c, lo, body, C), from each tensor's (row, column) strides; lo and body as in
+    `row_split`."""
+    row = tl.program_id(0).to(tl.int64)
+    s_base = row * s_strides[0]
+    t_base = row * t_strides[0]
+    lo, body = row_split(s_base, C, VEC)
+    return s_ptr, t_ptr, s_base, t_base, s_strides[1], t_strides[1], lo, body, C
+
+
+@triton.jit
 def edge_lanes(lo, body, C, VEC: tl.constexpr):
     """In-row offsets and mask of the 2*VEC edge lanes: the head [0, lo) and the tail [lo + body, C)."""
     lane = tl.arange(0, 2 * VEC)
@@ -154,22 +145,25 @@ def load_f32(ptr, elems, mask):
 
 
 @triton.jit
-def edge_loads(s_ptr, t_ptr, s_base, t_base, lo, body, C, VEC: tl.constexpr):
-    """The edge lanes of a row (`edge_lanes`) with both logits loaded there: (offs, mask, x_s, x_t)."""
-    offs, mask = edge_lanes(lo, body, C, VEC)
-    return offs, mask, load_f32(s_ptr, s_base + offs, mask), load_f32(t_ptr, t_base + offs, mask)
-
-
-@triton.jit
-def body_loads(s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, start,
-               BLOCK: tl.constexpr, VEC: tl.constexpr):  # fmt: skip
-    """The body chunk at `start` with both logits loaded: (idx, mask, x_s, x_t), idx its body lanes (in-row
-    offset lo + idx)."""
-    idx = start + tl.arange(0, BLOCK)
-    mask = idx < body
-    x_s = load_f32(s_ptr, body_elems(s_base, lo, idx, s_stride_c, VEC), mask)
-    x_t = load_f32(t_ptr, body_elems(t_base, lo, idx, t_stride_c, VEC), mask)
-    return idx, mask, x_s, x_t
+def walk_row(walk, acc, visit: tl.constexpr, args, BLOCK: tl.constexpr, VEC: tl.constexpr):
+    """One pass over a `row_walk`: acc = visit(acc, offs, g_elems, mask, x_s, x_t, args) for the edge lanes
+    (VEC > 1), then for each BLOCK-wide body chunk. offs: in-row offsets; g_elems: the same elements in a
+    contiguous (B, C) gradient buffer (VEC-aligned in the body); x_s, x_t: both logits in fp32, 0 where
+    masked. A pass that only writes passes a dummy `acc` and gets it back."""
+    s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, C = walk
+    g_base = tl.program_id(0).to(tl.int64) * C
+    if VEC > 1:  # edge names differ from the body's: Triton would carry them into the loop otherwise
+        e_offs, e_mask = edge_lanes(lo, body, C, VEC)
+        e_x_s = load_f32(s_ptr, s_base + e_offs, e_mask)
+        e_x_t = load_f32(t_ptr, t_base + e_offs, e_mask)
+        acc = visit(acc, e_offs, g_base + e_offs, e_mask, e_x_s, e_x_t, args)
+    for start in range(0, body, BLOCK):
+        idx = start + tl.arange(0, BLOCK)
+        mask = idx < body
+        x_s = load_f32(s_ptr, body_elems(s_base, lo, idx, s_stride_c, VEC), mask)
+        x_t = load_f32(t_ptr, body_elems(t_base, lo, idx, t_stride_c, VEC), mask)
+        acc = visit(acc, lo + idx, body_elems(g_base, lo, idx, 1, VEC), mask, x_s, x_t, args)
+    return acc
 
 
 # --------------------------------------------------------------------------------- online softmax
@@ -206,28 +200,43 @@ def chan_merge(n, mean, m2, x, valid):
 
 
 @triton.jit
-def row_moments(
-    s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, C, BLOCK: tl.constexpr, VEC: tl.constexpr
-):
-    """Mean and unbiased std of one row of each logit tensor, in one pass (Chan's merge per chunk)."""
-    n_s = 0.0
-    mean_s = 0.0
-    m2_s = 0.0
-    n_t = 0.0
-    mean_t = 0.0
-    m2_t = 0.0
-    if VEC > 1:
-        _e_offs, e_mask, e_x_s, e_x_t = edge_loads(s_ptr, t_ptr, s_base, t_base, lo, body, C, VEC)
-        n_s, mean_s, m2_s = chan_merge(n_s, mean_s, m2_s, e_x_s, e_mask)
-        n_t, mean_t, m2_t = chan_merge(n_t, mean_t, m2_t, e_x_t, e_mask)
-    for start in range(0, body, BLOCK):
-        _idx, mask, x_s, x_t = body_loads(
-            s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, start, BLOCK, VEC
-        )
-        n_s, mean_s, m2_s = chan_merge(n_s, mean_s, m2_s, x_s, mask)
-        n_t, mean_t, m2_t = chan_merge(n_t, mean_t, m2_t, x_t, mask)
-    denom = tl.maximum(C - 1, 1)
-    return mean_s, tl.sqrt(m2_s / denom), mean_t, tl.sqrt(m2_t / denom)
+def _fold_moments(acc, offs, g_elems, mask, x_s, x_t, args):
+    """`walk_row` visitor of `row_scales`: both rows' running (count, mean, m2), Chan's merge per chunk."""
+    n_s, mean_s, m2_s, n_t, mean_t, m2_t = acc
+    n_s, mean_s, m2_s = chan_merge(n_s, mean_s, m2_s, x_s, mask)
+    n_t, mean_t, m2_t = chan_merge(n_t, mean_t, m2_t, x_t, mask)
+    return n_s, mean_s, m2_s, n_t, mean_t, m2_t
+
+
+@triton.jit
+def row_scales(walk, inv_temp, eps, BLOCK: tl.constexpr, VEC: tl.constexpr, STANDARDIZE: tl.constexpr):
+    """The prologue of a row: a scale record (k, mean, std) per logit tensor, the softmax taking
+    (x - mean) * k. k = 1/T and mean = std = 0; with STANDARDIZE (one more walk) the row's mean and
+    unbiased std and k = 1 / ((std + eps) T)."""
+    if STANDARDIZE:
+        z = tl.zeros((), tl.float32)
+        moments = walk_row(walk, (z, z, z, z, z, z), _fold_moments, 0, BLOCK, VEC)
+        _n_s, mean_s, m2_s, _n_t, mean_t, m2_t = moments
+        denom = tl.maximum(walk[8] - 1, 1)  # the walk's C - 1: the unbiased std
+        std_s = tl.sqrt(m2_s / denom)
+        std_t = tl.sqrt(m2_t / denom)
+        return (inv_temp / (std_s + eps), mean_s, std_s), (inv_temp / (std_t + eps), mean_t, std_t)
+    else:
+        return (inv_temp, 0.0, 0.0), (inv_temp, 0.0, 0.0)
+
+
+@triton.jit
+def zscore_fold(w, e_s, rescale_s, e_t, rescale_t, diff, c_s, c_t):
+    """Fold one chunk of an online softmax pass into the exp-weighted sums of the centred logits
+    c = x - mean from which the z-score backward's sum(g c) follows without a walk of its own:
+    w = (sum e_s c_s, sum e_t c_s, sum e_t c_t, sum e_t diff c_t), e_* the chunk's exp terms relative to
+    the running max, rescale_* what the old sums are multiplied by."""
+    w_ss, w_ts, w_tt, w_tx = w
+    w_ss = w_ss * rescale_s + tl.sum(e_s * c_s, axis=0)
+    w_ts = w_ts * rescale_t + tl.sum(e_t * c_s, axis=0)
+    w_tt = w_tt * rescale_t + tl.sum(e_t * c_t, axis=0)
+    w_tx = w_tx * rescale_t + tl.sum(e_t * diff * c_t, axis=0)
+    return w_ss, w_ts, w_tt, w_tx
 
 
 @triton.jit
@@ -246,76 +255,86 @@ def standardize_coefs(g_sum, g_centred_sum, C, std, eps):
 
 
 @triton.jit
-def row_scales(s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, C, inv_temp, eps,
-               BLOCK: tl.constexpr, VEC: tl.constexpr, STANDARDIZE: tl.constexpr):  # fmt: skip
-    """The prologue of a row: (mean_s, std_s, mean_t, std_t, k_s, k_t), the logits' factor k = 1/T and
-    means and stds 0 (constants), or with STANDARDIZE the `row_moments` and k = 1 / ((std + eps) T)."""
-    mean_s = 0.0
-    mean_t = 0.0
-    std_s = 0.0
-    std_t = 0.0
-    k_s = inv_temp
-    k_t = inv_temp
+def zscore_backward(g, x, mask, zscore):
+    """dL/dx of one chunk from g = dL/dz and a row's zscore record (mean, inv_denom, shift, coef)."""
+    mean, inv_denom, shift, coef = zscore
+    return g * inv_denom - shift - tl.where(mask, x - mean, 0.0) * coef
+
+
+# ---------------------------------------------------------------- KD/DKD per-tensor row statistics
+# A side record: one logit tensor's row statistics, (m, log_sum, k, mean, std, cs): the softmax of
+# (x - mean) * k as its max m and log-sum (KD: over all classes; DKD: over the non-target ones), the scale
+# record of `row_scales`, and with STANDARDIZE cs = sum(g (x - mean)) of the row's dL/dz per unit of the
+# gradient scale, summed in the forward's online pass so the backward needs no reducing walk.
+SIDE = tl.constexpr(6)
+
+
+@triton.jit
+def side_record(lse, scale, cs):
+    """A side record from a finished log-sum-exp (m, log_sum) (`finish_lse`), a scale record and cs."""
+    m, log_sum = lse
+    k, mean, std = scale
+    return m, log_sum, k, mean, std, cs
+
+
+@triton.jit
+def store_side(ptr, side):
+    """Write a side record to ptr[0:SIDE]."""
+    m, log_sum, k, mean, std, cs = side
+    tl.store(ptr, m)
+    tl.store(ptr + 1, log_sum)
+    tl.store(ptr + 2, k)
+    tl.store(ptr + 3, mean)
+    tl.store(ptr + 4, std)
+    tl.store(ptr + 5, cs)
+
+
+@triton.jit
+def load_side(ptr):
+    """Read the side record at ptr[0:SIDE]."""
+    return (tl.load(ptr), tl.load(ptr + 1), tl.load(ptr + 2), tl.load(ptr + 3), tl.load(ptr + 4),
+            tl.load(ptr + 5))  # fmt: skip
+
+
+@triton.jit
+def side_log_p(x, side):
+    """Log-probabilities of logits x under a side's softmax, ((x - mean) k - m) - log_sum: relative to the
+    max, never x - (m + log_sum), which would round at the logits' scale (1e-3 at 1e4)."""
+    m, log_sum, k, mean, _std, _cs = side
+    return ((x - mean) * k - m) - log_sum
+
+
+@triton.jit
+def grad_outputs(gs_ptr, gt_ptr, side_s, side_t, scale, C, eps,
+                 STANDARDIZE: tl.constexpr, GRAD_S: tl.constexpr, GRAD_T: tl.constexpr):  # fmt: skip
+    """The bundle `store_grads` writes a row through: (gs_ptr, gt_ptr, zscore_s, zscore_t, STANDARDIZE,
+    GRAD_S, GRAD_T), zscore_* the z-score backward's (mean, inv_denom, shift, coef) of a softmax
+    gradient (sum(g) = 0) times `scale`, sum(g (x - mean)) = scale * cs."""
+    zscore_s = (0.0, 1.0, 0.0, 0.0)  # unused without STANDARDIZE
+    zscore_t = (0.0, 1.0, 0.0, 0.0)
     if STANDARDIZE:
-        mean_s, std_s, mean_t, std_t = row_moments(
-            s_ptr, t_ptr, s_base, t_base, s_stride_c, t_stride_c, lo, body, C, BLOCK, VEC
-        )
-        k_s = inv_temp / (std_s + eps)
-        k_t = inv_temp / (std_t + eps)
-    return mean_s, std_s, mean_t, std_t, k_s, k_t
+        _m, _log_sum, _k, mean_s, std_s, cs_s = side_s
+        _m, _log_sum, _k, mean_t, std_t, cs_t = side_t
+        rden_s, shift_s, coef_s = standardize_coefs(0.0, scale * cs_s, C, std_s, eps)
+        rden_t, shift_t, coef_t = standardize_coefs(0.0, scale * cs_t, C, std_t, eps)
+        zscore_s = (mean_s, rden_s, shift_s, coef_s)
+        zscore_t = (mean_t, rden_t, shift_t, coef_t)
+    return gs_ptr, gt_ptr, zscore_s, zscore_t, STANDARDIZE, GRAD_S, GRAD_T
 
 
 @triton.jit
-def zscore_fold(w_ss, w_ts, w_tt, w_tx, e_s, rescale_s, e_t, rescale_t, diff, x_s, x_t, mask, mean_s, mean_t):
-    """Fold one chunk of an online softmax pass into the exp-weighted sums of centred logits c = x - mean
-    from which the z-score backward's sum(g c) follows without a walk of its own: w_ss = sum e_s c_s,
-    w_ts = sum e_t c_s, w_tt = sum e_t c_t, w_tx = sum e_t diff c_t (e_* the chunk's exp terms relative to
-    the running max, rescale_* what the old sums are multiplied by). Also returns c_s, c_t."""
-    c_s = tl.where(mask, x_s - mean_s, 0.0)
-    c_t = tl.where(mask, x_t - mean_t, 0.0)
-    w_ss = w_ss * rescale_s + tl.sum(e_s * c_s, axis=0)
-    w_ts = w_ts * rescale_t + tl.sum(e_t * c_s, axis=0)
-    w_tt = w_tt * rescale_t + tl.sum(e_t * c_t, axis=0)
-    w_tx = w_tx * rescale_t + tl.sum(e_t * diff * c_t, axis=0)
-    return w_ss, w_ts, w_tt, w_tx, c_s, c_t
-
-
-@triton.jit
-def standardize_coefs_pair(sum_s, csum_s, std_s, sum_t, csum_t, std_t, C, eps, STANDARDIZE: tl.constexpr):
-    """`standardize_coefs` of both rows, (rden_s, shift_s, coef_s, rden_t, shift_t, coef_t); without
-    STANDARDIZE the constants (1, 0, 0) that `standardize_apply` is never called with."""
-    rden_s = 1.0
-    rden_t = 1.0
-    shift_s = 0.0
-    shift_t = 0.0
-    coef_s = 0.0
-    coef_t = 0.0
-    if STANDARDIZE:
-        rden_s, shift_s, coef_s = standardize_coefs(sum_s, csum_s, C, std_s, eps)
-        rden_t, shift_t, coef_t = standardize_coefs(sum_t, csum_t, C, std_t, eps)
-    return rden_s, shift_s, coef_s, rden_t, shift_t, coef_t
-
-
-@triton.jit
-def standardize_apply(g, centred, inv_denom, shift, coef):
-    """dL/dx of one chunk from g = dL/dz and the constants of `standardize_coefs`."""
-    return g * inv_denom - shift - centred * coef
-
-
-@triton.jit
-def store_grad(ptr, elems, g, x, mask, mean, inv_denom, shift, coef, STANDARDIZE: tl.constexpr):
+def store_grad(ptr, elems, g, x, mask, zscore, STANDARDIZE: tl.constexpr):
     """Write one chunk of a gradient dL/dz (through the z-score backward when standardizing), cast once."""
     if STANDARDIZE:
-        g = standardize_apply(g, tl.where(mask, x - mean, 0.0), inv_denom, shift, coef)
+        g = zscore_backward(g, x, mask, zscore)
     tl.store(ptr + elems, g.to(ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def store_grads(gs_ptr, gt_ptr, elems, g_s, g_t, x_s, x_t, mask, mean_s, mean_t,
-                rden_s, shift_s, coef_s, rden_t, shift_t, coef_t,
-                STANDARDIZE: tl.constexpr, GRAD_S: tl.constexpr, GRAD_T: tl.constexpr):  # fmt: skip
-    """`store_grad` of the student's and the teacher's gradient, as asked."""
+def store_grads(out, elems, mask, g_s, g_t, x_s, x_t):
+    """`store_grad` of the student's and, if asked, the teacher's chunk through a `grad_outputs` bundle."""
+    gs_ptr, gt_ptr, zscore_s, zscore_t, STANDARDIZE, GRAD_S, GRAD_T = out
     if GRAD_S:
-        store_grad(gs_ptr, elems, g_s, x_s, mask, mean_s, rden_s, shift_s, coef_s, STANDARDIZE)
+        store_grad(gs_ptr, elems, g_s, x_s, mask, zscore_s, STANDARDIZE)
     if GRAD_T:
-        store_grad(gt_ptr, elems, g_t, x_t, mask, mean_t, rden_t, shift_t, coef_t, STANDARDIZE)
+        store_grad(gt_ptr, elems, g_t, x_t, mask, zscore_t, STANDARDIZE)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import math
 import os
 
 import torch
@@ -55,16 +54,6 @@ def check_temperature(temperature: float) -> None:
     """Temperatures divide logits, so they must be positive and finite."""
     if not (temperature > 0 and temperature != float("inf")):
         raise ValueError(f"temperature must be a positive finite number, got {temperature}")
-
-
-def check_expected_grad(expected_grad: float | None) -> None:
-    """A grad_output announced to the forward: None, or a finite number (it scales written gradients)."""
-    if expected_grad is None:
-        return
-    if isinstance(expected_grad, bool) or not isinstance(expected_grad, (int, float)):
-        raise ValueError(f"expected_grad must be a number or None, got {expected_grad!r}")
-    if not math.isfinite(expected_grad):
-        raise ValueError(f"expected_grad must be finite, got {expected_grad!r}")
 
 
 @functools.cache

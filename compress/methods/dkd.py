@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from kdforge.compress.config import NonNegative, NonNegativeFloat, PositiveFloat
-from kdforge.compress.methods.logit import LogitDistiller, expected_grad
+from kdforge.compress.methods.logit import LogitDistiller
 from kdforge.kernels import dkd_loss
 
 
@@ -51,6 +51,5 @@ class DKD(LogitDistiller):
             options.beta,
             options.temperature,
             standardize=options.standardize,
-            expected_grad=expected_grad(self.outer_scale, self.warmup),
         )
         return {"ce": options.ce_weight * F.cross_entropy(logits, labels), "dkd": self.warmup * dkd}

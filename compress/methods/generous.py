@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from kdforge.compress.config import NonNegativeFloat, PositiveFloat
-from kdforge.compress.methods.logit import LogitDistiller, expected_grad
+from kdforge.compress.methods.logit import LogitDistiller
 from kdforge.kernels import dkd_loss
 
 
@@ -38,8 +38,5 @@ class GenerousTeacher(LogitDistiller):
         self, logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         options = self.options
-        nckd = dkd_loss(
-            logits, teacher_logits, labels, 0.0, options.nckd_weight, options.k, standardize=True,
-            expected_grad=expected_grad(),  # an unweighted term: grad_output 1
-        )  # fmt: skip
+        nckd = dkd_loss(logits, teacher_logits, labels, 0.0, options.nckd_weight, options.k, standardize=True)
         return {"ce": options.ce_weight * F.cross_entropy(logits, labels), "nckd": nckd}

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from kdforge.compress.config import NonNegativeFloat, PositiveFloat
-from kdforge.compress.methods.logit import LogitDistiller, expected_grad
+from kdforge.compress.methods.logit import LogitDistiller
 from kdforge.kernels import kd_loss
 
 
@@ -34,11 +34,5 @@ class KD(LogitDistiller):
         return {
             "ce": options.ce_weight * F.cross_entropy(logits, labels),
             "kd": options.kd_weight
-            * kd_loss(
-                logits,
-                teacher_logits,
-                options.temperature,
-                standardize=options.standardize,
-                expected_grad=expected_grad(self.outer_scale, options.kd_weight),
-            ),
+            * kd_loss(logits, teacher_logits, options.temperature, standardize=options.standardize),
         }

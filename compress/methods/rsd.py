@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from kdforge.compress.config import Fraction, NonNegativeFloat, PositiveFloat
 from kdforge.compress.errors import UserError
 from kdforge.compress.methods.base import Distiller, MethodContext
-from kdforge.compress.methods.logit import expected_grad
 from kdforge.compress.models.features import resolve_module
 from kdforge.compress.reparam import branch_dropping, expand
 from kdforge.kernels import kd_loss
@@ -156,8 +155,6 @@ class RSD(Distiller):
                     handle.remove()
                 student_features = seen[-1]
         terms = {"ce_student": F.cross_entropy(student_logits, labels)}
-        scale = options.rsd_weight if self.teacher is not None else 1.0
-        kl_told = expected_grad(scale * options.beta)  # the KL terms' weight below, formed the same way
         if point is None:
             teacher_logits = net(images)
         else:
@@ -177,20 +174,16 @@ class RSD(Distiller):
                 handle.remove()
             terms["mix_ce_tt"] = mixed_ce(mix_tt, labels, perm, lam)
             terms["mix_ce_ts"] = mixed_ce(mix_ts, labels, perm, lam)
-            terms["kl_mix"] = kd_loss(mix_ts, mix_tt, options.temperature, expected_grad=kl_told)
+            terms["kl_mix"] = kd_loss(mix_ts, mix_tt, options.temperature)
         terms["ce_teacher"] = F.cross_entropy(teacher_logits, labels)
-        terms["kl_student"] = kd_loss(
-            student_logits, teacher_logits, options.temperature, expected_grad=kl_told
-        )
+        terms["kl_student"] = kd_loss(student_logits, teacher_logits, options.temperature)
         kl = {"kl_student", "kl_mix"}
+        scale = options.rsd_weight if self.teacher is not None else 1.0
         terms = {k: scale * (options.beta if k in kl else options.alpha) * v for k, v in terms.items()}
         if self.teacher is not None:
             with torch.no_grad():
                 external = self.teacher(images)
             terms["kd_external"] = options.external_weight * kd_loss(
-                teacher_logits,
-                external,
-                options.external_temperature,
-                expected_grad=expected_grad(options.external_weight),
+                teacher_logits, external, options.external_temperature
             )
         return student_logits, terms

@@ -30,7 +30,7 @@ from kdforge.compress.methods.base import Distiller, MethodContext, NetworkSpec,
 from kdforge.compress.methods.dist_kd import DIST
 from kdforge.compress.methods.dkd import DKD
 from kdforge.compress.methods.kd import KD
-from kdforge.compress.methods.logit import LogitDistiller, expected_grad
+from kdforge.compress.methods.logit import LogitDistiller
 from kdforge.compress.models import build
 from kdforge.kernels import kd_loss
 from torch import nn
@@ -134,7 +134,6 @@ class SATE(Distiller):
         own = min((epoch + 1) / warmup, 1.0) if warmup > 0 else 1.0
         applied = inner.distill_scale()  # > 0: DKD's ramp starts at 1 / warmup_epochs
         self.ramp = min(own, applied) / applied
-        inner.outer_scale = self.ramp  # so the kernels are told the grad_output the ramped terms receive
 
     @torch.no_grad()
     def after_step(self) -> None:
@@ -169,10 +168,6 @@ class SATE(Distiller):
         }
         t = options.temperature
         terms["intermediate_ce"] = options.ce_weight * F.cross_entropy(middle, labels)
-        terms["intermediate_kd"] = options.kd_weight * kd_loss(
-            middle, strong, t, expected_grad=expected_grad(options.kd_weight)
-        )
-        terms["intermediate_aware"] = options.aware_weight * kd_loss(
-            middle, logits.detach(), t, expected_grad=expected_grad(options.aware_weight)
-        )
+        terms["intermediate_kd"] = options.kd_weight * kd_loss(middle, strong, t)
+        terms["intermediate_aware"] = options.aware_weight * kd_loss(middle, logits.detach(), t)
         return logits, terms

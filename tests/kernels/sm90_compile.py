@@ -97,10 +97,8 @@ def _run(
     standardize: bool,
     teacher_grad: bool,
     strided: bool,
-    hinted: bool = False,
 ):
-    """Forward + backward of one configuration through the real wrappers (compiles what they launch).
-    `hinted`: KD/DKD told grad_output in advance (the forward writes the gradients of one-chunk rows)."""
+    """Forward + backward of one configuration through the real wrappers (compiles what they launch)."""
     from kdforge.kernels.dist_kd_triton import dist_loss_triton
     from kdforge.kernels.dkd_triton import dkd_loss_triton
     from kdforge.kernels.kd_triton import kd_loss_triton
@@ -110,33 +108,30 @@ def _run(
     t = torch.zeros(b, width, dtype=dtype)[:, ::2] if strided else torch.zeros(b, c, dtype=dtype)
     s.requires_grad_()
     t.requires_grad_(teacher_grad)
-    hint = 1.0 if hinted else None
     if loss == "kd":
-        value = kd_loss_triton(s, t, 4.0, standardize, expected_grad=hint)
+        value = kd_loss_triton(s, t, 4.0, standardize)
     elif loss == "dkd":
         target = torch.zeros(b, dtype=torch.long)
-        value = dkd_loss_triton(s, t, target, 1.0, 8.0, 4.0, standardize, expected_grad=hint)
+        value = dkd_loss_triton(s, t, target, 1.0, 8.0, 4.0, standardize)
     else:
         value = dist_loss_triton(s, t, 1.0, 1.0, 4.0, standardize, 1e-8)
     value.backward()
 
 
 def configurations(full: bool) -> list[tuple]:
-    """(loss, B, C, dtype, standardize, teacher_grad, strided[, hinted]). The representative set: the
-    heaviest variant of each walk (standardize, both gradients) per loss, 16-bit and fp32, odd and aligned
-    C, plus the plain training case and KD/DKD told grad_output; the full set: every shape class x dtype x
-    standardize x gradients x layout, and told grad_output for every one-chunk KD/DKD case."""
+    """(loss, B, C, dtype, standardize, teacher_grad, strided). The representative set: the heaviest
+    variant of each walk (standardize, both gradients) per loss, 16-bit and fp32, odd and aligned C, plus
+    the plain training case; the full set: every shape class x dtype x standardize x gradients x layout."""
     losses = ("kd", "dkd", "dist")
     if full:
         shapes = [(4, 100), (4, 1000), (4, 2049), (4, 4096), (4, 32000), (4, 32001), (256, 32000), (64, 1001)]
         dtypes = (torch.float32, torch.bfloat16, torch.float16)
-        every = [
+        return [
             (loss, b, c, dtype, std, tgrad, strided)
             for loss, (b, c), dtype, std, tgrad, strided in itertools.product(
                 losses, shapes, dtypes, (False, True), (False, True), (False, True)
             )
         ]
-        return every + [(*case, True) for case in every if case[0] != "dist" and case[2] <= 2048]
     picks = []
     for loss in losses:
         picks += [
@@ -145,8 +140,6 @@ def configurations(full: bool) -> list[tuple]:
             (loss, 4, 32000, torch.bfloat16, False, False, False),  # the training case
             (loss, 4, 4099, torch.float16, True, True, True),  # strided walk (VEC = 1)
         ]
-        if loss != "dist":  # grad_output told: the forward writes the gradients, the backward checks
-            picks += [(loss, 4, 2047, torch.bfloat16, True, True, False, True)]
     picks += [  # DIST's column tiles depend on B: the large-batch shapes of training
         ("dist", 256, 32000, torch.bfloat16, True, True, False),
         ("dist", 256, 32001, torch.float32, False, False, False),

@@ -76,6 +76,30 @@ def test_fp16_with_a_loss_scale_keeps_small_gradients(name: str) -> None:
     assert _normwise(got_t, want_t) <= 1e-2
 
 
+@pytest.mark.parametrize("name", ["kd", "dkd"])
+def test_fp16_with_a_loss_scale_keeps_small_gradients_in_one_chunk_rows(name: str) -> None:
+    """Rows of one 2048-wide chunk (C = 2047: unaligned heads and tails) take the same single backward
+    walk with grad_output folded in: the fp16 case above where storing before the scale loses > 1%."""
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.randn(16, 2047, generator=g) * 3
+    student = teacher + 0.003 * torch.randn(16, 2047, generator=g)
+    s = student.to(DEVICE, torch.float16).requires_grad_()
+    t = teacher.to(DEVICE, torch.float16).requires_grad_()
+    target = (torch.arange(16) * 127 % 2047).to(DEVICE)
+    if name == "kd":
+        loss, formula = kd_loss(s, t, 4.0, backend="triton"), lambda a, b: kd_float64(a, b, 4.0, False)
+    else:
+        loss, formula = dkd_loss(s, t, target, backend="triton"), lambda a, b: dkd_float64(a, b, target.cpu())
+    loss.backward(torch.tensor(SCALE, device=DEVICE))
+    s_r, t_r = s.detach().cpu().double().requires_grad_(), t.detach().cpu().double().requires_grad_()
+    (formula(s_r, t_r) * SCALE).backward()
+    unscaled = s_r.grad / SCALE
+    assert _normwise(unscaled.half(), unscaled) > 1e-2
+    assert s.grad.dtype == t.grad.dtype == torch.float16
+    assert _normwise(s.grad, s_r.grad) <= 1e-2
+    assert _normwise(t.grad, t_r.grad) <= 1e-2
+
+
 @pytest.mark.parametrize(
     ("dtype", "grad_output", "tolerance"),
     [(torch.bfloat16, 1.0, 1e-2), (torch.bfloat16, SCALE, 1e-2), (torch.float32, 1.0, 1e-3)],

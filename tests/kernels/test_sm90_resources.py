@@ -3,8 +3,8 @@
 tests/kernels/sm90_compile.py makes a compile-only Triton driver active in a fresh process (the suite's
 TRITON_INTERPRET=1 would interpret the kernels instead), runs the real autograd wrappers on CPU tensors and
 reads each cubin's register and stack use with the cuobjdump Triton bundles. The representative set runs
-here; the full set (every shape class, dtype, standardize, gradient and layout: ~740 variants, minutes of
-ptxas) is `slow` and runs with KDFORGE_SM90_ALL=1.
+here; the full set (every shape class, dtype, standardize, gradient and layout: hundreds of variants,
+minutes of ptxas) is `slow` and runs with KDFORGE_SM90_ALL=1.
 """
 
 from __future__ import annotations
