@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
+import reprlib
 import types
 import typing
 import warnings
@@ -30,6 +32,21 @@ PositiveFloat = Annotated[float, Gt(0)]
 NonNegativeFloat = Annotated[float, Ge(0)]
 Fraction = Annotated[float, Interval(ge=0, lt=1)]  # [0, 1)
 Share = Annotated[float, Interval(gt=0, le=1)]  # (0, 1]
+
+# A run name becomes a folder name (runs/<name>): one path component of safe characters.
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+MAX_RECIPE_BYTES = 64 * 1024  # recipes are a few KB; this bounds the YAML parser's time
+MAX_YAML_NODES = 100_000  # values after expanding aliases: a billion-laughs file is refused before it grows
+MAX_YAML_DEPTH = 64  # nesting levels; a recipe needs about 5
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxtuple = 3, 8, 6, 8
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 60, 60, 40
+
+
+def shown(value: Any, limit: int = 100) -> str:
+    """A bounded repr for error messages: a user's value may be any size (or a shared structure)."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass
@@ -240,7 +257,7 @@ def check_limits(value: Any, limits: tuple[Any, ...], path: str) -> None:
     for limit in limits:
         if isinstance(limit, MinLen):
             if len(value) < limit.min_length:
-                raise LimitError(f"{path}: give at least {limit.min_length} value(s), got {value!r}")
+                raise LimitError(f"{path}: give at least {limit.min_length} value(s), got {shown(value)}")
             continue
         if not isinstance(limit, Gt | Ge | Lt | Le | Interval):
             continue
@@ -251,10 +268,14 @@ def check_limits(value: Any, limits: tuple[Any, ...], path: str) -> None:
         if ok:
             continue
         if high is None:
-            raise LimitError(f"{path}: must be {'>' if low_bracket == '(' else '>='} {low}, got {value!r}")
+            raise LimitError(
+                f"{path}: must be {'>' if low_bracket == '(' else '>='} {low}, got {shown(value)}"
+            )
         if low is None:
-            raise LimitError(f"{path}: must be {'<' if high_bracket == ')' else '<='} {high}, got {value!r}")
-        raise LimitError(f"{path}: must be in {low_bracket}{low}, {high}{high_bracket}, got {value!r}")
+            raise LimitError(
+                f"{path}: must be {'<' if high_bracket == ')' else '<='} {high}, got {shown(value)}"
+            )
+        raise LimitError(f"{path}: must be in {low_bracket}{low}, {high}{high_bracket}, got {shown(value)}")
 
 
 YAML_BOOLEAN_WORDS = {True: ("on", "yes", "true", "y"), False: ("off", "no", "false", "n")}
@@ -282,7 +303,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         return coerced
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise UserError(f"{path}: expected a mapping, got {value!r}")
+            raise UserError(f"{path}: expected a mapping, got {shown(value)}")
         return from_dict(tp, value, path)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -297,7 +318,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
                 raise
             except UserError:
                 continue
-        raise UserError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        raise UserError(f"{path}: expected {_type_name(tp)}, got {shown(value)}")
     if origin is Literal:
         allowed = typing.get_args(tp)
         if any(value == a and type(value) is type(a) for a in allowed):
@@ -312,18 +333,19 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
                 f'e.g. {path.rsplit(".", 1)[-1]}: "{allowed[0]}"'
             )
         choices = [str(a) for a in allowed]
-        synonym = CHOICE_SYNONYMS.get(str(value).lower())
-        near = [synonym] if synonym in choices else difflib.get_close_matches(str(value), choices, n=1)
+        word = value[:100] if isinstance(value, str) else shown(value)
+        synonym = CHOICE_SYNONYMS.get(word.lower())
+        near = [synonym] if synonym in choices else difflib.get_close_matches(word, choices, n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise UserError(f"{path}: {value!r} is not {_type_name(tp)}{hint}")
+        raise UserError(f"{path}: {shown(value)} is not {_type_name(tp)}{hint}")
     if origin is list:
         (inner,) = typing.get_args(tp)
         if not isinstance(value, list | tuple):
-            raise UserError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+            raise UserError(f"{path}: expected {_type_name(tp)}, got {shown(value)}")
         return [_coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise UserError(f"{path}: expected a mapping with string keys, got {value!r}")
+            raise UserError(f"{path}: expected a mapping with string keys, got {shown(value)}")
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):
@@ -334,7 +356,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             if not math.isfinite(float(value)):
-                raise UserError(f"{path}: expected a finite number, got {value!r}")
+                raise UserError(f"{path}: expected a finite number, got {shown(value)}")
             return float(value)
         if isinstance(value, str):  # YAML 1.1 reads `5e-4` (no dot) as a string
             try:
@@ -346,7 +368,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
                     return number
     elif tp is str and isinstance(value, str):
         return value
-    raise UserError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    raise UserError(f"{path}: expected {_type_name(tp)}, got {shown(value)}")
 
 
 def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
@@ -359,7 +381,7 @@ def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
         if key not in names:
             near = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
             hint = f"; did you mean {near[0]!r}?" if near else f"; valid keys: {', '.join(names)}"
-            raise UserError(f"unknown key {where!r}{hint}")
+            raise UserError(f"unknown key {shown(where)}{hint}")
         kwargs[key] = _coerce(value, hints[key], where)
     return cls(**kwargs)
 
@@ -371,12 +393,12 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
-        raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set student_train.epochs=5")
+        raise UserError(f"--set {shown(item)}: expected KEY=VALUE, e.g. --set student_train.epochs=5")
     key, raw = item.split("=", 1)
     if not key or any(not part for part in key.split(".")):
-        raise UserError(f"--set {item!r}: the key must be dotted names, e.g. data.batch_size")
+        raise UserError(f"--set {shown(item)}: the key must be dotted names, e.g. data.batch_size")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = parse_yaml(raw, f"--set {shown(key)}") if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -392,32 +414,90 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise UserError(f"--set {item!r}: {part!r} is not a section")
+                raise UserError(f"--set {shown(item)}: {shown(part)} is not a section")
             node = child
         node[parts[-1]] = value
     return tree
 
 
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    return []
+
+
+def check_yaml_size(root: yaml.Node, what: str) -> None:
+    """Refuse a YAML graph that expands (aliases followed) past MAX_YAML_NODES values or MAX_YAML_DEPTH
+    levels, or that refers to itself: aliases share nodes, so a 400-byte file can stand for 10^9 values."""
+    sizes: dict[int, int] = {}  # id(node) -> its expanded size, each node counted once
+    open_nodes: set[int] = set()  # the nodes on the current path (a cycle returns to one of them)
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        key = id(node)
+        if done:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
+            if sizes[key] > MAX_YAML_NODES:
+                raise UserError(
+                    f"{what}: its aliases (*name) expand to more than {MAX_YAML_NODES:,} values; "
+                    "write the values out or use fewer aliases"
+                )
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise UserError(f"{what}: an alias (*name) refers to a value that contains it; remove the loop")
+        if depth > MAX_YAML_DEPTH:
+            raise UserError(f"{what}: nested more than {MAX_YAML_DEPTH} levels deep; flatten it")
+        open_nodes.add(key)
+        stack.append((node, depth, True))
+        stack.extend((child, depth + 1, False) for child in _children(node))
+
+
+def parse_yaml(text: str, what: str) -> Any:
+    """YAML text to plain values (safe tags only) after `check_yaml_size`; what recipes and --set values
+    are read with. A malformed text raises yaml.YAMLError; an oversized one a one-line UserError."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        check_yaml_size(node, what)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise UserError(f"{what}: nested too deeply to read; flatten it") from None
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, turning every failure into one line that names the file."""
     path = Path(path)
+    name = shown(str(path))
     if not path.is_file():
+        raise UserError(f"recipe {name} not found; pass the path of a YAML file, e.g. recipes/digits.yaml")
+    with path.open("rb") as handle:
+        data = handle.read(MAX_RECIPE_BYTES + 1)
+    if len(data) > MAX_RECIPE_BYTES:
         raise UserError(
-            f"recipe {str(path)!r} not found; pass the path of a YAML file, e.g. recipes/digits.yaml"
+            f"recipe {name} is larger than {MAX_RECIPE_BYTES // 1024} KiB; a recipe is a few KB of YAML"
         )
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+        tree = parse_yaml(data.decode("utf-8"), f"recipe {name}")
     except UnicodeDecodeError:
-        raise UserError(f"recipe {str(path)!r} is not UTF-8 text") from None
+        raise UserError(f"recipe {name} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise UserError(f"recipe {str(path)!r}: {problem}{where}") from None
+        problem = str(getattr(exc, "problem", None) or "invalid YAML")[:120]
+        raise UserError(f"recipe {name}: {problem}{where}") from None
     if tree is None:
         tree = {}
     if not isinstance(tree, dict):
-        raise UserError(f"recipe {str(path)!r}: the top level must be a mapping of sections")
+        raise UserError(f"recipe {name}: the top level must be a mapping of sections")
     return tree
 
 
@@ -445,6 +525,11 @@ def check(config: RunConfig) -> None:
         from kdforge.compress.methods import TEACHER_STRATEGIES, method_class
 
         method_class(config.teacher_strategy.name, TEACHER_STRATEGIES, "teacher_strategy.name")
+    if not RUN_NAME.fullmatch(config.name):
+        raise UserError(
+            f"name: {shown(config.name)} is not a run name (it names the folder runs/<name>); use letters, "
+            "digits, '.', '_', '+' and '-', starting with a letter or digit, e.g. name: digits_kd"
+        )
     data = config.data
     if data.name != "digits" and data.root is None:
         raise UserError(f"data.root: the {data.name} data set needs a local directory (data.root=PATH)")

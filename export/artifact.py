@@ -10,7 +10,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from kdforge.compress.data.images import open_rgb
 from kdforge.compress.errors import UserError
+from kdforge.compress.text import printable
+from kdforge.compress.train.meta_limits import preprocessing
 
 SUFFIXES = ".safetensors, .onnx, .pt2 or .engine"
 
@@ -27,19 +30,20 @@ class Artifact:
     classes: list[str]
     model: torch.nn.Module | None = None
 
-    def run(self, images: torch.Tensor) -> np.ndarray:
-        """Logits of already preprocessed (N, C, H, W) images."""
+    def run(self, images: torch.Tensor, trust_code: bool = False) -> np.ndarray:
+        """Logits of already preprocessed (N, C, H, W) images. A .pt2 package or engine is native code:
+        one kdforge did not build here runs only with `trust_code`."""
         if self.model is not None:
             with torch.no_grad():
                 return self.model.eval()(images).numpy()
         if self.kind == "aoti":
             from kdforge.export.aoti import AotiPackage
 
-            return AotiPackage(self.path)(images).float().cpu().numpy()
+            return AotiPackage(self.path, trust_code=trust_code)(images).float().cpu().numpy()
         if self.kind == "engine":
             from kdforge.export.tensorrt import TensorRTEngine
 
-            return TensorRTEngine(self.path).infer(images).float().cpu().numpy()
+            return TensorRTEngine(self.path, trust_code=trust_code).infer(images).float().cpu().numpy()
         from kdforge.export.onnx import ort_session
 
         session = ort_session(self.path)
@@ -58,7 +62,8 @@ def open_artifact(path: str | Path) -> Artifact:
         from kdforge.export.onnx import onnx_metadata, ort_session
 
         meta = onnx_metadata(path)
-        shape = ort_session(path).get_inputs()[0].shape
+        session = ort_session(path)
+        shape = session.get_inputs()[0].shape
         dims = tuple(d for d in shape[1:])
         if len(dims) != 3 or not all(isinstance(d, int) for d in dims):
             raise UserError(
@@ -69,15 +74,15 @@ def open_artifact(path: str | Path) -> Artifact:
             raise UserError(
                 f"{path.name} has no {', '.join(missing)} metadata; export it with `kdforge deploy`"
             )
-        return Artifact(path, "onnx", dims, meta["mean"], meta["std"], [str(c) for c in meta["classes"]])
+        outputs = session.get_outputs()[0].shape
+        heads = outputs[-1] if outputs and isinstance(outputs[-1], int) else None
+        return described(path, "onnx", {**meta, "input_shape": list(dims)}, num_classes=heads)
     if suffix == ".safetensors":
         from kdforge.export.deploy import load_network
 
         model, meta = load_network(path)
-        data: dict[str, Any] = meta["data"]
-        return Artifact(
-            path, "checkpoint", tuple(data["input_shape"]), data["mean"], data["std"], data["classes"], model
-        )
+        data: dict[str, Any] = meta.get("data") or {}
+        return described(path, "checkpoint", data, model, int(meta["model"]["num_classes"]))
     raise UserError(f"{path.name}: unknown artifact type {suffix!r}; pass a {SUFFIXES} file")
 
 
@@ -92,22 +97,31 @@ def _compiled(path: Path, kind: str) -> Artifact:
     if missing:
         listed = ", ".join(missing)
         raise UserError(f"{path.name}: no {listed} in its sidecar; rebuild it with kdforge deploy")
-    shape = tuple(int(d) for d in meta["input_shape"])
-    return Artifact(path, kind, shape, meta["mean"], meta["std"], [str(c) for c in meta["classes"]])
+    return described(path, kind, meta)
+
+
+def described(
+    path: Path,
+    kind: str,
+    meta: dict[str, Any],
+    model: torch.nn.Module | None = None,
+    num_classes: int | None = None,
+) -> Artifact:
+    """An Artifact from checked metadata (meta_limits bounds; one class name per output when that count
+    is known), its class names made printable (a name from a file must not drive the terminal)."""
+    checked = preprocessing(meta, path.name, num_classes)
+    classes = [printable(c) for c in checked.classes]
+    return Artifact(path, kind, checked.input_shape, checked.mean, checked.std, classes, model)
 
 
 def preprocess(images: list[Path], artifact: Artifact) -> torch.Tensor:
     """Image files -> the network's input: RGB in [0, 1], bilinear resize, per-channel normalisation."""
-    from PIL import Image, UnidentifiedImageError
-
     channels, height, width = artifact.input_shape
+    if channels > 3:
+        raise UserError(f"{artifact.path.name} takes {channels}-channel input; predict reads RGB images")
     batch = []
-    for image_path in images:
-        try:
-            with Image.open(image_path) as image:
-                array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-        except (OSError, UnidentifiedImageError):
-            raise UserError(f"{str(image_path)!r} is not a readable image file") from None
+    for image_path in images:  # decoded within open_rgb's pixel bounds (a header bomb is one line)
+        array = np.asarray(open_rgb(image_path, at_least=(width, height)), dtype=np.float32) / 255.0
         tensor = torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)[:, :channels]
         if tensor.shape[-2:] != (height, width):
             tensor = torch.nn.functional.interpolate(

@@ -21,6 +21,7 @@ from kdforge.compress.config import DeployConfig, Precision, RunConfig, from_dic
 from kdforge.compress.data import build_data
 from kdforge.compress.errors import UserError
 from kdforge.compress.jobs import resolve_device
+from kdforge.compress.runlock import run_lock
 from kdforge.compress.train.checkpoint import load_model, read_checkpoint, versions
 from kdforge.export.bench import COV_WARNING, TimingPolicy, measure_interleaved
 from kdforge.export.bench.available import available_backends, check_backends
@@ -36,6 +37,7 @@ from kdforge.export.bench.backends import (
 from kdforge.export.onnx import check_parity, to_onnx
 from kdforge.export.quantize import onnx_top1, to_fp16, to_int8
 from kdforge.export.quantize.accuracy import top1
+from kdforge.export.report.markdown import code, command, shown_command, text
 from kdforge.export.sidecar import sha256
 from torch import nn
 
@@ -81,6 +83,11 @@ def recorded_options(config: DeployConfig, policy: TimingPolicy | None = None) -
 
 
 def deploy_flags(options: dict[str, Any]) -> str:
+    """The `kdforge deploy` flags of recorded options, shell-quoted (see `deploy_flag_words`)."""
+    return command(*deploy_flag_words(options))
+
+
+def deploy_flag_words(options: dict[str, Any]) -> list[str]:
     """The `kdforge deploy` flags of recorded options: precisions, backends and batches always, the
     others when they differ from their default (flag names from DeployConfig's fields)."""
     defaults = dataclasses.asdict(DeployConfig())
@@ -98,7 +105,7 @@ def deploy_flags(options: dict[str, Any]) -> str:
                 f.metadata["flag"],
                 ",".join(map(str, value)) if isinstance(value, list) else str(value),
             ]
-    return " ".join(flags)
+    return flags
 
 
 def load_network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -140,8 +147,21 @@ def deploy(
     config = checked(config or DeployConfig())
     policy = policy or timing_policy(config)
     options = recorded_options(config, policy)  # checks the backends before any work
-    backends = tuple(options["backends"])
     out = Path(out_dir)
+    with run_lock(out):  # one deploy per folder, and never into a non-empty folder kdforge did not make
+        return _deploy(checkpoint, out, config, options, policy, log)
+
+
+def _deploy(
+    checkpoint: str | Path,
+    out: Path,
+    config: DeployConfig,
+    options: dict[str, Any],
+    policy: TimingPolicy,
+    log: Log | None,
+) -> dict[str, Any]:
+    """`deploy`'s work, with the output folder locked."""
+    backends = tuple(options["backends"])
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)  # left by a deploy killed mid-write
     began = time.perf_counter()
@@ -181,7 +201,14 @@ def deploy(
 def load_source(checkpoint: str | Path, calibration_images: int) -> Source:
     """Load (and merge, when multi-branch) the network, its test split and its calibration images."""
     model, meta = load_network(checkpoint)
-    config = from_dict(RunConfig, meta["config"])
+    recorded = meta.get("config")
+    if not isinstance(recorded, dict):
+        raise UserError(
+            f"{Path(checkpoint).name} records no training recipe (metadata 'config'), which deploy needs "
+            "for its test and calibration images; deploy a checkpoint written by kdforge teacher, compress "
+            "or run"
+        )
+    config = from_dict(RunConfig, recorded)
     data = build_data(config.data)
     arch = meta["model"]["arch"]
     shape = (1, *meta["data"]["input_shape"])
@@ -461,20 +488,20 @@ def deploy_markdown(result: dict[str, Any]) -> str:
     base = acc["torch fp32"]
     copies = sorted({r["backend"] for r in result["latency"] if r.get("copies_included")})
     lines = [
-        f"# Deploy report: {result['arch']} ({Path(result['checkpoint']).name})",
+        f"# Deploy report: {text(result['arch'])} ({code(Path(result['checkpoint']).name)})",
         "",
         f"Input {result['input_shape']}; ONNX parity with PyTorch (ONNX Runtime, real test images): "
         + ", ".join(f"batch {p['batch']} max |error| {p['max_abs']:.2e}" for p in result["parity"])
         + ". Latency excludes host-to-device copies"
-        + (f" except on {', '.join(copies)} (fed host arrays)" if copies else "")
+        + (f" except on {text(', '.join(copies))} (fed host arrays)" if copies else "")
         + "; at each batch size every backend and precision is timed in the same rotating rounds, so "
         "drift hits all alike.",
         "",
         "| ONNX file | meant for | ready | problems |",
         "|---|---|---|---|",
         *[
-            f"| {Path(result['files'][p]).name} | {' and '.join(e['checked'])} | {readiness_label(e)} "
-            f"| {'; '.join(e['problems'][:3]) or '-'} |"
+            f"| {text(Path(result['files'][p]).name)} | {text(' and '.join(e['checked']))} "
+            f"| {text(readiness_label(e))} | {text('; '.join(e['problems'][:3]) or '-')} |"
             for p, e in result.get("readiness", {}).items()
         ],
         "",
@@ -483,13 +510,13 @@ def deploy_markdown(result: dict[str, Any]) -> str:
         "",
         "| precision / runtime | test top-1 % | vs PyTorch fp32 |",
         "|---|---:|---:|",
-        *[f"| {k} | {v:.2f} | {v - base:+.2f} |" for k, v in acc.items()],
+        *[f"| {text(k)} | {v:.2f} | {v - base:+.2f} |" for k, v in acc.items()],
         "",
         "| backend | precision | batch | p50 ms | p90 ms | p99 ms | mean ms | CoV | images/s | size MB |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *[
-            f"| {r['backend']} | {r['precision']} | {r['batch']} | {r['p50']:.3f} | {r['p90']:.3f} "
-            f"| {r['p99']:.3f} | {r['mean']:.3f} | {100 * r['cov']:.1f}%{_flag(r['cov'])} "
+            f"| {text(r['backend'])} | {text(r['precision'])} | {r['batch']} | {r['p50']:.3f} "
+            f"| {r['p90']:.3f} | {r['p99']:.3f} | {r['mean']:.3f} | {100 * r['cov']:.1f}%{_flag(r['cov'])} "
             f"| {r['throughput']:.0f} | {r['size_mb']:.2f} |"
             for r in result["latency"]
         ],
@@ -498,6 +525,6 @@ def deploy_markdown(result: dict[str, Any]) -> str:
         "",
         "![latency per image against batch size](latency.png)",
         "",
-        f"Reproduce: `kdforge deploy {result['checkpoint']} {deploy_flags(opts)}`",
+        *shown_command(["kdforge", "deploy", result["checkpoint"], *deploy_flag_words(opts)], "Reproduce: "),
     ]
     return "\n".join(lines) + "\n"

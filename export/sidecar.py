@@ -1,6 +1,7 @@
 """JSON sidecars for compiled artifacts (`model.pt2.json`, `model.engine.json`): what built the file, for
 which input, with which preprocessing, and the file's SHA-256, so a truncated or swapped artifact is caught
-with one clear line before any runtime tries to load it."""
+with one clear line before any runtime tries to load it. The SHA-256 proves nothing about who built the file
+(whoever hands it over can write the sidecar too): that is the signature's job (kdforge.export.trust)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,13 @@ def sidecar_path(artifact: str | Path) -> Path:
 
 
 def write_sidecar(artifact: str | Path, info: dict[str, Any]) -> Path:
-    """Record `info` plus the artifact's size and SHA-256 next to it (atomically)."""
+    """Record `info` plus the artifact's size and SHA-256 next to it (atomically), signed by this user's
+    kdforge (see kdforge.export.trust): what kdforge built here loads without --trust-code."""
+    from kdforge.export.trust import sign
+
     artifact = Path(artifact)
     record = {**info, "file": artifact.name, "bytes": artifact.stat().st_size, "sha256": sha256(artifact)}
+    record = sign(record)
     path = sidecar_path(artifact)
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
     return path

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import yaml
 from rich.console import Console
 
-from kdforge.compress.config import DeployConfig, from_dict
+from kdforge.compress.config import DeployConfig, from_dict, parse_yaml
 from kdforge.compress.errors import UserError
 from kdforge.export.bench.available import BACKENDS
 
@@ -72,6 +72,22 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+CODE_WARNING = (
+    "A .pt2 package and an .engine file are programs: loading one runs its native code. kdforge loads those "
+    "it built for you (it signs their sidecars with a key in $KDFORGE_HOME) and refuses others unless you "
+    "pass --trust-code."
+)
+
+
+def _trust_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="load a .pt2 package or .engine kdforge did not build here: it runs native code, so only "
+        "one from someone you trust",
+    )
+
+
 def _bare(hint: Any) -> Any:
     """A field's type without its limits (Annotated) and without `| None`."""
     while True:
@@ -97,7 +113,7 @@ def _flag_reader(hint: Any) -> Callable[[str], Any]:
         if kind not in (int, float):
             return text
         try:
-            return yaml.safe_load(text)
+            return parse_yaml(text, "a flag's value")  # bounded like a recipe: no alias bombs
         except yaml.YAMLError:
             return text
 
@@ -220,9 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="which backends are usable on this machine")
     doctor.set_defaults(handler=_cmd_doctor)
     bench = commands.add_parser(
-        "bench", help="latency of a checkpoint, .onnx, .pt2 or .engine per backend and batch"
+        "bench",
+        help="latency of a checkpoint, .onnx, .pt2 or .engine per backend and batch",
+        description="Time a model per backend and batch. " + CODE_WARNING,
     )
     bench.add_argument("model", help="a kdforge .safetensors checkpoint, .onnx, .pt2 or .engine file")
+    _trust_flag(bench)
     bench.add_argument(
         "--backends",
         help=f"comma list of {', '.join(BACKENDS)} (default: every one usable here that runs the file)",
@@ -242,7 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     native.add_argument("--tensorrt-root", help="TensorRT install prefix (headers + libnvinfer)")
     native.add_argument("--onnxruntime-root", help="an extracted ONNX Runtime release (include/ + lib/)")
     native.set_defaults(handler=_cmd_build_native)
-    predict = commands.add_parser("predict", help="top-k classes of image files with a deployed model")
+    predict = commands.add_parser(
+        "predict",
+        help="top-k classes of image files with a deployed model",
+        description="Top-k classes of image files. " + CODE_WARNING,
+    )
+    _trust_flag(predict)
     predict.add_argument(
         "model", help="a kdforge .safetensors checkpoint, or an .onnx, .pt2 or .engine from kdforge deploy"
     )
@@ -263,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_dir(args: argparse.Namespace, name: str, stage: str | None) -> Path:
+    """--out, else runs/<name>[/<stage>] (the recipe's name is one safe path component: config.check)."""
     if args.out:
         return Path(args.out)
     base = Path("runs") / name
@@ -280,7 +305,7 @@ def _teacher_run(args: argparse.Namespace, config: RunConfig, console: Console, 
     default = Path("runs") / config.name / "teacher" / "checkpoints" / "best.safetensors"
     if generous and standard is None and default.is_file():
         standard = str(default)
-        console.print(f"using standard teacher {standard}")
+        console.print(f"using standard teacher {standard}", markup=False, highlight=False)
     stage = f"teacher-{config.teacher_strategy.name}" if generous else "teacher"
     return train_teacher(config, _run_dir(args, config.name, stage), session, standard_checkpoint=standard)
 
@@ -299,7 +324,7 @@ def _compress_run(args: argparse.Namespace, config: RunConfig, console: Console,
     default = Path("runs") / config.name / stage / "checkpoints" / "best.safetensors"
     if teacher is None and default.is_file():
         teacher = str(default)
-        console.print(f"using teacher {teacher}")
+        console.print(f"using teacher {teacher}", markup=False, highlight=False)
     out = _run_dir(args, config.name, f"student-{method.name}")
     return distill_student(config, out, session, teacher_path=teacher, method=method)
 
@@ -314,13 +339,19 @@ def _pipeline_run(args: argparse.Namespace, config: RunConfig, console: Console,
 def _print_result(result: Any, config: RunConfig, console: Console) -> None:
     console.print(
         f"test top-1 {result.test_top1:.2f}% (best val epoch {result.best_epoch}), "
-        f"last epoch {result.last_test_top1:.2f}%; checkpoint {result.best_path}"
+        f"last epoch {result.last_test_top1:.2f}%; checkpoint {result.best_path}",
+        markup=False,
+        highlight=False,
     )
     from kdforge.pipeline import merge_multibranch
 
     merged = merge_multibranch(result, config)
     if merged is not None:
-        console.print(f"merged (deployable) network: test top-1 {merged[1]:.2f}%; checkpoint {merged[0]}")
+        console.print(
+            f"merged (deployable) network: test top-1 {merged[1]:.2f}%; checkpoint {merged[0]}",
+            markup=False,
+            highlight=False,
+        )
 
 
 def _training_command(
@@ -387,7 +418,11 @@ def _cmd_deploy(args: argparse.Namespace, console: Console) -> int:
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent / "deploy"
     deploy(args.checkpoint, out, config, log=lambda line: console.print(line, markup=False, highlight=False))
     console.print((out / "deploy.md").read_text(), markup=False, highlight=False)
-    console.print(f"wrote {out / 'deploy.md'}, deploy.json, deploy.csv, latency.png and the deployed files")
+    console.print(
+        f"wrote {out / 'deploy.md'}, deploy.json, deploy.csv, latency.png and the deployed files",
+        markup=False,
+        highlight=False,
+    )
     return 0
 
 
@@ -407,7 +442,9 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
     policy = TimingPolicy(min_duration_s=options.min_duration_s)
     backends = _split(args.backends, "backends") if args.backends else None
     batches = tuple(options.batches)
-    rows = bench_artifact(args.model, backends, batches, policy, shape, options.device, args.native)
+    rows = bench_artifact(
+        args.model, backends, batches, policy, shape, options.device, args.native, args.trust_code
+    )
     console.print(
         "backend            batch    p50 ms    p90 ms    p99 ms   CoV     images/s  faults/run", markup=False
     )
@@ -430,7 +467,9 @@ def _cmd_predict(args: argparse.Namespace, console: Console) -> int:
     if args.top < 1:
         raise UserError(f"--top must be >= 1, got {args.top}")
     artifact = open_artifact(args.model)
-    logits = artifact.run(preprocess([Path(p) for p in args.images], artifact))
+    logits = artifact.run(preprocess([Path(p) for p in args.images], artifact), trust_code=args.trust_code)
+    if logits.ndim != 2 or logits.shape[1] != len(artifact.classes):  # a sidecar naming too few classes
+        raise UserError(f"{args.model}: outputs {logits.shape} but names {len(artifact.classes)} classes")
     shifted = np.exp(logits - logits.max(1, keepdims=True))
     probabilities = shifted / shifted.sum(1, keepdims=True)
     for image, row in zip(args.images, probabilities, strict=True):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kdforge.compress.atomic import atomic_write_text
@@ -76,10 +77,32 @@ def evaluate_any(path: str | Path, config: RunConfig, split: str = "test") -> di
 
 
 def _reuse(stage_dir: Path, resume: bool) -> TrainResult | None:
-    result = stage_dir / "result.json"
-    if resume and result.is_file():
-        return TrainResult(**json.loads(result.read_text()))
-    return None
+    """With `resume`, a finished stage's result.json, its checkpoint paths checked to lie in the stage
+    folder (a run's files are data, never a pointer elsewhere); None: train the stage."""
+    found = stage_dir / "result.json"
+    if not (resume and found.is_file()):
+        return None
+    where = repr(str(found)[:200])
+    try:
+        result = TrainResult(**json.loads(found.read_text(encoding="utf-8")))
+    except (ValueError, TypeError, RecursionError):
+        raise UserError(
+            f"{where} is not a result kdforge wrote; delete it to train that stage again"
+        ) from None
+    for path in (result.best_path, result.last_path):
+        if not isinstance(path, str) or not inside(path, stage_dir / "checkpoints"):
+            raise UserError(
+                f"{where} names a checkpoint outside its stage folder; delete it to train that stage again"
+            )
+    return result
+
+
+def inside(path: str | Path, folder: Path) -> bool:
+    """Whether `path` (links followed) lies in `folder`."""
+    try:
+        return Path(path).resolve().is_relative_to(folder.resolve())
+    except (OSError, ValueError):
+        return False
 
 
 def _row(stage: str, method: str, result: TrainResult) -> StageRow:
@@ -135,7 +158,7 @@ def run_pipeline(
                     config, out_dir, teacher_path, student_path, deploy_options, session.resume, console,
                     recipe_path, outcome_of(rows),
                 )  # fmt: skip
-                console.print(f"wrote {report}")
+                console.print(f"wrote {report}", markup=False, highlight=False)
             console.print(sentence, markup=False, highlight=False)  # what the run bought, last
         return rows
 
@@ -276,6 +299,8 @@ def _deployed(stage: Path, checkpoint: str, options: DeployConfig, resume: bool)
         return None  # not a record deploy finished writing: redo the stage
     same = (
         isinstance(result, dict)
+        and isinstance(result.get("checkpoint"), str)
+        and Path(result["checkpoint"]).resolve() == Path(checkpoint).resolve()  # what it names is read
         and result.get("checkpoint_sha256") == sha256(checkpoint)
         and result.get("options") == recorded_options(options)
     )
@@ -295,8 +320,8 @@ def deploy_and_report(
 ) -> tuple[Path, str]:
     """Deploy the teacher and the student (each reused when resuming and nothing it depends on changed),
     then write report.md, led by the run's one-sentence outcome; returns the report and that sentence."""
-    from kdforge.export.deploy import deploy, deploy_flags
-    from kdforge.export.report import write_report
+    from kdforge.export.deploy import deploy, deploy_flag_words
+    from kdforge.export.report import markdown, write_report
     from kdforge.export.report.headline import fastest_variant, headline
 
     def log(line: str) -> None:
@@ -309,20 +334,19 @@ def deploy_and_report(
         if reused is not None:
             log(f"{stage.name}: reused (same checkpoint bytes and deploy options)")
         results[role] = reused or deploy(path, stage, options, log=log)
-    recipe = recipe_path or "RECIPE"
-    flags = deploy_flags(results["student"]["options"])
-    student_onnx = results["student"]["files"].get("fp32", "STUDENT.onnx")
-    commands = [
-        f"kdforge run {recipe} --out {out_dir} --resume   # everything below, finished stages reused",
-        f"kdforge deploy {teacher_path} --out {out_dir / 'deploy-teacher'} {flags}",
-        f"kdforge deploy {student_path} --out {out_dir / 'deploy-student'} {flags}",
-        f"kdforge bench {student_onnx} --batches {','.join(map(str, options.batches))}",
-        f"kdforge predict {student_onnx} IMAGE.png",
-    ]
+    commands = reproduce_commands(
+        recipe_path,
+        out_dir,
+        teacher_path,
+        student_path,
+        deploy_flag_words(results["student"]["options"]),
+        results["student"]["files"].get("fp32", "STUDENT.onnx"),
+        options.batches,
+    )
     sentence = headline(outcome, fastest_variant(results["teacher"], results["student"])) if outcome else ""
     report = write_report(
         out_dir,
-        f"kdforge run `{config.name}` on {config.data.name}: compress and deploy",
+        f"kdforge run {markdown.code(config.name)} on {markdown.text(config.data.name)}: compress and deploy",
         (out_dir / "results.md").read_text(),
         results["teacher"],
         results["student"],
@@ -332,16 +356,39 @@ def deploy_and_report(
     return report, sentence
 
 
+def reproduce_commands(
+    recipe_path: str | None,
+    out_dir: Path,
+    teacher_path: str,
+    student_path: str,
+    flags: list[str],
+    student_onnx: str,
+    batches: list[int],
+) -> list[str]:
+    """The report's "Reproduce" commands, every path shell-quoted (`shlex.split` gives each back)."""
+    from kdforge.export.report.markdown import command
+
+    recipe = recipe_path or "RECIPE"
+    return [
+        command("kdforge", "run", recipe, "--out", out_dir, "--resume")
+        + "   # everything below, finished stages reused",
+        command("kdforge", "deploy", teacher_path, "--out", out_dir / "deploy-teacher", *flags),
+        command("kdforge", "deploy", student_path, "--out", out_dir / "deploy-student", *flags),
+        command("kdforge", "bench", student_onnx, "--batches", ",".join(map(str, batches))),
+        command("kdforge", "predict", student_onnx, "IMAGE.png"),
+    ]
+
+
 def results_table(config: RunConfig, rows: list[StageRow]) -> Table:
     """The rich table printed at the end of `kdforge run`."""
-    table = Table(title=f"kdforge run '{config.name}' on {config.data.name} (test split, top-1 %)")
+    table = Table(title=escape(f"kdforge run '{config.name}' on {config.data.name} (test split, top-1 %)"))
     for column in ("stage", "arch", "method", "params M", "top-1 %", "last %", "best ep", "time s"):
         table.add_column(column, justify="left" if column in ("stage", "arch", "method") else "right")
     for row in rows:
         table.add_row(
-            row.stage,
-            row.arch,
-            row.method,
+            escape(row.stage),
+            escape(row.arch),
+            escape(row.method),
             f"{row.params_m:.3f}",
             f"{row.test_top1:.2f}",
             f"{row.last_test_top1:.2f}",
@@ -361,15 +408,17 @@ def write_results(out_dir: Path, config: RunConfig, rows: list[StageRow]) -> Non
         out_dir / "results.json",
         json.dumps({"recipe": config.name, "rows": [asdict(r) for r in rows]}, indent=2) + "\n",
     )
+    from kdforge.export.report.markdown import code, text
+
     lines = [
-        f"# kdforge run `{config.name}` on {config.data.name}",
+        f"# kdforge run {code(config.name)} on {text(config.data.name)}",
         "",
         "| stage | arch | method | params (M) | test top-1 | last-epoch top-1 | best epoch "
         "| train time (s) |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {r.stage} | {r.arch} | {r.method} | {r.params_m:.3f} | {r.test_top1:.2f} "
+        f"| {text(r.stage)} | {text(r.arch)} | {text(r.method)} | {r.params_m:.3f} | {r.test_top1:.2f} "
         f"| {r.last_test_top1:.2f} | {r.best_epoch} | {r.train_seconds:.1f} |"
         for r in rows
     ]

@@ -2,10 +2,18 @@
 
 Test is root/val; val is a stratified hold-out of root/train (or root/val when val_fraction == 0).
 ImageNet normalisation; train: RandomResizedCrop(scale 0.35..1) + flip, eval: resize 1.14x + centre crop.
+
+Links: class folders, folders inside them and image files may be symbolic links, also to places outside
+data.root (a tree of links into a shared data set is the usual way to make a subset), but every real
+folder is entered once and every real file counted once per split, so a link to a folder above it
+(a loop) neither repeats images nor hangs. Images decode within the bounds of `images.open_rgb`.
 """
 
 from __future__ import annotations
 
+import os
+import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,26 +21,87 @@ import numpy as np
 from kdforge.compress.config import DataConfig
 from kdforge.compress.data.augment import SeededAugment, Transformed
 from kdforge.compress.data.bundle import DataBundle
+from kdforge.compress.data.images import load_rgb
 from kdforge.compress.data.splits import train_val_split
 from kdforge.compress.errors import UserError
+from kdforge.compress.text import printable
 from torch.utils.data import Subset
+from torchvision.datasets import DatasetFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 
-def _folder(directory: Path) -> Any:
-    from torchvision.datasets import ImageFolder
-
+def _identity(path: str, kind: Callable[[int], bool] = stat.S_ISDIR) -> tuple[int, int] | None:
+    """(device, inode) of what `path` points to (links followed) when it is of `kind`, else None."""
     try:
-        return ImageFolder(str(directory))  # its default loader converts every image to RGB
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino) if kind(info.st_mode) else None
+
+
+def scan(directory: str, class_to_idx: dict[str, int], extensions: tuple[str, ...]) -> list[tuple[str, int]]:
+    """(path, class index) of every image file under directory/<class>/, in torchvision's order, but each
+    real folder entered once (class folders only as themselves) and each real file listed once, both
+    known by (device, inode): one stat per entry, so a million-file tree scans as fast as before."""
+    tops = {name: os.path.join(directory, name) for name in sorted(class_to_idx)}
+    entered = {_identity(top) for top in tops.values()}
+    listed: set[tuple[int, int]] = set()
+    samples: list[tuple[str, int]] = []
+    empty = []
+    for name, top in tops.items():
+        folders = []
+        for root, dirnames, filenames in os.walk(top, followlinks=True):
+            folders.append((root, filenames))
+            fresh = []
+            for child in sorted(dirnames):
+                real = _identity(os.path.join(root, child))
+                if real is not None and real not in entered:  # else a loop, another class or a second path
+                    entered.add(real)
+                    fresh.append(child)
+            dirnames[:] = fresh
+        count = len(samples)
+        for root, filenames in sorted(folders):
+            for filename in sorted(filenames):
+                if not filename.lower().endswith(extensions):
+                    continue
+                path = os.path.join(root, filename)
+                real = _identity(path, stat.S_ISREG)
+                if real is not None and real not in listed:
+                    listed.add(real)
+                    samples.append((path, class_to_idx[name]))
+        if len(samples) == count:
+            empty.append(name)
+    if empty:
+        raise FileNotFoundError(f"Found no valid file for the classes {printable(', '.join(empty[:5]))}")
+    return samples
+
+
+class Folder(DatasetFolder):
+    """torchvision's DatasetFolder listing files with `scan` (link-safe) and decoding with `load_rgb`."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root, load_rgb, IMG_EXTENSIONS)
+
+    @staticmethod
+    def make_dataset(
+        directory: Any, class_to_idx: dict[str, int], extensions: Any = None, *args: Any, **kw: Any
+    ) -> list[tuple[str, int]]:
+        return scan(str(directory), class_to_idx, tuple(extensions or IMG_EXTENSIONS))
+
+
+def _folder(directory: Path) -> Any:
+    try:
+        return Folder(str(directory))
     except FileNotFoundError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else "no images"
         raise UserError(f"imagefolder: {directory}: {reason}; put images in {directory}/<class>/") from None
 
 
 def _names(names: set[str]) -> str:
-    shown = sorted(names)[:5]
+    shown = [printable(name, 60) for name in sorted(names)[:5]]
     return ", ".join(shown) + (f" and {len(names) - 5} more" if len(names) > 5 else "") if names else "none"
 
 

@@ -14,7 +14,7 @@ from .registry import Builder, register
 
 CONVS_PER_STAGE = 2
 COMMON = ((2, 8), (4, 16), (6, 32))
-_NAME = re.compile(r"cnn_(\d+)_(\d+)")
+_NAME = re.compile(r"cnn_(\d{1,9})_(\d{1,9})")  # bounded: int() of 5000 digits raises
 
 
 def stage_widths(convs: int, width: int) -> list[list[int]]:

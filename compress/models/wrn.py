@@ -16,8 +16,9 @@ from torch import nn
 from .common import init_weights
 from .registry import Builder, register
 
+MAX_DEPTH, MAX_WIDTH = 100, 16  # wrn_28_10 (36M parameters) is the largest in common use
 COMMON = ((16, 1), (16, 2), (16, 4), (16, 8), (28, 10), (40, 1), (40, 2), (40, 4))
-_NAME = re.compile(r"wrn_(\d+)_(\d+)")
+_NAME = re.compile(r"wrn_(\d{1,9})_(\d{1,9})")  # bounded: int() of 5000 digits raises
 
 
 class WideBlock(nn.Module):
@@ -100,11 +101,15 @@ class WideResNet(nn.Module):
 
 
 def check_depth_width(depth: int, width: int) -> None:
-    """Raise UserError unless ``depth - 4`` is a positive multiple of 6 and ``width >= 1``."""
+    """Raise UserError unless ``depth - 4`` is a positive multiple of 6 and both are within bounds."""
     if depth < 10 or (depth - 4) % 6:
         raise UserError(f"wrn depth must be 6n+4 (10, 16, 22, 28, 40, ...), got {depth}: e.g. wrn_40_{width}")
     if width < 1:
         raise UserError(f"wrn width must be >= 1, got {width}: use e.g. wrn_{depth}_1")
+    if depth > MAX_DEPTH or width > MAX_WIDTH:  # wrn_10000_10 would take minutes and gigabytes to build
+        raise UserError(
+            f"wrn_<depth>_<width> takes depth <= {MAX_DEPTH} and width <= {MAX_WIDTH}, got {depth}, {width}"
+        )
 
 
 def wrn(depth: int, width: int, num_classes: int, dropout: float = 0.0, preact: bool = False) -> WideResNet:

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from kdforge.compress.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from kdforge.compress.errors import UserError
+from kdforge.compress.train.finite import check_finite
+from kdforge.compress.train.meta_limits import check_meta
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
@@ -98,10 +100,11 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise UserError(f"checkpoint {str(path)!r} is not a readable safetensors file ({reason})") from None
     try:
         meta = json.loads(header[METADATA_KEY])
+        check_meta(meta, f"checkpoint {str(path)!r}")  # bounds, before anything is built from it
         if meta.get("format") != FORMAT:
             raise ValueError(meta.get("format"))
         meta["model"]["arch"], int(meta["model"]["num_classes"])
-    except (KeyError, ValueError, TypeError, json.JSONDecodeError):
+    except (KeyError, ValueError, TypeError, RecursionError):  # JSONDecodeError is a ValueError
         raise UserError(
             f"checkpoint {str(path)!r} has no kdforge metadata; was it written by kdforge?"
         ) from None
@@ -124,6 +127,7 @@ def load_weights(model: nn.Module, checkpoint: Checkpoint) -> nn.Module:
                 f"checkpoint {str(checkpoint.path)!r}: {key} has shape {tuple(tensor.shape)}, "
                 f"the model expects {tuple(expected[key].shape)}"
             )
+    check_finite(checkpoint.tensors, f"checkpoint {str(checkpoint.path)!r}")
     model.load_state_dict(checkpoint.tensors, strict=True)
     return model
 
@@ -135,7 +139,7 @@ def load_train_state(checkpoint: Checkpoint) -> dict[str, Any]:
         raise UserError(
             f"checkpoint {str(checkpoint.path)!r} carries no training state; resume needs a `last` one"
         )
-    state_path = checkpoint.path.parent / name
+    state_path = recorded_state_path(checkpoint.path, name)
     try:
         return torch.load(state_path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -143,6 +147,22 @@ def load_train_state(checkpoint: Checkpoint) -> dict[str, Any]:
     except Exception as exc:  # a refused pickle or a torn file: say so in one line
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise UserError(f"training state {str(state_path)!r} cannot be loaded safely ({reason})") from None
+
+
+def recorded_state_path(checkpoint: Path, name: Any) -> Path:
+    """The state file a checkpoint names, which must be a file in the checkpoint's own folder: a run's
+    files are data, never a pointer elsewhere (`../../x.pth`, an absolute path or a link out)."""
+    folder = checkpoint.parent
+    plain = isinstance(name, str) and name not in (".", "..") and Path(name).name == name
+    if plain and "\\" not in name and "\x00" not in name:
+        path = folder / name
+        if path.resolve().is_relative_to(folder.resolve()):
+            return path
+    shown = repr(name)[:80] if isinstance(name, str) else type(name).__name__
+    raise UserError(
+        f"checkpoint {str(checkpoint)[:200]!r} names its training state {shown}, which is not a file "
+        "next to it; refusing to resume from it (start the run again without --resume, in a new --out)"
+    )
 
 
 def check_fits(checkpoint: Checkpoint, *, num_classes: int | None = None, arch: str | None = None) -> None:

@@ -355,10 +355,11 @@ class Trainer:
             if self.config.nonfinite == "skip"
             else ""
         )
+        saved = (self.checkpoints / "last.safetensors").is_file()
         raise UserError(
             f"training diverged: non-finite loss at epoch {step.epoch + 1}, step {step.step} ({shown}); "
             f"{limit}batch recorded in {self.out_dir / 'nonfinite.jsonl'}; lower the lr or enable grad_clip "
-            "(the last good checkpoint is kept)"
+            f"({'the last good checkpoint is kept' if saved else 'no checkpoint was saved before it'})"
         )
 
     # ---------------------------------------------------------------------------------- checkpoints

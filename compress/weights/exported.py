@@ -1,5 +1,5 @@
-"""A `torch.export` program (`.pt2`) as a frozen teacher: its forward pass and nothing else, its archive
-checked so nothing in it is unpickled."""
+"""A `torch.export` program (`.pt2`) as a frozen teacher: its forward pass and nothing else, loaded from a
+copy of its archive rebuilt from checked entries, so nothing in it is unpickled or evaluated."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from typing import Any
 import torch
 from kdforge.compress.digest import sha256_file
 from kdforge.compress.errors import UserError
-from kdforge.compress.weights.formats import inside_name, sniff
+from kdforge.compress.train.finite import check_finite
+from kdforge.compress.weights.formats import archive_entries, sniff
 from kdforge.compress.weights.provenance import Provenance, first_line
+from kdforge.compress.weights.pt2_program import checked_program
 from torch import nn
 
 EXPORTED_ONLY = (
@@ -62,40 +64,94 @@ class ExportedTeacher(nn.Module):
         raise UserError(f"teacher {self.path!r} {EXPORTED_ONLY}")
 
 
-def _check_archive(path: Path) -> None:
-    """Refuse a .pt2 whose loading would unpickle anything beyond plain tensors (torch.export.load falls
-    back to full unpickling for some entries) or load compiled code, before torch reads it."""
-    where = repr(str(path))
-    with zipfile.ZipFile(path) as archive:
-        entries = {inside_name(name): name for name in archive.namelist()}
-        if "archive_version" not in entries or not any(
-            n.startswith("models/") and n.endswith(".json") for n in entries
+def _payload(config_bytes: bytes, tensor_prefix: tuple[str, ...], what: str, where: str) -> dict[str, Any]:
+    """A weights or constants config whose every entry is a raw tensor record (no pickled object)."""
+    try:
+        parsed = json.loads(config_bytes)
+        config = parsed["config"]
+        if not isinstance(config, dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{where}: its {what} config is not torch.export JSON; re-export it") from None
+    for key, entry in config.items():
+        if (
+            not isinstance(entry, dict)
+            or entry.get("use_pickle", False) is not False
+            or not isinstance(entry.get("path_name"), str)
+            or not entry["path_name"].startswith(tensor_prefix)
+            or not isinstance(entry.get("tensor_meta"), dict)
         ):
-            raise UserError(f"{where} is not a torch.export.save program; export it with torch.export.save")
-        for name, full in entries.items():
-            if name.startswith("data/aotinductor/"):
-                raise UserError(f"{where} is a compiled AOTInductor package, not a torch.export program")
-            refused = None
-            if name.endswith("_weights_config.json") or name.endswith("_constants_config.json"):
-                config = json.loads(archive.read(full)).get("config", {})
-                for key, entry in config.items():
-                    if entry.get("use_pickle") or not str(entry.get("path_name", "")).startswith(
-                        ("weight_", "tensor_")
-                    ):
-                        refused = f"its entry {key!r} is a pickled object"
-                        break
-            elif name.startswith("data/constants/") and name.endswith(".pt"):
-                refused = "it stores constants in the pickled legacy format"
-            elif name.startswith("data/sample_inputs/"):
-                try:
-                    torch.load(io.BytesIO(archive.read(full)), weights_only=True)
-                except Exception:
-                    refused = "its sample inputs are pickled objects other than tensors"
-            if refused:
-                raise UserError(
-                    f"{where}: {refused}; kdforge never unpickles code. Re-export a plain program "
-                    "(tensors only) with torch.export.save"
-                )
+            raise UserError(
+                f"{where} is refused without running anything: its {what} entry {str(key)[:80]!r} is a "
+                "pickled object; kdforge never unpickles code. Re-export a plain program (tensors only) "
+                "with torch.export.save"
+            )
+    return parsed
+
+
+def _refused(where: str, what: str) -> UserError:
+    return UserError(
+        f"{where} is refused without running anything: {what}, and kdforge never unpickles code. Re-export "
+        "a plain program (tensors only) with torch.export.save"
+    )
+
+
+def _safe_copy(path: Path) -> io.BytesIO:
+    """The archive rebuilt from its checked entries only, so torch reads exactly what was checked.
+
+    Every entry name is checked as torch's reader sees it (no duplicates, no second root, no `..`), legacy
+    pickled weights and constants, pickled or custom objects and compiled code are refused, the configs and
+    the program JSON are checked and rewritten, and the sample inputs are read as tensors only and saved
+    again: nothing left in the copy takes torch.export.load down a path that unpickles."""
+    where = repr(str(path))
+    entries = archive_entries(path, where)
+    if "archive_version" not in entries or "models/model.json" not in entries:
+        raise UserError(f"{where} is not a torch.export.save program; export it with torch.export.save")
+    for name in entries:
+        if name.startswith("data/aotinductor/"):
+            raise UserError(f"{where} is a compiled AOTInductor package, not a torch.export program")
+        if name in ("data/weights/model.pt", "data/constants/model.pt"):
+            raise _refused(where, f"it stores {name.split('/')[1]} in the legacy pickled format ({name})")
+        if name.startswith("models/") and name != "models/model.json":
+            raise UserError(f"{where} holds several programs ({name}); save one program per .pt2 file")
+    copy = io.BytesIO()
+    with zipfile.ZipFile(path) as archive, zipfile.ZipFile(copy, "w") as out:
+
+        def read(name: str) -> bytes:
+            if name not in entries:
+                raise UserError(f"{where} has no {name}; export it with torch.export.save")
+            return archive.read(entries[name])
+
+        for name in ("archive_format", "archive_version", "byteorder", ".data/version"):
+            if name in entries:
+                out.writestr(f"archive/{name}", read(name))
+        try:
+            program = json.loads(read("models/model.json"))
+        except ValueError:
+            raise UserError(f"{where}: its program is not JSON; export it with torch.export.save") from None
+        if not isinstance(program, dict):
+            raise UserError(f"{where}: its program is not torch.export JSON; export it again")
+        out.writestr("archive/models/model.json", json.dumps(checked_program(program, where)))
+        payloads = (("weights", "weight", ("weight_", "tensor_")), ("constants", "constant", ("tensor_",)))
+        for folder, what, prefix in payloads:
+            config_name = f"data/{folder}/model_{folder}_config.json"
+            config = _payload(read(config_name), prefix, what, where)
+            out.writestr(f"archive/{config_name}", json.dumps(config))
+            for record in sorted({entry["path_name"] for entry in config["config"].values()}):
+                if "/" in record:
+                    raise _refused(where, f"its {what} record {record[:80]!r} is outside its folder")
+                out.writestr(f"archive/data/{folder}/{record}", read(f"data/{folder}/{record}"))
+        try:
+            samples = torch.load(io.BytesIO(read("data/sample_inputs/model.pt")), weights_only=True)
+        except UserError:
+            raise
+        except Exception:
+            raise _refused(where, "its sample inputs are pickled objects other than tensors") from None
+        buffer = io.BytesIO()
+        torch.save(samples, buffer)
+        out.writestr("archive/data/sample_inputs/model.pt", buffer.getvalue())
+    copy.seek(0)
+    return copy
 
 
 def load_exported(
@@ -110,12 +166,13 @@ def load_exported(
         raise UserError(f"{where} is a compiled AOTInductor package, not a torch.export program")
     if kind != "torch.export":
         raise UserError(f"{where} is not a torch.export program (.pt2)")
-    _check_archive(path)
+    checked = _safe_copy(path)
     try:
-        program = torch.export.load(str(path))
+        program = torch.export.load(checked)
     except Exception as exc:
         raise UserError(f"{where}: torch.export.load failed ({first_line(exc)})") from None
     teacher = ExportedTeacher(program, path)
+    check_finite(program.state_dict, f"teacher {where}")
     shape = tuple(input_shape)
     for batch in (1, 3):
         try:

@@ -1,10 +1,12 @@
 """Strict loading into a registry network, except the classifier head when the class count changes
-(fine-tuning): every other key and shape must fit, or one line names the first that does not."""
+(fine-tuning): every other key and shape must fit, and every value be finite, or one line names the first
+that does not."""
 
 from __future__ import annotations
 
 import torch
 from kdforge.compress.errors import UserError
+from kdforge.compress.train.finite import check_finite
 from kdforge.compress.weights.formats import strip_prefixes
 from torch import nn
 
@@ -77,6 +79,7 @@ def fit_weights(
         more = f" and {len(extra) - 1} more" if len(extra) > 1 else ""
         raise UserError(f"{where} does not fit {arch}: it has a tensor {extra[0]!r}{more} the model lacks")
     state = {k: v for k, v in tensors.items() if k not in reinitialised}
+    check_finite(state, where)  # a NaN running_var would otherwise train to the end and predict "nan%"
     model.load_state_dict(state, strict=False)
     classes = (file_classes, num_classes) if file_classes is not None else None
     return len(state), tuple(reinitialised), classes

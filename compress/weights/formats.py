@@ -59,6 +59,43 @@ def sniff(path: str | Path) -> str:
     )
 
 
+def archive_entries(path: str | Path, where: str | None = None) -> dict[str, str]:
+    """Each entry of a torch zip archive under the name torch's reader gives it (the exact name minus the
+    root folder of the first entry), mapped to the exact name, after refusing every name two readers could
+    disagree on or an extractor could write outside its folder: a second root, absolute or drive names,
+    backslashes, empty, `.` or `..` parts, and duplicates (also after case folding)."""
+    where = where or repr(str(path))
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UserError(f"{where} is a damaged zip file ({first_line(exc)})") from None
+    if not names:
+        raise UserError(f"{where} is an empty zip archive")
+    root = names[0].split("/", 1)[0]
+    entries: dict[str, str] = {}
+    folded: set[str] = set()
+    for name in names:
+        parts = name.split("/")
+        bad = (
+            len(parts) < 2
+            or parts[0] != root
+            or any(part in ("", ".", "..") for part in parts)
+            or any(c in name for c in "\\\0:")
+        )
+        inner = "/".join(parts[1:])
+        if bad or name.casefold() in folded:
+            why = "a duplicate" if not bad else "outside its folder or not normalised"
+            raise UserError(
+                f"{where} is refused without reading it: its entry {name[:120]!r} is {why}, which a hostile "
+                "archive uses to make a check read one file and the loader another or to write outside "
+                "its folder; re-save it with torch"
+            )
+        folded.add(name.casefold())
+        entries[inner] = name
+    return entries
+
+
 def inside_name(name: str) -> str:
     """An archive entry without the archive's root folder (torch.save and torch.export both add one)."""
     parts = PurePosixPath(name).parts

@@ -1,5 +1,6 @@
 """`compile_package`: eval network -> torch.export (symbolic batch) -> AOTInductor `.pt2` with a sidecar;
-`AotiPackage`: load one back (after the sidecar's corruption check) and run it."""
+`AotiPackage`: load one back (after the sidecar's corruption and trust checks, and the archive's entry
+names) and run it."""
 
 from __future__ import annotations
 
@@ -8,16 +9,21 @@ import io
 import logging
 import os
 import shutil
+import tempfile
+import threading
 import time
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
 import torch
 from kdforge.compress.errors import UserError
 from kdforge.compress.jobs import resolve_device
+from kdforge.compress.weights.formats import archive_entries
 from kdforge.export.reparam import reparameterize
 from kdforge.export.sidecar import PREPROCESSING_KEYS, read_sidecar, write_sidecar
+from kdforge.export.trust import require_trusted
 from torch import nn
 
 REBUILD_HINT = "rebuild it with `kdforge deploy CHECKPOINT --backends aoti`"
@@ -86,12 +92,59 @@ def package_metadata(path: str | Path) -> dict[str, Any]:
     return record
 
 
-class AotiPackage:
-    """A loaded `.pt2` package on the device it was compiled for."""
+ALLOWED = ("archive_format", "archive_version", "byteorder", ".data/", "data/aotinductor/model/")
+_LOADING = threading.Lock()  # one package extracts at a time: TMPDIR is pointed at its own folder
 
-    def __init__(self, path: str | Path) -> None:
+
+def check_entries(path: Path) -> None:
+    """Refuse a package with an entry torch would extract outside its folder (`..`, absolute names), with
+    duplicate names, or with entries a kdforge package never has (pickled programs, weights), before
+    torch reads it; this holds even with --trust-code."""
+    entries = archive_entries(path, repr(path.name))
+    foreign = next((name for name in entries if not name.startswith(ALLOWED)), None)
+    if foreign is not None:
+        raise UserError(f"{path.name} has an entry {foreign[:120]!r} no AOTInductor package of kdforge has")
+    if not any(name.startswith("data/aotinductor/model/") for name in entries):
+        raise UserError(f"{path.name} is not an AOTInductor package (no data/aotinductor/model/)")
+
+
+def _load_runner(path: Path) -> Any:
+    """torch's package loader on `path`, extracting into a private folder: removed when loading fails, and
+    when the loaded runner is garbage collected."""
+    from torch.export.pt2_archive._package import AOTICompiledModel
+
+    folder = tempfile.mkdtemp(prefix="kdforge-aoti-")
+    # The loader extracts under $TMPDIR (it has no parameter for it): point it at our folder while it runs.
+    with _LOADING:
+        saved = os.environ.get("TMPDIR")
+        os.environ["TMPDIR"] = folder
+        try:
+            loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        finally:
+            if saved is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = saved
+    runner = AOTICompiledModel(loader)
+    weakref.finalize(runner, shutil.rmtree, folder, True)
+    return runner
+
+
+class AotiPackage:
+    """A loaded `.pt2` package on the device it was compiled for.
+
+    A package is native code that runs as it loads: one kdforge did not build for this user (see
+    kdforge.export.trust) is refused unless `trust_code`; entry names that escape the extraction folder
+    are refused always."""
+
+    def __init__(self, path: str | Path, trust_code: bool = False) -> None:
         self.path = Path(path)
         self.meta = package_metadata(path)
+        require_trusted(self.path, self.meta, trust_code, "an AOTInductor package (a compiled program)")
+        check_entries(self.path)
         self.device = resolve_device(self.meta["device"])
         # Loading imports torch.utils.cpp_extension, which warns that no CUDA toolkit is installed: true on a
         # CPU machine and irrelevant to running a compiled package.
@@ -99,7 +152,7 @@ class AotiPackage:
         level = extension_log.level
         extension_log.setLevel(logging.ERROR)
         try:
-            self.runner = torch._inductor.aoti_load_package(str(self.path))
+            self.runner = _load_runner(self.path)
         except Exception as exc:  # a package from another torch build or a damaged archive
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"cannot load {self.path.name}: {first[:200]}; {REBUILD_HINT}") from exc

@@ -114,11 +114,11 @@ class AotInductor(_TorchDevice):
 
     name = "aoti"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, trust_code: bool = False) -> None:
         from kdforge.export.aoti import AotiPackage
 
         self.path = Path(path)
-        self.package = AotiPackage(path)
+        self.package = AotiPackage(path, trust_code=trust_code)
         self.device = self.package.device
         self.input_shape = tuple(self.package.meta["input_shape"])
 
@@ -200,11 +200,11 @@ class TensorRT(Backend):
 
     name = "tensorrt"
 
-    def __init__(self, path: str | Path, cuda_graph: bool = False) -> None:
+    def __init__(self, path: str | Path, cuda_graph: bool = False, trust_code: bool = False) -> None:
         from kdforge.export.tensorrt import TensorRTEngine
 
         self.path = Path(path)
-        self.engine = TensorRTEngine(path, cuda_graph=cuda_graph)
+        self.engine = TensorRTEngine(path, cuda_graph=cuda_graph, trust_code=trust_code)
 
     def prepare(self, batch: int) -> Callable[[], object]:
         return self.engine.prepare(batch)

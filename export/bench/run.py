@@ -28,8 +28,11 @@ RUNS_ON = {  # which backends can run each kind of artifact
 }
 
 
-def _runners(artifact: Any, backends: tuple[str, ...], work: Path, device: str) -> dict[str, Backend]:
-    """One backend object per name, building the ONNX / .pt2 / engine it needs from the artifact."""
+def _runners(
+    artifact: Any, backends: tuple[str, ...], work: Path, device: str, trust_code: bool = False
+) -> dict[str, Backend]:
+    """One backend object per name, building the ONNX / .pt2 / engine it needs from the artifact (what it
+    builds is signed here; a given .pt2 or engine needs `trust_code` unless kdforge built it here)."""
     shape = (1, *artifact.input_shape)
     runners: dict[str, Backend] = {}
     onnx_path = artifact.path if artifact.kind == "onnx" else None
@@ -53,7 +56,7 @@ def _runners(artifact: Any, backends: tuple[str, ...], work: Path, device: str) 
                     device=device,
                     metadata={"input_shape": list(artifact.input_shape)},
                 )
-            runners[name] = AotInductor(path)
+            runners[name] = AotInductor(path, trust_code=trust_code)
         else:
             if onnx_path is None and artifact.kind == "checkpoint":
                 from kdforge.export.onnx import to_onnx
@@ -68,7 +71,7 @@ def _runners(artifact: Any, backends: tuple[str, ...], work: Path, device: str) 
                     from kdforge.export.tensorrt import build_engine
 
                     engine = build_engine(onnx_path, work / "model.engine", "fp32")
-                runners[name] = TensorRT(engine)
+                runners[name] = TensorRT(engine, trust_code=trust_code)
     return runners
 
 
@@ -80,17 +83,23 @@ def bench_artifact(
     input_shape: tuple[int, int, int] | None = None,
     device: str = "auto",
     native: bool = False,
+    trust_code: bool = False,
 ) -> list[dict[str, Any]]:
     """Latency rows (one per backend and batch) for the artifact at `path`; backends share rounds.
     `backends` None: every backend available here that can run this kind of artifact. `native` adds the
-    rows of kdforge-runner (build-native's) timing the same artifact (a checkpoint: its .pt2) afterwards."""
+    rows of kdforge-runner (build-native's) timing the same artifact (a checkpoint: its .pt2) afterwards.
+    A .pt2 package or engine runs native code: one kdforge did not build here needs `trust_code`."""
     from kdforge.export.artifact import open_artifact
+    from kdforge.export.trust import require_trusted
 
     if backends is not None:
         check_backends(backends)
     if any(batch < 1 for batch in batches):
         raise UserError(f"batch sizes must be >= 1, got {list(batches)}")
     artifact = open_artifact(path)
+    if artifact.kind in ("aoti", "engine"):  # before any backend or kdforge-runner loads it
+        what = "an AOTInductor package" if artifact.kind == "aoti" else "a TensorRT engine"
+        require_trusted(artifact.path, _sidecar(artifact), trust_code, f"{what} (a compiled program)")
     if input_shape is not None and tuple(input_shape) != tuple(artifact.input_shape):
         raise UserError(
             f"{artifact.path.name} takes input (C, H, W) = {tuple(artifact.input_shape)}, "
@@ -103,7 +112,7 @@ def bench_artifact(
             raise UserError(f"nothing here can run {artifact.path.name}: {reasons}")
     policy = policy or TimingPolicy()
     with tempfile.TemporaryDirectory() as work:
-        runners = _runners(artifact, backends, Path(work), device)
+        runners = _runners(artifact, backends, Path(work), device, trust_code)
         rows = []
         for batch in batches:
             calls = {name: runner.prepare(batch) for name, runner in runners.items()}
@@ -113,6 +122,13 @@ def bench_artifact(
         if native:
             rows += _native_rows(artifact, runners, Path(work), batches, policy, device)
     return rows
+
+
+def _sidecar(artifact: Any) -> dict[str, Any]:
+    """The checked sidecar of a compiled artifact."""
+    from kdforge.export.sidecar import read_sidecar
+
+    return read_sidecar(artifact.path, "rebuild it with `kdforge deploy`")
 
 
 def _native_rows(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import onnx
 from kdforge.compress.errors import UserError
+from kdforge.export.lint.integrity import check_integrity
 from kdforge.export.lint.problem import Problem
 from kdforge.export.lint.report import counts, format_lines, is_ready, to_json, verdict
 from kdforge.export.lint.rules import RULES, SEVERITIES, Rule
@@ -71,8 +72,10 @@ def lint_model(
     model: onnx.ModelProto, target: str = "tensorrt", trt_version: int = 10, *, path: str | Path | None = None
 ) -> list[Problem]:
     """The problems of an in-memory `model` for `target` ('tensorrt' with `trt_version` 10 or 11, or
-    'onnxruntime'); `path`, when given, lets ONNX Runtime load external data next to the file."""
+    'onnxruntime'); `path`, when given, lets ONNX Runtime load external data next to the file. A malformed
+    model (data not matching its declared shape, too many nodes) raises one UserError line."""
     _check_target(target, trt_version)
+    check_integrity(model, str(path) if path is not None else "the model")
     if target == "tensorrt":
         from kdforge.export.lint.tensorrt import check_tensorrt
 

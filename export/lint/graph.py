@@ -4,11 +4,12 @@ constants, producers and consumers, and stable node names."""
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from kdforge.export.lint.integrity import VALUE_CAP, small_array
 
 # ONNX element types under the names onnx-tensorrt's table uses.
 _TABLE_NAMES = {
@@ -23,6 +24,7 @@ _TABLE_NAMES = {
 }
 
 
+@functools.cache
 def type_name(elem_type: int) -> str:
     """The table's name of an ONNX element type: FP32, FP16, BF16, FP8, FP4, INT8, UINT8, INT32, ..."""
     name = onnx.TensorProto.DataType.Name(elem_type)
@@ -38,15 +40,31 @@ def default_opset(model: onnx.ModelProto) -> int | None:
 
 
 def walk(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
-    """Every node of `graph` and of its subgraphs (If / Loop / Scan bodies), depth first."""
-    for node in graph.node:
+    """Every node of `graph` and of its subgraphs (If / Loop / Scan bodies), depth first; iterative, so
+    nesting depth is bounded by `integrity.MAX_DEPTH`, not by Python's recursion limit."""
+    pending: list[Iterator[onnx.NodeProto]] = [iter(graph.node)]
+    while pending:
+        node = next(pending[-1], None)
+        if node is None:
+            pending.pop()
+            continue
         yield node
+        subgraphs: list[onnx.GraphProto] = []
         for attribute in node.attribute:
             if attribute.type == onnx.AttributeProto.GRAPH:
-                yield from walk(attribute.g)
+                subgraphs.append(attribute.g)
             elif attribute.type == onnx.AttributeProto.GRAPHS:
-                for sub in attribute.graphs:
-                    yield from walk(sub)
+                subgraphs.extend(attribute.graphs)
+        pending.extend(iter(sub.node) for sub in reversed(subgraphs))
+
+
+_CONSTANT_LISTS = {
+    "value_float": np.float32,
+    "value_floats": np.float32,
+    "value_int": np.int64,
+    "value_ints": np.int64,
+}
+_ONNX = ("", "ai.onnx")
 
 
 class GraphView:
@@ -99,42 +117,67 @@ class GraphView:
         elem = self.types.get(tensor)
         return type_name(elem) if elem else None
 
+    def _source(self, tensor: str) -> str:
+        """`tensor`, or the tensor it is an Identity (chain) of; a loop of Identities ends where it closes."""
+        seen: set[str] = set()
+        while tensor not in self.initializers and tensor not in seen:
+            seen.add(tensor)
+            node = self.producer.get(tensor)
+            if node is None or node.op_type != "Identity" or node.domain not in _ONNX or not node.input:
+                break
+            tensor = node.input[0]
+        return tensor
+
     def constant(self, tensor: str) -> np.ndarray | None:
-        """The value of `tensor` when it is an initializer, a Constant's output or an Identity of one."""
+        """The value of `tensor` when it is an initializer, a Constant's output or an Identity of one, and
+        small (integrity.VALUE_CAP); never converts a tensor whose data does not match its shape."""
+        tensor = self._source(tensor)
         if tensor in self.initializers:
-            return numpy_helper.to_array(self.initializers[tensor])
+            return small_array(self.initializers[tensor])
         node = self.producer.get(tensor)
-        if node is None:
+        if node is None or node.op_type != "Constant" or node.domain not in _ONNX:
             return None
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-            for attribute in node.attribute:
-                if attribute.name == "value":
-                    return numpy_helper.to_array(attribute.t)
-            return None
-        if node.op_type == "Identity" and node.input:
-            return self.constant(node.input[0])
+        for attr in node.attribute:
+            if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+                return small_array(attr.t)
+            if attr.name in _CONSTANT_LISTS and len(attr.floats) + len(attr.ints) <= VALUE_CAP:
+                return np.asarray(onnx.helper.get_attribute_value(attr), dtype=_CONSTANT_LISTS[attr.name])
         return None
 
     def is_constant(self, tensor: str) -> bool:
-        return self.constant(tensor) is not None
+        """True when `tensor` is an initializer, a Constant's output or an Identity of one (values unread)."""
+        tensor = self._source(tensor)
+        if tensor in self.initializers:
+            return True
+        node = self.producer.get(tensor)
+        return node is not None and node.op_type == "Constant" and node.domain in _ONNX
+
+    @functools.cached_property
+    def _activations(self) -> set[str]:
+        """Tensors computed from a graph input (or a name nothing produces), found in one forward pass."""
+        found = {t for t in self.consumers if t not in self.producer and not self.is_constant(t)}
+        pending = list(found)
+        while pending:
+            for node, _ in self.consumers.get(pending.pop(), []):
+                for output in node.output:
+                    if output and output not in found and not self.is_constant(output):
+                        found.add(output)
+                        pending.append(output)
+        return found
 
     def from_weight(self, tensor: str) -> bool:
         """True when `tensor` is a constant or is computed from constants alone (a weight, possibly
         quantized / transposed / reshaped on the way)."""
-        seen: set[str] = set()
-        pending = [tensor]
-        while pending:
-            name = pending.pop()
-            if name in seen or not name:
-                continue
-            seen.add(name)
-            if self.is_constant(name):
-                continue
-            node = self.producer.get(name)
-            if node is None:  # a graph input: an activation
-                return False
-            pending.extend(node.input)
-        return True
+        if not tensor or self.is_constant(tensor):
+            return True
+        return tensor in self.producer and tensor not in self._activations
+
+    def size(self, tensor: str) -> int | None:
+        """How many elements `tensor` has, when its shape is known."""
+        shape = self.shapes.get(tensor)
+        if shape is None or not all(isinstance(d, int) for d in shape):
+            return None
+        return int(np.prod(shape, dtype=object)) if shape else 1
 
     def rank(self, tensor: str) -> int | None:
         shape = self.shapes.get(tensor)

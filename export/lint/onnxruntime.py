@@ -13,6 +13,10 @@ from kdforge.export.lint.problem import Problem, make_problem
 
 ORT_MIN_OPSET = 7  # "All versions of ONNX Runtime support ONNX opsets ... opset version 7 and higher"
 _DOMAIN_ALIASES = {"ai.onnx": ""}
+# Operators ONNX Runtime handles in its graph layer, never as a kernel: onnxruntime/core/graph/graph.cc
+# turns every Constant node (main graph and subgraphs) into an initializer when it loads the model. The
+# only other default-domain operators without a CPU kernel have function bodies, which it inlines.
+ORT_GRAPH_LEVEL = {("", "Constant")}
 
 
 def _session_options():  # type: ignore[no-untyped-def]
@@ -103,7 +107,7 @@ def _kernels(model: onnx.ModelProto, version: str) -> list[Problem]:
     problems = []
     for node in walk(model.graph):
         domain = _DOMAIN_ALIASES.get(node.domain, node.domain)
-        if (node.domain, node.op_type) in local:
+        if (node.domain, node.op_type) in local or (domain, node.op_type) in ORT_GRAPH_LEVEL:
             continue
         ranges = kernels.get((domain, node.op_type))
         schema = _schema(node.op_type, imports.get(domain, 1), domain) if domain == "" else None

@@ -300,7 +300,7 @@ def _quantization(view: GraphView) -> list[Problem]:
         scale = view.constant(node.input[1]) if len(node.input) > 1 else None
         if scale is not None and not np.all(scale.astype(np.float64) > 0):
             problems.append(make_problem("trt-qdq-scale", f"scale {node.input[1]} has values <= 0", name, op))
-        size = int(scale.size) if scale is not None else 1
+        size = int(scale.size) if scale is not None else _constant_size(view, node.input[1:2])
         if size > 1:
             problems += _per_channel(view, node, name)
         if op == "DequantizeLinear":
@@ -318,6 +318,13 @@ def _quantization(view: GraphView) -> list[Problem]:
     if nodes:
         problems += _partial(view)
     return problems
+
+
+def _constant_size(view: GraphView, scale: list[str]) -> int:
+    """The declared size of a constant scale too large to read (integrity.VALUE_CAP), else 1."""
+    if not scale or not view.is_constant(scale[0]):
+        return 1
+    return view.size(scale[0]) or 1
 
 
 def _listed(names: list[str], most: int = 3) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 from kdforge.compress.atomic import atomic_write_text
 from kdforge.export.readiness import tensorrt_ready_cell
+from kdforge.export.report.markdown import code, code_block, text
 from kdforge.export.report.plots import plot_teacher_vs_student
 
 SAME_FILE_AS = {  # backends that run a file (or weights) whose accuracy another backend measured
@@ -76,7 +77,8 @@ def write_report(
     headline: str = "",
 ) -> Path:
     """report.md (led by `headline`, the run's outcome in one sentence) and teacher_vs_student_b<batch>.png
-    in `out_dir`; returns the report's path."""
+    in `out_dir`; returns the report's path. `title` and `training_markdown` are Markdown already (their
+    user strings escaped by the caller); `headline` and `commands` are plain text, escaped here."""
     out = Path(out_dir)
     batches = sorted({r["batch"] for r in student["latency"]})
     plots = [
@@ -96,7 +98,7 @@ def write_report(
     lines = [
         f"# {title}",
         "",
-        *([f"**{headline}**", ""] if headline else []),
+        *([f"**{text(headline)}**", ""] if headline else []),
         training_markdown.strip().split("\n", 1)[1].strip() if "\n" in training_markdown else "",
         "",
         "## Deployed: accuracy x latency x size",
@@ -118,7 +120,8 @@ def write_report(
         size = "-" if record["size_mb"] is None else f"{record['size_mb']:.2f}"
         p50 = " | ".join("-" if v is None else f"{v:.3f}" for v in record["p50"].values())
         lines.append(
-            f"| {record['network']} | {record['backend']} | {record['precision']} | {record['ready']} "
+            f"| {text(record['network'])} | {text(record['backend'])} | {text(record['precision'])} "
+            f"| {text(record['ready'])} "
             f"| {top1} | {p50} "
             f"| {size} | {speed} | {ratio} |"
         )
@@ -146,9 +149,7 @@ def write_report(
         *provenance_lines(teacher, student),
         "## Reproduce",
         "",
-        "```",
-        *commands,
-        "```",
+        *code_block(commands),
     ]
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines) + "\n")
@@ -178,9 +179,9 @@ def provenance_lines(teacher: dict[str, Any], student: dict[str, Any]) -> list[s
             record = meta.get(key)
             if isinstance(record, dict) and (key == "init" or record.get("format") != "kdforge"):
                 head = record.get("reinitialised") or []
-                note = f"; head re-initialised ({', '.join(head)})" if head else ""
+                note = f"; head re-initialised ({text(', '.join(map(str, head)))})" if head else ""
                 lines.append(
-                    f"- {role} {result['arch']} {what} `{record.get('source')}` ({record.get('format')}, "
-                    f"sha256 `{record.get('sha256')}`){note}"
+                    f"- {role} {text(result['arch'])} {what} {code(record.get('source'))} "
+                    f"({text(record.get('format'))}, sha256 {code(record.get('sha256'))}){note}"
                 )
     return ["## Starting weights", "", *lines, ""] if lines else []

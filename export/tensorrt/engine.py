@@ -11,6 +11,7 @@ import torch
 from kdforge.compress.errors import UserError
 from kdforge.export.sidecar import read_sidecar
 from kdforge.export.tensorrt.availability import gpu_description, require_tensorrt, trt_logger
+from kdforge.export.trust import require_trusted
 
 REBUILD_HINT = "rebuild it with `kdforge deploy CHECKPOINT --backends tensorrt`"
 KIND = "tensorrt-engine"
@@ -46,9 +47,12 @@ class TensorRTEngine:
     name: ClassVar[str] = "tensorrt"
     copies_included: ClassVar[bool] = False  # prepare() stages inputs on the GPU; timings exclude copies
 
-    def __init__(self, path: str | Path, cuda_graph: bool = False) -> None:
+    def __init__(self, path: str | Path, cuda_graph: bool = False, trust_code: bool = False) -> None:
         self.path = Path(path)
         self.meta = engine_metadata(self.path)  # before TensorRT: a corrupt file gets its own clear line
+        # An engine is a program (kernels, possibly plugins or an embedded lean runtime): one kdforge did not
+        # build for this user is refused unless trust_code (TensorRT's engine_host_code_allowed stays off).
+        require_trusted(self.path, self.meta, trust_code, "a TensorRT engine (a compiled program)")
         self.trt = require_tensorrt()
         self.cuda_graph = cuda_graph
         self.runtime = self.trt.Runtime(trt_logger(self.trt))
