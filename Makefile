@@ -5,6 +5,13 @@ BIN    := $(VENV)/bin
 # Re-install when pyproject.toml changes (the stamp is older than it).
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP     := $(VENV)/.dev-installed
+# Static tools (pyright, basedpyright, Pylance) cannot follow the editable install's import hook, which maps
+# kdforge.compress -> compress/ (package-dir). IMPORT_TREE/kdforge links kdforge/__init__.py and the three
+# folders under their installed names, and [tool.pyright] extraPaths points there, so they resolve
+# `kdforge.*` as Python does. Folder links: new files show at once, nothing to re-link. (setuptools' strict
+# editable mode would do this for Python too, but a checkout's root on sys.path, as under pytest or
+# `python -m`, then shadows it with the bare kdforge/ folder and kdforge.compress is not found.)
+IMPORT_TREE   := build/import-tree
 PYTEST_ARGS   ?=
 # One pytest-xdist worker per core (tests pin torch to one thread each; builds into one folder take turns);
 # an idle worker steals queued tests from a busy one, so a few minute-long tests do not leave one core idle.
@@ -15,7 +22,12 @@ PYTEST_WORKERS ?= auto
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(RUNTIME_STAMP): pyproject.toml | $(BIN)/python
+$(IMPORT_TREE)/kdforge/__init__.py:
+	rm -rf $(IMPORT_TREE) && mkdir -p $(IMPORT_TREE)/kdforge
+	ln -s ../../../kdforge/__init__.py $(IMPORT_TREE)/kdforge/__init__.py
+	for folder in compress kernels export; do ln -s ../../../$$folder $(IMPORT_TREE)/kdforge/$$folder; done
+
+$(RUNTIME_STAMP): pyproject.toml | $(BIN)/python $(IMPORT_TREE)/kdforge/__init__.py
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
@@ -28,8 +40,9 @@ $(DEV_STAMP): pyproject.toml $(RUNTIME_STAMP)
 demo: $(RUNTIME_STAMP)
 	$(BIN)/kdforge run recipes/digits.yaml --out runs/digits --resume
 
-## test: the whole suite (CPU; GPU/TensorRT tests skip with their reason), one worker per core.
-test: $(DEV_STAMP)
+## test: `make lint` first (a failure stops the run), then the whole suite (CPU; GPU/TensorRT tests skip with
+## their reason), one worker per core.
+test: lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 ## native: build kdforge-runner (C++, CMake) where deploy and bench --native look for it
@@ -37,8 +50,10 @@ test: $(DEV_STAMP)
 native: $(RUNTIME_STAMP)
 	$(BIN)/kdforge build-native
 
+## lint: ruff, then basedpyright (pyproject.toml [tool.pyright]; an unresolved import is an error).
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/basedpyright --pythonpath $(BIN)/python
 
 clean-venv:
 	rm -rf $(VENV)

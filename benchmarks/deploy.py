@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from common import RESULTS, machine, slug, write_results
 from kdforge.compress.config import load_recipe
+from kdforge.compress.errors import first_line
 from kdforge.compress.jobs import Session
 from kdforge.compress.models import available, build
 from kdforge.export.bench import TimingPolicy
@@ -61,7 +62,7 @@ def zoo_parity(console: Console) -> list[dict[str, Any]]:
                     "max_logit": float(model(samples).abs().max()),
                 }
             except Exception as exc:  # record and go on: the table shows which model failed and why
-                row = {"model": name, "ok": False, "error": str(exc).splitlines()[0][:200]}
+                row = {"model": name, "ok": False, "error": first_line(exc)}
             row["seconds"] = round(time.perf_counter() - tick, 1)
             console.print(f"parity {name}: {'ok' if row['ok'] else 'FAILED ' + row['error']}")
             rows.append(row)

@@ -69,7 +69,7 @@ def liger_status() -> tuple[LossFn | None, str | None]:
     if importlib.util.find_spec("liger_kernel") is None:
         return None, "liger-kernel is not installed (pip install 'kdforge[liger]')"
     try:
-        from liger_kernel.transformers import LigerKLDIVLoss
+        from liger_kernel.transformers import LigerKLDIVLoss  # pyright: ignore[reportMissingImports]
     except Exception as exc:  # an install that does not import is reported, not fatal
         return None, f"liger-kernel does not import: {type(exc).__name__}: {str(exc)[:120]}"
     kl = LigerKLDIVLoss(reduction="batchmean")

@@ -28,9 +28,9 @@ from pathlib import Path
 from common import RESULTS, machine, write_results
 from kdforge.compress.config import load_recipe
 from kdforge.compress.jobs import Session
+from kdforge.compress.train.checkpoint import load_model
 from kdforge.export.bench import TimingPolicy, measure
 from kdforge.export.bench.backends import AotInductor, TorchEager
-from kdforge.export.deploy import load_network
 from kdforge.export.native import build_native, run_native
 from rich.console import Console
 
@@ -58,8 +58,8 @@ def measure_one(name: str, batch: int, target: Path, min_duration: float) -> Non
     if name == "aoti":
         backend = AotInductor(target)
     else:
-        model, meta = load_network(target)
-        backend = TorchEager(model, (1, *meta["data"]["input_shape"]), "cpu")
+        model, checkpoint = load_model(target)
+        backend = TorchEager(model.eval(), (1, *checkpoint.meta["data"]["input_shape"]), "cpu")
     stats = measure(backend.prepare(batch), batch, policy, backend.sync)
     print(stats.p50, stats.page_faults_per_run)
 

@@ -37,9 +37,8 @@ import onnxruntime as ort
 import torch
 from common import RESULTS, machine, write_results
 from kdforge.compress.models import build
-from kdforge.compress.reparam import expand, multi_branch_blocks
+from kdforge.compress.reparam import expand, multi_branch_blocks, reparameterize
 from kdforge.export.onnx.parity import ort_session
-from kdforge.export.reparam.merge import reparameterize
 from rich.console import Console
 from rich.table import Table
 from torch import nn

@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from annotated_types import Ge, Gt, Interval, Le, Lt, MinLen
 from kdforge.compress.errors import UserError
+from kdforge.compress.registry import TEACHER_STRATEGIES, method_class
 
 # Reusable field limits (one declaration each; the message is built from the limit).
 Positive = Annotated[int, Gt(0)]
@@ -106,12 +107,12 @@ class NetworkConfig:
     `options` are the builder's keyword arguments, plus `weights: DEFAULT` (tv:) / `pretrained: true`
     (timm:) to start from those libraries' cached pretrained weights. `init` is the starting weights of a
     network that trains (any format of kdforge.compress.weights; a head for another class count is
-    re-initialised). `checkpoint` is, for the teacher, a trained teacher used as is (`kdforge compress`,
-    `kdforge run`); for the student, like `init`, where its training starts."""
+    re-initialised). `checkpoint` is the teacher's alone: a trained teacher used as is (`kdforge compress`,
+    `kdforge run`); `student.checkpoint` is the old name of `student.init` (RENAMED_KEYS)."""
 
     arch: str = "resnet8"
     options: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for the builder
-    checkpoint: str | None = None  # teacher: a trained teacher used as is; student: a start point
+    checkpoint: str | None = None  # teacher: a trained teacher used as is (student: old name of init)
     init: str | None = None  # starting weights for training: a checkpoint, state dict or safetensors file
 
 
@@ -404,19 +405,46 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+@dataclass(frozen=True)
+class Setting:
+    """A recipe value given on the command line: `--set KEY=VALUE`, or a flag such as `--init PATH`."""
+
+    key: str  # the dotted recipe key it sets, e.g. teacher.init
+    value: Any
+    source: str  # how the user wrote it, for messages: "--set 'teacher.init=a.pth'", "--init a.pth"
+    flag: bool = False  # a flag (not --set): it says so when it replaces the recipe's value of its key
+
+
+def override_setting(item: str) -> Setting:
+    """The Setting of one `--set KEY=VALUE` (the value parsed as YAML)."""
+    parts, value = _parse_override(item)
+    return Setting(".".join(parts), value, f"--set {shown(item)}")
+
+
+def flag_setting(flag: str, key: str, value: Any) -> Setting:
+    """The Setting of a command-line flag that stands for a recipe key (`--init PATH`: teacher.init)."""
+    text = value if isinstance(value, str) else shown(value)
+    return Setting(key, value, f"{flag} {text if len(text) <= 100 else text[:97] + '...'}", flag=True)
+
+
+def _put(tree: dict[str, Any], setting: Setting) -> None:
+    """Set `setting.key` in a raw recipe tree, making the sections it names when they are missing."""
+    *sections, leaf = setting.key.split(".")
+    node = tree
+    for part in sections:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UserError(f"{setting.source}: {shown(part)} is not a section")
+        node = child
+    node[leaf] = setting.value
+
+
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `a.b=value` overrides (values parsed as YAML) to a raw recipe tree."""
     for item in overrides:
-        parts, value = _parse_override(item)
-        node = tree
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise UserError(f"--set {shown(item)}: {shown(part)} is not a section")
-            node = child
-        node[parts[-1]] = value
+        _put(tree, override_setting(item))
     return tree
 
 
@@ -501,30 +529,160 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return tree
 
 
+# --------------------------------------------------------------------------------------------------
+# Loading: the recipe file, then the command line over it, then check() of the whole, then normalized().
+# --------------------------------------------------------------------------------------------------
+
+# Recipe keys that were renamed: old key -> new key. The old one keeps working, with one warning line.
+RENAMED_KEYS = {"student.checkpoint": "student.init"}  # `checkpoint` is the teacher's: one used as is
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """Recipe keys of which at most one may be set (a two-field rule of `check`): they give the same thing."""
+
+    keys: tuple[str, ...]
+    gives: str  # what each of them gives, for "A and B both give <gives>"
+
+
+ONE_OF = (
+    OneOf(
+        ("teacher.init", "teacher.options.weights", "teacher.options.pretrained"),
+        "the teacher's starting weights",
+    ),
+    OneOf(
+        ("student.checkpoint", "student.init", "student.options.weights", "student.options.pretrained"),
+        "the student's starting weights",
+    ),
+    OneOf(
+        ("teacher.checkpoint", "teacher.init"),
+        "the teacher (checkpoint: a trained teacher used as is; init: starting weights to train one)",
+    ),
+)
+
+
+def _is_set(value: Any) -> bool:
+    """Whether a value gives something: null, false and "" do not (`pretrained: false`, `init: null`)."""
+    return value is not None and value is not False and value != ""
+
+
+def _get(node: Any, key: str) -> Any:
+    """The value at dotted `key` in a raw recipe tree or a config dataclass; None where it is missing."""
+    for part in key.split("."):
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif dataclasses.is_dataclass(node) and not isinstance(node, type):
+            node = getattr(node, part, None)
+        else:
+            return None
+    return node
+
+
+def _drop(tree: dict[str, Any], key: str) -> None:
+    """Remove dotted `key` from a raw recipe tree (nothing when it is not there)."""
+    *sections, leaf = key.split(".")
+    parent = _get(tree, ".".join(sections)) if sections else tree
+    if isinstance(parent, dict):
+        parent.pop(leaf, None)
+
+
+def _given_by(settings: list[Setting], key: str, flags: bool) -> Setting | None:
+    """The last --set (flags=False) or flag (flags=True) that sets `key` (itself or a section above it)."""
+    last = None
+    for setting in settings:
+        if setting.flag != flags or not (key == setting.key or key.startswith(setting.key + ".")):
+            continue
+        inner = setting.value if key == setting.key else _get(setting.value, key[len(setting.key) + 1 :])
+        last = setting if _is_set(inner) else None
+    return last
+
+
+def _command_line_wins(tree: dict[str, Any], settings: list[Setting]) -> None:
+    """The command line over the recipe file: for each ONE_OF rule (`_one_source`), and for a flag that
+    replaces the recipe's value of its own key, which says so (a --set doing that is what --set is for)."""
+    for rule in ONE_OF:
+        _one_source(tree, settings, rule)
+    for setting in settings:
+        old = _get(tree, setting.key)
+        if setting.flag and _is_set(old) and old != setting.value:
+            _replaced(setting, setting.key, old)
+
+
+def _one_source(tree: dict[str, Any], settings: list[Setting], rule: OneOf) -> None:
+    """Two keys of `rule` on the command line (--set or flags, or one key by both) are a UserError; one
+    replaces the recipe file's others (dropped from `tree`), with one warning line each."""
+    given = [
+        (key, setting)
+        for key in rule.keys
+        for setting in (_given_by(settings, key, False), _given_by(settings, key, True))
+        if setting is not None
+    ]
+    if len(given) > 1:
+        (first, one), (second, other) = given[:2]
+        what = (
+            f"{first} is given twice" if first == second else f"{first} and {second} both give {rule.gives}"
+        )
+        raise UserError(f"{what} on the command line ({one.source}, {other.source}); keep one")
+    if not given:
+        return
+    touched = {key for key in rule.keys for s in settings if key == s.key or key.startswith(s.key + ".")}
+    for key in rule.keys:
+        if key not in touched and _is_set(_get(tree, key)):
+            _replaced(given[0][1], key, _get(tree, key))
+            _drop(tree, key)
+
+
+def _replaced(setting: Setting, key: str, old: Any) -> None:
+    warnings.warn(f"{setting.source} replaces the recipe's {key}: {shown(old)}", RecipeWarning, stacklevel=3)
+
+
+def _renamed_keys(tree: dict[str, Any]) -> None:
+    """Move each old key of RENAMED_KEYS to its new name, with one warning line; both set is left to
+    `check` (ONE_OF names the pair)."""
+    for old, new in RENAMED_KEYS.items():
+        value = _get(tree, old)
+        if _is_set(value) and _is_set(_get(tree, new)):
+            continue
+        _drop(tree, old)  # a null old key (a written config.yaml has student.checkpoint: null) goes silently
+        if _is_set(value):
+            _put(tree, Setting(new, value, old))
+            warnings.warn(
+                f"{old} is the old name of {new}; write {new} (the old name still works for now)",
+                RecipeWarning,
+                stacklevel=3,
+            )
+
+
 def load_recipe(
-    path: str | Path | None, overrides: list[str] | None = None, method: str | None = None
+    path: str | Path | None,
+    overrides: list[str] | None = None,
+    method: str | None = None,
+    flags: list[Setting] | None = None,
 ) -> RunConfig:
-    """Read a recipe file (or the defaults when `path` is None), apply overrides and validate it.
+    """Read a recipe file (or the defaults when `path` is None), apply the command line, check the whole
+    recipe (`check`: before any data is read or network built) and return it `normalized`.
 
     `method` (the CLI's --method) replaces the recipe's method, and its options when it names another
-    one; `--set method.options.KEY=VALUE` overrides apply after it.
+    one; `--set method.options.KEY=VALUE` overrides apply after it. `overrides` (--set) and `flags` (e.g.
+    --init, `flag_setting`) are the command line: it wins over the file (`_command_line_wins`).
     """
     tree = read_yaml(path) if path is not None else {}
     section = tree.get("method")
     if method is not None and not (isinstance(section, dict) and section.get("name") == method):
         tree["method"] = {"name": method}
-    tree = apply_overrides(tree, overrides or [])
+    settings = [*(override_setting(item) for item in overrides or []), *(flags or [])]
+    _command_line_wins(tree, settings)
+    for setting in settings:
+        _put(tree, setting)
+    _renamed_keys(tree)
     config = from_dict(RunConfig, tree)
     check(config)
-    return config
+    return normalized(config)
 
 
 def check(config: RunConfig) -> None:
-    """Checks that involve more than one field (single-field limits live on the fields)."""
-    if config.teacher_strategy.name != "standard":
-        from kdforge.compress.methods import TEACHER_STRATEGIES, method_class
-
-        method_class(config.teacher_strategy.name, TEACHER_STRATEGIES, "teacher_strategy.name")
+    """Every check that involves more than one field, and the method's and teacher strategy's own options
+    (single-field limits live on the fields). A pure check: it changes nothing (see `normalized`)."""
     if not RUN_NAME.fullmatch(config.name):
         raise UserError(
             f"name: {shown(config.name)} is not a run name (it names the folder runs/<name>); use letters, "
@@ -533,22 +691,101 @@ def check(config: RunConfig) -> None:
     data = config.data
     if data.name != "digits" and data.root is None:
         raise UserError(f"data.root: the {data.name} data set needs a local directory (data.root=PATH)")
-    if config.student.checkpoint and config.student.init:
-        raise UserError(
-            "student.checkpoint and student.init both give the student's starting weights; keep one "
-            "(e.g. --set student.checkpoint=null)"
-        )
+    for rule in ONE_OF:
+        _check_one_of(config, rule)
     for section in ("teacher_train", "student_train"):
         train: TrainConfig = getattr(config, section)
-        if train.warmup_epochs > train.epochs:  # e.g. a short test run of a recipe: clamp, do not refuse
-            warnings.warn(
-                f"{section}.warmup_epochs {train.warmup_epochs} is longer than the run's {train.epochs} "
-                f"epoch(s): warming up over all {train.epochs}",
-                RecipeWarning,
-                stacklevel=2,
-            )
-            train.warmup_epochs = train.epochs
         if any(m <= 0 for m in train.milestones) or train.milestones != sorted(train.milestones):
             raise UserError(
                 f"{section}.milestones: must be increasing positive epochs, got {train.milestones}"
             )
+    method_class(config.method.name).validate_options(config.method.options, "method.options")
+    strategy = config.teacher_strategy
+    if strategy.name != "standard":
+        cls = method_class(strategy.name, TEACHER_STRATEGIES, "teacher_strategy.name")
+        cls.validate_options(strategy.options, "teacher_strategy.options")
+
+
+def _check_one_of(config: RunConfig, rule: OneOf) -> None:
+    """At most one key of `rule` set; the message suggests unsetting an old name (RENAMED_KEYS) first."""
+    given = [key for key in rule.keys if _is_set(_get(config, key))]
+    if len(given) < 2:
+        return
+    drop = next((key for key in given if key in RENAMED_KEYS), given[1])
+    raise UserError(f"{given[0]} and {given[1]} both give {rule.gives}; keep one (e.g. --set {drop}=null)")
+
+
+def normalized(config: RunConfig) -> RunConfig:
+    """The checked recipe as it runs, a copy: warm-ups clamped to their run (a short test run of a recipe
+    is not refused) and old option names under their new ones, each change one RecipeWarning line."""
+    changes: dict[str, Any] = {
+        section: _clamped_warmup(getattr(config, section), section)
+        for section in ("teacher_train", "student_train")
+    }
+    method = config.method
+    changes["method"] = dataclasses.replace(
+        method, options=_current_names(method.options, method_class(method.name), "method.options")
+    )
+    strategy = config.teacher_strategy
+    if strategy.name != "standard":
+        cls = method_class(strategy.name, TEACHER_STRATEGIES, "teacher_strategy.name")
+        options = _current_names(strategy.options, cls, "teacher_strategy.options")
+        changes["teacher_strategy"] = dataclasses.replace(strategy, options=options)
+    return dataclasses.replace(config, **changes)
+
+
+def _clamped_warmup(train: TrainConfig, section: str) -> TrainConfig:
+    """`train` with warmup_epochs at most its epochs (a warning when it was longer)."""
+    if train.warmup_epochs <= train.epochs:
+        return train
+    warnings.warn(
+        f"{section}.warmup_epochs {train.warmup_epochs} is longer than the run's {train.epochs} "
+        f"epoch(s): warming up over all {train.epochs}",
+        RecipeWarning,
+        stacklevel=3,
+    )
+    return dataclasses.replace(train, warmup_epochs=train.epochs)
+
+
+def _current_names(options: dict[str, Any], cls: Any, path: str) -> dict[str, Any]:
+    """A method's raw options with its renamed ones (`renamed_options`) under their new names, one warning
+    line each."""
+    current, renamed = renamed_options(options, getattr(cls, "renamed_options", {}), path)
+    for old, new in renamed:
+        warnings.warn(
+            f"{path}.{old} is the old name of {path}.{new}; write {new} (the old name still works for now)",
+            RecipeWarning,
+            stacklevel=3,
+        )
+    return current
+
+
+def renamed_options(
+    raw: dict[str, Any], renames: dict[str, str], path: str
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """`raw` with each old option name of `renames` (old -> new) under its new name, and the (old, new)
+    pairs it moved; an old and a new name together is a UserError."""
+    current, moved = dict(raw), []
+    for old, new in renames.items():
+        if old not in current:
+            continue
+        if new in current:
+            raise UserError(f"{path}.{old} is the old name of {path}.{new} and both are set; keep {new}")
+        current[new] = current.pop(old)
+        moved.append((old, new))
+    return current, moved
+
+
+def options_from_dict(cls: type, raw: dict[str, Any], path: str, renames: dict[str, str]) -> Any:
+    """`from_dict` of a method's options dataclass, accepting the old names of `renames`; a message about
+    a renamed option names it as the user wrote it."""
+    current, moved = renamed_options(raw, renames, path)
+    try:
+        return from_dict(cls, current, path)
+    except UserError as exc:
+        message = str(exc)
+        for old, new in moved:
+            message = message.replace(f"{path}.{new}", f"{path}.{old}")
+        if message == str(exc):
+            raise
+        raise type(exc)(message) from None

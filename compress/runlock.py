@@ -23,8 +23,9 @@ from pathlib import Path
 
 import yaml
 from kdforge.compress.errors import UserError
+from kdforge.compress.layout import LOCK_NAME, RunLayout
 
-LOCK_NAME = ".kdforge.lock"
+__all__ = ["LOCK_NAME", "check_run_dir", "is_run_dir", "run_lock"]
 RECORD_KEYS = {  # what kdforge versions before the lock file leave in a run folder, and keys each holds
     "result.json": {"best_path", "last_path", "best_epoch", "test_top1"},  # a training stage
     "results.json": {"recipe", "rows"},  # `kdforge run`'s folder
@@ -60,7 +61,8 @@ def is_run_dir(folder: Path, depth: int = 1) -> bool:
         return True
     if any(keys <= _record_keys(folder / name) for name, keys in RECORD_KEYS.items()):
         return True
-    if (folder / "checkpoints").is_dir() and _record_keys(folder / "config.yaml") >= CONFIG_KEYS:
+    layout = RunLayout(folder)
+    if layout.checkpoints.is_dir() and _record_keys(layout.config_yaml) >= CONFIG_KEYS:
         return True
     if depth == 0:
         return False
@@ -102,7 +104,7 @@ def check_run_dir(out_dir: str | Path) -> None:
             f"{where} holds files kdforge did not write ({held}); a run would replace files there: "
             "choose a new or empty folder (--out)"
         )
-    for folder in (out, out / "checkpoints"):
+    for folder in (out, RunLayout(out).checkpoints):
         linked = [e for e in _entries(folder, 1000) if (folder / e).is_symlink()] if folder.is_dir() else []
         if linked or (folder != out and folder.is_symlink()):
             name = repr((linked or [folder.name])[0][:40])

@@ -1,7 +1,8 @@
-"""Deployment: reparameterize, ONNX export, quantize, TensorRT, latency profiling, reports.
+"""Deployment: ONNX export, quantize, TensorRT, latency profiling, reports.
 
-It may import `compress` (models, checkpoints), never `kdforge`. Submodules load on first use, so a
-command that only needs a name list (the CLI's --help) does not pay for importing torch.
+It may import `compress` (models, checkpoints, the merge of multi-branch blocks), never `kdforge`.
+Submodules load on first use, so a command that only needs a name list (the CLI's --help) does not pay
+for importing torch.
 """
 
 # Imported as a top-level `export` (a checkout's root on sys.path): refuse, this is kdforge.export.
@@ -15,7 +16,7 @@ __all__ = ["reparameterize", "to_onnx"]
 
 def __getattr__(name: str) -> Any:
     if name == "reparameterize":
-        from kdforge.export.reparam import reparameterize
+        from kdforge.compress.reparam import reparameterize  # the deploy path's first step, owned by compress
 
         return reparameterize
     if name == "to_onnx":

@@ -78,11 +78,11 @@ def open_artifact(path: str | Path) -> Artifact:
         heads = outputs[-1] if outputs and isinstance(outputs[-1], int) else None
         return described(path, "onnx", {**meta, "input_shape": list(dims)}, num_classes=heads)
     if suffix == ".safetensors":
-        from kdforge.export.deploy import load_network
+        from kdforge.compress.train.checkpoint import load_model
 
-        model, meta = load_network(path)
-        data: dict[str, Any] = meta.get("data") or {}
-        return described(path, "checkpoint", data, model, int(meta["model"]["num_classes"]))
+        model, checkpoint = load_model(path)
+        data: dict[str, Any] = checkpoint.meta.get("data") or {}
+        return described(path, "checkpoint", data, model.eval(), checkpoint.num_classes)
     raise UserError(f"{path.name}: unknown artifact type {suffix!r}; pass a {SUFFIXES} file")
 
 

@@ -19,10 +19,11 @@ import torch
 from kdforge.compress.atomic import atomic_write_text, remove_stale_temporaries
 from kdforge.compress.config import DeployConfig, Precision, RunConfig, from_dict
 from kdforge.compress.data import build_data
+from kdforge.compress.device import resolve_device
 from kdforge.compress.errors import UserError
-from kdforge.compress.jobs import resolve_device
+from kdforge.compress.layout import RunLayout
 from kdforge.compress.runlock import run_lock
-from kdforge.compress.train.checkpoint import load_model, read_checkpoint, versions
+from kdforge.compress.train.checkpoint import load_model, versions
 from kdforge.export.bench import COV_WARNING, TimingPolicy, measure_interleaved
 from kdforge.export.bench.available import available_backends, check_backends
 from kdforge.export.bench.backends import (
@@ -108,20 +109,8 @@ def deploy_flag_words(options: dict[str, Any]) -> list[str]:
     return flags
 
 
-def load_network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The eval-mode network of a kdforge checkpoint (multi-branch, plain or merged) and its metadata."""
-    checkpoint = read_checkpoint(path)
-    if checkpoint.meta["model"].get("reparameterized"):
-        from kdforge.export.reparam import load_merged
-
-        model, checkpoint = load_merged(path)
-    else:
-        model, checkpoint = load_model(path)
-    return model.eval(), checkpoint.meta
-
-
 @dataclass
-class Source:
+class DeployInput:
     """The network to deploy with what every stage needs: its data, input shape and file metadata."""
 
     model: nn.Module
@@ -194,13 +183,14 @@ def _deploy(
         "seconds": round(time.perf_counter() - began, 1),
     }
     write_results(out, result)
-    step(f"wrote {out / 'deploy.md'}")
+    step(f"wrote {RunLayout(out).deploy_md}")
     return result
 
 
-def load_source(checkpoint: str | Path, calibration_images: int) -> Source:
+def load_source(checkpoint: str | Path, calibration_images: int) -> DeployInput:
     """Load (and merge, when multi-branch) the network, its test split and its calibration images."""
-    model, meta = load_network(checkpoint)
+    model, loaded = load_model(checkpoint)  # plain, multi-branch or merged: the one loader tells them apart
+    model, meta = model.eval(), loaded.meta
     recorded = meta.get("config")
     if not isinstance(recorded, dict):
         raise UserError(
@@ -225,7 +215,7 @@ def load_source(checkpoint: str | Path, calibration_images: int) -> Source:
         "source_checkpoint_sha256": sha256(checkpoint),
     }
     stem = Path(checkpoint).stem
-    return Source(
+    return DeployInput(
         model=model,
         arch=arch,
         shape=shape,
@@ -237,7 +227,7 @@ def load_source(checkpoint: str | Path, calibration_images: int) -> Source:
 
 
 def export_onnx(
-    source: Source, config: DeployConfig, out: Path, step: Log
+    source: DeployInput, config: DeployConfig, out: Path, step: Log
 ) -> tuple[dict[str, Path], list[Any]]:
     """The fp32 ONNX (parity-checked against PyTorch) and the fp16 / int8 forms `config` asks for."""
     step("ONNX export and parity check")
@@ -271,7 +261,7 @@ def export_onnx(
 
 
 def measure_accuracy(
-    source: Source, onnx_files: dict[str, Path], compiled: dict[str, dict[str, Any]], step: Log
+    source: DeployInput, onnx_files: dict[str, Path], compiled: dict[str, dict[str, Any]], step: Log
 ) -> dict[str, float]:
     """Test top-1 of the PyTorch network and of every built file, on the runtime that runs it."""
     step("accuracy per precision on the test split")
@@ -289,7 +279,7 @@ def measure_accuracy(
 
 
 def latency_variants(
-    source: Source,
+    source: DeployInput,
     onnx_files: dict[str, Path],
     compiled: dict[str, dict[str, Any]],
     backends: tuple[str, ...],
@@ -311,7 +301,7 @@ def latency_variants(
 
 
 def measure_latency(
-    source: Source,
+    source: DeployInput,
     runs: list[tuple[str, str, Backend]],
     batches: list[int],
     policy: TimingPolicy,
@@ -360,7 +350,7 @@ def check_readiness(onnx_files: dict[str, Path], step: Log) -> dict[str, dict[st
 
 
 def compile_artifacts(
-    source: Source,
+    source: DeployInput,
     out: Path,
     onnx_files: dict[str, Path],
     backends: tuple[str, ...],
@@ -454,7 +444,8 @@ def write_results(out: Path, result: dict[str, Any]) -> None:
     """deploy.json (everything), deploy.csv (the latency rows), latency.png and deploy.md (for people)."""
     from kdforge.export.report import plot_latency_vs_batch
 
-    atomic_write_text(out / "deploy.json", json.dumps(result, indent=2) + "\n")
+    layout = RunLayout(out)
+    atomic_write_text(layout.deploy_json, json.dumps(result, indent=2) + "\n")
     columns = [
         "backend",
         "precision",
@@ -475,9 +466,9 @@ def write_results(out: Path, result: dict[str, Any]) -> None:
     writer = csv.DictWriter(table, columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(result["latency"])
-    atomic_write_text(out / "deploy.csv", table.getvalue())
-    plot_latency_vs_batch(result["latency"], out / "latency.png", f"{result['arch']}: latency per image")
-    atomic_write_text(out / "deploy.md", deploy_markdown(result))
+    atomic_write_text(layout.deploy_csv, table.getvalue())
+    plot_latency_vs_batch(result["latency"], layout.latency_png, f"{result['arch']}: latency per image")
+    atomic_write_text(layout.deploy_md, deploy_markdown(result))
 
 
 def deploy_markdown(result: dict[str, Any]) -> str:

@@ -7,9 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kdforge.export.lint import counts, format_lines, is_ready, lint_onnx
+from kdforge.export.lint import TRT_VERSIONS, counts, format_lines, is_ready, lint_onnx
 
-TRT_VERSIONS = (10, 11)
 ONNXRUNTIME_ONLY = ("int8-u8",)  # forms made for ONNX Runtime's CPU kernels, never for TensorRT
 
 

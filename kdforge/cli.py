@@ -25,11 +25,13 @@ from rich.console import Console
 
 from kdforge.compress.config import DeployConfig, from_dict, parse_yaml
 from kdforge.compress.errors import UserError
-from kdforge.export.bench.available import BACKENDS
+from kdforge.export.bench.available import LATENCY_BACKENDS
+from kdforge.export.trt_versions import TRT_VERSIONS
 
 if TYPE_CHECKING:
     from kdforge.compress.config import RunConfig
     from kdforge.compress.jobs import Session
+    from kdforge.compress.layout import RunLayout
 
 EXIT_USER_ERROR = 2
 STORAGE_ERRORS = {  # the machine, not kdforge: one line and exit 2, like any other user-fixable problem
@@ -39,7 +41,8 @@ STORAGE_ERRORS = {  # the machine, not kdforge: one line and exit 2, like any ot
     errno.EACCES: "permission denied",
 }
 DEPLOY_OPTIONS = tuple(f.name for f in dataclasses.fields(DeployConfig) if "flag" in f.metadata)
-BENCH_OPTIONS = ("batches", "device", "min_duration_s")  # bench times as deploy does
+BENCH_OPTIONS = ("backends", "batches", "device", "native", "min_duration_s")  # bench times as deploy does
+BACKEND_NOTES = {"backends": f"known: {', '.join(LATENCY_BACKENDS)}"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,7 +59,8 @@ def _overrides(parser: argparse.ArgumentParser, example: str) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help=f"override a recipe key, e.g. --set {example} (repeatable)",
+        help=f"override a recipe key, e.g. --set {example} (repeatable); the command line wins over the "
+        "recipe, and two command-line values for one thing (--set teacher.init and --init) are an error",
     )
 
 
@@ -189,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="start training from these weights (teacher.init): a kdforge checkpoint, a state dict "
         "(.pth/.pt/.bin) or a safetensors file of the recipe's teacher.arch; a head for another class "
-        "count is re-initialised (fine-tuning)",
+        "count is re-initialised (fine-tuning). It replaces the recipe's starting weights (teacher.options "
+        "weights/pretrained) and teacher.checkpoint, with a warning",
     )
     teacher.add_argument(
         "--standard",
@@ -204,13 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--teacher",
         help="the trained teacher: a kdforge checkpoint, a state dict or safetensors file of the recipe's "
         "teacher.arch, or a torch.export program (.pt2, logit methods only) (default: teacher.checkpoint "
-        "of the recipe, else runs/<recipe name>/teacher/checkpoints/best.safetensors)",
+        "of the recipe, else runs/<recipe name>/teacher/checkpoints/best.safetensors). It replaces the "
+        "recipe's teacher.checkpoint and teacher.init, with a warning",
     )
     compress.add_argument(
         "--init",
         metavar="PATH",
         help="start the student from these weights (student.init): a kdforge checkpoint, a state dict or "
-        "a safetensors file of the recipe's student.arch; a head for another class count is re-initialised",
+        "a safetensors file of the recipe's student.arch; a head for another class count is re-initialised. "
+        "It replaces the recipe's starting weights (student.options weights/pretrained), with a warning",
     )
     compress.add_argument("--method", help="distillation method (default: the recipe's method.name)")
     run = commands.add_parser(
@@ -218,9 +225,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(run)
     run.set_defaults(handler=_training_command(_pipeline_run))
-    evaluate = commands.add_parser("eval", help="evaluate a checkpoint on its data set")
-    evaluate.add_argument("checkpoint", help="a .safetensors checkpoint written by kdforge")
-    evaluate.add_argument("--recipe", help="take the data set from this recipe instead of the checkpoint")
+    evaluate = commands.add_parser(
+        "eval", help="top-1, top-5 and loss of a checkpoint, state dict, .pt2 or ONNX file on a data split"
+    )
+    evaluate.add_argument(
+        "file",
+        metavar="FILE",
+        help="a kdforge checkpoint (.safetensors, plain, multi-branch or merged, or the folder of "
+        "best.safetensors); with --recipe also a state dict (.pth/.pt/.bin, tensors only, nothing "
+        "unpickled) or safetensors file of the recipe's --role network, a torch.export program (.pt2) or "
+        "an ONNX file kdforge exported (run in ONNX Runtime with the input size, mean and std stored in it)",
+    )
+    evaluate.add_argument(
+        "--recipe",
+        help="the data set (and, for a state dict, the architecture) from this recipe instead of the "
+        "checkpoint's own; required for a state dict, .pt2 or ONNX file",
+    )
+    evaluate.add_argument(
+        "--role",
+        choices=["student", "teacher"],
+        default="student",
+        help="which network of the recipe a state dict holds: its student.arch (default) or teacher.arch "
+        "and options; other files know their network",
+    )
     _overrides(evaluate, "data.root=/data/cifar")
     evaluate.add_argument("--split", choices=["test", "val"], default="test")
     evaluate.set_defaults(handler=_cmd_eval)
@@ -231,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deploy.add_argument("checkpoint", help="a .safetensors checkpoint written by kdforge (merged or not)")
     deploy.add_argument("--out", help="output folder (default: <checkpoint folder>/../deploy)")
-    _config_flags(deploy, DeployConfig, DEPLOY_OPTIONS, {"backends": f"known: {', '.join(BACKENDS)}"})
+    _config_flags(deploy, DeployConfig, DEPLOY_OPTIONS, BACKEND_NOTES)
     deploy.set_defaults(handler=_cmd_deploy)
     doctor = commands.add_parser("doctor", help="which backends are usable on this machine")
     doctor.set_defaults(handler=_cmd_doctor)
@@ -242,14 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("model", help="a kdforge .safetensors checkpoint, .onnx, .pt2 or .engine file")
     _trust_flag(bench)
-    bench.add_argument(
-        "--backends",
-        help=f"comma list of {', '.join(BACKENDS)} (default: every one usable here that runs the file)",
-    )
-    _config_flags(bench, DeployConfig, BENCH_OPTIONS)
-    bench.add_argument(
-        "--native", action="store_true", help="also time it with kdforge-runner (see kdforge build-native)"
-    )
+    _config_flags(bench, DeployConfig, BENCH_OPTIONS, BACKEND_NOTES)
+    native_flag = next(action for action in bench._actions if action.dest == "native")
+    native_flag.nargs, native_flag.const = "?", "always"  # `--native` alone, as before it took a value
     bench.add_argument("--input-shape", help="C,H,W the model must take (checked against the file)")
     bench.set_defaults(handler=_cmd_bench)
     native = commands.add_parser(
@@ -279,73 +301,71 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("model", help="an .onnx file")
     check.add_argument("--target", choices=["tensorrt", "onnxruntime"], default="tensorrt")
     check.add_argument(
-        "--trt-version", type=int, choices=[10, 11], default=10, help="tensorrt: its major version"
+        "--trt-version",
+        type=int,
+        choices=TRT_VERSIONS,
+        default=TRT_VERSIONS[0],
+        help="tensorrt: its major version",
     )
     check.add_argument("--json", action="store_true", help="print the problems as one JSON document")
     check.set_defaults(handler=_cmd_check)
     return parser
 
 
-def _run_dir(args: argparse.Namespace, name: str, stage: str | None) -> Path:
-    """--out, else runs/<name>[/<stage>] (the recipe's name is one safe path component: config.check)."""
-    if args.out:
-        return Path(args.out)
-    base = Path("runs") / name
-    return base / stage if stage else base
+def _out_dir(args: argparse.Namespace, default: RunLayout) -> Path:
+    """--out, else the command's folder under runs/<recipe name> (`RunLayout.default`; the recipe's name is
+    one safe path component: config.check)."""
+    return Path(args.out) if args.out else default.root
 
 
 def _teacher_run(args: argparse.Namespace, config: RunConfig, console: Console, session: Session) -> Any:
     """`kdforge teacher`: a standard (CE) teacher, or a Generous Teacher from a standard one."""
     from kdforge.compress.jobs import train_teacher
+    from kdforge.compress.layout import RunLayout
 
-    if args.init:
-        config = dataclasses.replace(config, teacher=dataclasses.replace(config.teacher, init=args.init))
-    standard = args.standard or config.teacher_strategy.standard_checkpoint
-    generous = config.teacher_strategy.name != "standard"
-    default = Path("runs") / config.name / "teacher" / "checkpoints" / "best.safetensors"
-    if generous and standard is None and default.is_file():
-        standard = str(default)
+    runs = RunLayout.default(config.name)
+    strategy = config.teacher_strategy.name
+    standard = config.teacher_strategy.standard_checkpoint  # --standard is in it (RECIPE_FLAGS)
+    if strategy != "standard" and standard is None and runs.teacher.best.is_file():
+        standard = str(runs.teacher.best)
         console.print(f"using standard teacher {standard}", markup=False, highlight=False)
-    stage = f"teacher-{config.teacher_strategy.name}" if generous else "teacher"
-    return train_teacher(config, _run_dir(args, config.name, stage), session, standard_checkpoint=standard)
+    out = _out_dir(args, runs.teacher_strategy(strategy))
+    return train_teacher(config, out, session, standard_checkpoint=standard)
 
 
 def _compress_run(args: argparse.Namespace, config: RunConfig, console: Console, session: Session) -> Any:
     """`kdforge compress`: distill the student from a teacher checkpoint."""
-    from kdforge.compress.config import check
     from kdforge.compress.jobs import distill_student
+    from kdforge.compress.layout import RunLayout
 
-    if args.init:
-        config = dataclasses.replace(config, student=dataclasses.replace(config.student, init=args.init))
-        check(config)  # student.checkpoint and --init both set: one line
+    runs = RunLayout.default(config.name)
     method = config.method
-    teacher = args.teacher or config.teacher.checkpoint
-    stage = "teacher" if config.teacher_strategy.name == "standard" else "teacher-generous"
-    default = Path("runs") / config.name / stage / "checkpoints" / "best.safetensors"
+    teacher = config.teacher.checkpoint  # --teacher is in it (RECIPE_FLAGS)
+    default = runs.teacher_strategy(config.teacher_strategy.name).best
     if teacher is None and default.is_file():
         teacher = str(default)
         console.print(f"using teacher {teacher}", markup=False, highlight=False)
-    out = _run_dir(args, config.name, f"student-{method.name}")
+    out = _out_dir(args, runs.student(method.name))
     return distill_student(config, out, session, teacher_path=teacher, method=method)
 
 
 def _pipeline_run(args: argparse.Namespace, config: RunConfig, console: Console, session: Session) -> None:
     """`kdforge run`: the whole pipeline; it prints its own summary."""
+    from kdforge.compress.layout import RunLayout
     from kdforge.pipeline import run_pipeline
 
-    run_pipeline(config, _run_dir(args, config.name, None), session, console=console, recipe_path=args.recipe)
+    out = _out_dir(args, RunLayout.default(config.name))
+    run_pipeline(config, out, session, console=console, recipe_path=args.recipe)
 
 
-def _print_result(result: Any, config: RunConfig, console: Console) -> None:
+def _print_result(result: Any, merged: tuple[str, float] | None, console: Console) -> None:
+    """The trained network's test top-1 and checkpoint (and its merged form's, when it has one)."""
     console.print(
         f"test top-1 {result.test_top1:.2f}% (best val epoch {result.best_epoch}), "
         f"last epoch {result.last_test_top1:.2f}%; checkpoint {result.best_path}",
         markup=False,
         highlight=False,
     )
-    from kdforge.pipeline import merge_multibranch
-
-    merged = merge_multibranch(result, config)
     if merged is not None:
         console.print(
             f"merged (deployable) network: test top-1 {merged[1]:.2f}%; checkpoint {merged[0]}",
@@ -354,25 +374,43 @@ def _print_result(result: Any, config: RunConfig, console: Console) -> None:
         )
 
 
+# Flags that stand for a recipe key, per command. The command line (--set and these) wins over the recipe
+# file, saying what it replaced; two command-line values for the same thing are an error (load_recipe).
+RECIPE_FLAGS = {
+    "teacher": (("--init", "teacher.init"), ("--standard", "teacher_strategy.standard_checkpoint")),
+    "compress": (("--init", "student.init"), ("--teacher", "teacher.checkpoint")),
+}
+
+
 def _training_command(
     run: Callable[[argparse.Namespace, RunConfig, Console, Session], Any],
 ) -> Callable[[argparse.Namespace, Console], int]:
-    """Wrap a training command: load the recipe, join the process group, report, and leave it cleanly."""
+    """Wrap a training command: load and check the whole recipe (command line included) before any work,
+    join the process group, report, and leave it cleanly."""
 
     def handler(args: argparse.Namespace, console: Console) -> int:
-        from kdforge.compress.config import load_recipe
-        from kdforge.compress.jobs import Session, resolve_device
-        from kdforge.compress.train.distributed import init_distributed, peer_failure, shutdown
+        from kdforge.compress.config import flag_setting, load_recipe
 
         strategy = getattr(args, "strategy", None)  # --strategy NAME is teacher_strategy.name=NAME
         overrides = [*args.overrides, *([f"teacher_strategy.name={strategy}"] if strategy else [])]
-        config = load_recipe(args.recipe, overrides, getattr(args, "method", None))
+        flags = [
+            flag_setting(flag, key, getattr(args, flag[2:]))
+            for flag, key in RECIPE_FLAGS.get(args.command, ())
+            if getattr(args, flag[2:]) is not None
+        ]
+        config = load_recipe(args.recipe, overrides, getattr(args, "method", None), flags)
+        from kdforge.compress.device import resolve_device  # torch: after the recipe is checked
+        from kdforge.compress.jobs import Session
+        from kdforge.compress.train.distributed import init_distributed, peer_failure, shutdown
+
         context = init_distributed(resolve_device(config.device).type)
         session = Session(resume=args.resume, progress=not args.no_progress, context=context)
         try:
             result = run(args, config, console, session)
             if result is not None and context.is_main:
-                _print_result(result, config, console)
+                from kdforge.pipeline import merge_and_evaluate
+
+                _print_result(result, merge_and_evaluate(result, config), console)
             return 0
         except (RuntimeError, OSError) as exc:
             line = peer_failure(exc, context)
@@ -385,41 +423,50 @@ def _training_command(
     return handler
 
 
+EVAL_NEEDS_RECIPE = {
+    "weights": "a state dict names no architecture or data set: pass --recipe whose student.arch (or "
+    "teacher.arch with --role teacher) it was saved from",
+    "torch.export": "a torch.export program names no data set: pass --recipe for the data",
+    "onnx": "an ONNX file carries its preprocessing but not its data set: pass --recipe for the data",
+}
+
+
 def _cmd_eval(args: argparse.Namespace, console: Console) -> int:
     from kdforge.compress.config import RunConfig, apply_overrides, check, from_dict, load_recipe
     from kdforge.compress.train.checkpoint import read_checkpoint
-    from kdforge.pipeline import evaluate_any
+    from kdforge.pipeline import eval_kind, evaluate_any
 
+    kind = eval_kind(args.file)  # a file eval does not take is one line before any recipe is read
     if args.recipe:
         config = load_recipe(args.recipe, args.overrides)
-    else:
-        meta = read_checkpoint(args.checkpoint).meta
+    elif kind == "kdforge":
+        meta = read_checkpoint(args.file).meta
         config = from_dict(RunConfig, apply_overrides(dict(meta.get("config") or {}), args.overrides))
         check(config)
-    metrics = evaluate_any(args.checkpoint, config, args.split)
+    else:
+        raise UserError(f"{args.file!r}: {EVAL_NEEDS_RECIPE[kind]}")
+    metrics = evaluate_any(args.file, config, args.split, args.role)
     console.print(
-        f"{args.checkpoint}: {config.data.name} {args.split} split, {metrics['count']} images: "
-        f"top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  loss {metrics['loss']:.4f}"
+        f"{args.file}: {config.data.name} {args.split} split, {metrics['count']} images: "
+        f"top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  loss {metrics['loss']:.4f}",
+        markup=False,
+        highlight=False,
     )
     return 0
 
 
-def _split(text: str, what: str) -> tuple[str, ...]:
-    items = tuple(_items(text))
-    if not items:
-        raise UserError(f"--{what}: give a comma-separated list")
-    return items
-
-
 def _cmd_deploy(args: argparse.Namespace, console: Console) -> int:
-    from kdforge.export.deploy import deploy
+    from kdforge.compress.layout import RunLayout
+    from kdforge.export.deploy import deploy, deploy_markdown
 
     config = _from_flags(args, DeployConfig, DEPLOY_OPTIONS)
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent / "deploy"
-    deploy(args.checkpoint, out, config, log=lambda line: console.print(line, markup=False, highlight=False))
-    console.print((out / "deploy.md").read_text(), markup=False, highlight=False)
+    result = deploy(
+        args.checkpoint, out, config, log=lambda line: console.print(line, markup=False, highlight=False)
+    )
+    console.print(deploy_markdown(result), markup=False, highlight=False)  # from the record, as deploy.md
     console.print(
-        f"wrote {out / 'deploy.md'}, deploy.json, deploy.csv, latency.png and the deployed files",
+        f"wrote {RunLayout(out).deploy_md}, deploy.json, deploy.csv, latency.png and the deployed files",
         markup=False,
         highlight=False,
     )
@@ -440,10 +487,10 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
             raise UserError(f"--input-shape: expected C,H,W like 3,32,32, got {args.input_shape!r}")
     options = _from_flags(args, DeployConfig, BENCH_OPTIONS)
     policy = TimingPolicy(min_duration_s=options.min_duration_s)
-    backends = _split(args.backends, "backends") if args.backends else None
+    backends = tuple(options.backends) if options.backends is not None else None
     batches = tuple(options.batches)
     rows = bench_artifact(
-        args.model, backends, batches, policy, shape, options.device, args.native, args.trust_code
+        args.model, backends, batches, policy, shape, options.device, options.native, args.trust_code
     )
     console.print(
         "backend            batch    p50 ms    p90 ms    p99 ms   CoV     images/s  faults/run", markup=False

@@ -70,10 +70,10 @@ def _cmake() -> tuple[bool, str]:
 
 
 def _backends() -> tuple[bool, str]:
-    from kdforge.export.bench.available import BACKENDS, why_unavailable
+    from kdforge.export.bench.available import LATENCY_BACKENDS, why_unavailable
 
-    usable = [name for name in BACKENDS if why_unavailable(name) is None]
-    missing = [name for name in BACKENDS if name not in usable]
+    usable = [name for name in LATENCY_BACKENDS if why_unavailable(name) is None]
+    missing = [name for name in LATENCY_BACKENDS if name not in usable]
     return bool(usable), f"deploy/bench run here on {', '.join(usable)}" + (
         f"; not here: {', '.join(missing)}" if missing else ""
     )

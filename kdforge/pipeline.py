@@ -9,7 +9,7 @@ interrupted training stage continues from its `last` checkpoint.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,59 +27,89 @@ from kdforge.compress.config import (
 )
 from kdforge.compress.data import DataBundle, build_data
 from kdforge.compress.errors import UserError
-from kdforge.compress.jobs import Session, distill_student, evaluate_checkpoint, train_teacher
+from kdforge.compress.evaluation import evaluate_checkpoint
+from kdforge.compress.jobs import Session, distill_student, train_teacher
+from kdforge.compress.layout import RunLayout
 from kdforge.compress.runlock import run_lock
 from kdforge.compress.train.checkpoint import load_model
 from kdforge.compress.train.trainer import TrainResult
+from kdforge.export.report.training import StageRow, results_markdown
 
 if TYPE_CHECKING:  # the report code (matplotlib) loads only when a run reports
     from kdforge.export.report.headline import Outcome
 
 
-@dataclass
-class StageRow:
-    """One line of the results table."""
-
-    stage: str
-    arch: str
-    method: str
-    params_m: float
-    test_top1: float  # best-on-val checkpoint, on the test split
-    last_test_top1: float
-    best_epoch: int
-    train_seconds: float
-    checkpoint: str
-
-
-def merge_multibranch(result: TrainResult, config: RunConfig) -> tuple[str, float] | None:
-    """For a multi-branch (RSD) student: write `merged.safetensors` (export.reparameterize) and return
-    its path and test top-1; None for a plain network."""
+def merge_and_evaluate(result: TrainResult, config: RunConfig) -> tuple[str, float] | None:
+    """For a multi-branch (RSD) student: write its `best` merged into the plain architecture (the stage's
+    `RunLayout.merged`, by compress.reparam.save_merged) and return its path and test top-1; None (and
+    nothing written) for a plain network."""
+    from kdforge.compress.reparam import network_form, save_merged
     from kdforge.compress.train.checkpoint import read_checkpoint
 
-    if "rep" not in read_checkpoint(result.best_path).meta["model"]:
+    if network_form(read_checkpoint(result.best_path).meta) != "multi-branch":
         return None
-    from kdforge.export.reparam import save_merged
-
     merged = save_merged(result.best_path)
-    return str(merged), evaluate_any(merged, config)["top1"]
+    return str(merged), evaluate_checkpoint(merged, config)["top1"]
 
 
-def evaluate_any(path: str | Path, config: RunConfig, split: str = "test") -> dict[str, float]:
-    """Top-1/top-5 of a training checkpoint or of a merged (deployable) one."""
-    from kdforge.compress.train.checkpoint import read_checkpoint
+EVAL_TAKES = (
+    "kdforge eval takes a kdforge checkpoint (.safetensors, or the folder of best.safetensors), or with "
+    "--recipe a state dict (torch.save: .pth/.pt/.bin) or safetensors file of the recipe's network, a "
+    "torch.export program (.pt2) or an ONNX file kdforge exported (.onnx)"
+)
 
-    if not read_checkpoint(path).meta["model"].get("reparameterized"):
-        return evaluate_checkpoint(path, config, split)
-    from kdforge.compress.jobs import evaluate_model
-    from kdforge.export.reparam import load_merged
 
-    return evaluate_model(load_merged(path)[0], config, split)
+def eval_kind(path: str | Path) -> str:
+    """What `kdforge eval` reads `path` as: 'kdforge' (a checkpoint), 'weights' (a state dict or
+    safetensors file), 'torch.export' or 'onnx'; any other file is one line saying what eval takes."""
+    from kdforge.compress.weights import sniff
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.safetensors"
+    where = repr(str(path))
+    if not path.is_file():
+        raise UserError(f"{where} not found; {EVAL_TAKES}")
+    if path.suffix.lower() == ".onnx":  # protobuf has no magic bytes; the name is all there is
+        return "onnx"
+    with open(path, "rb") as handle:
+        zipped = handle.read(4) == b"PK\x03\x04"
+    try:
+        kind = sniff(path)
+    except UserError:
+        if zipped:  # a damaged archive: sniff's line says what is wrong with it
+            raise
+        raise UserError(f"{where} is not a file kdforge eval reads; {EVAL_TAKES}") from None
+    if kind == "aoti":
+        raise UserError(
+            f"{where} is a compiled AOTInductor package (time it with kdforge bench); {EVAL_TAKES}"
+        )
+    return {"state_dict": "weights", "safetensors": "weights"}.get(kind, kind)
+
+
+def evaluate_any(
+    path: str | Path, config: RunConfig, split: str = "test", role: str = "student"
+) -> dict[str, float]:
+    """Top-1/top-5/loss of any file `eval_kind` takes on a split of `config`'s data set: a kdforge
+    checkpoint (plain, multi-branch or merged), a state dict or safetensors file of the recipe's `role`
+    network, a torch.export program, or an ONNX file in ONNX Runtime with its stored preprocessing."""
+    kind = eval_kind(path)
+    if kind == "onnx":
+        from kdforge.export.onnx.evaluate import evaluate_onnx
+
+        return evaluate_onnx(path, config, split)
+    if kind == "torch.export":
+        from kdforge.compress.evaluation import evaluate_exported
+
+        return evaluate_exported(path, config, split)[0]
+    return evaluate_checkpoint(path, config, split, role)
 
 
 def _reuse(stage_dir: Path, resume: bool) -> TrainResult | None:
     """With `resume`, a finished stage's result.json, its checkpoint paths checked to lie in the stage
     folder (a run's files are data, never a pointer elsewhere); None: train the stage."""
-    found = stage_dir / "result.json"
+    stage = RunLayout(stage_dir)
+    found = stage.result_json
     if not (resume and found.is_file()):
         return None
     where = repr(str(found)[:200])
@@ -90,7 +120,7 @@ def _reuse(stage_dir: Path, resume: bool) -> TrainResult | None:
             f"{where} is not a result kdforge wrote; delete it to train that stage again"
         ) from None
     for path in (result.best_path, result.last_path):
-        if not isinstance(path, str) or not inside(path, stage_dir / "checkpoints"):
+        if not isinstance(path, str) or not inside(path, stage.checkpoints):
             raise UserError(
                 f"{where} names a checkpoint outside its stage folder; delete it to train that stage again"
             )
@@ -155,8 +185,8 @@ def run_pipeline(
             if deploy_options is not None:
                 student_path = rows[-1].checkpoint  # the distilled student, merged when it had branches
                 report, sentence = deploy_and_report(
-                    config, out_dir, teacher_path, student_path, deploy_options, session.resume, console,
-                    recipe_path, outcome_of(rows),
+                    config, out_dir, rows, teacher_path, student_path, deploy_options, session.resume,
+                    console, recipe_path, outcome_of(rows),
                 )  # fmt: skip
                 console.print(f"wrote {report}", markup=False, highlight=False)
             console.print(sentence, markup=False, highlight=False)  # what the run bought, last
@@ -192,15 +222,7 @@ def _size_ratio(teacher: str, student: str) -> float | None:
 
 def _parameters(checkpoint: str) -> int:
     """Parameter count of the network in a kdforge checkpoint (a merged one included)."""
-    from kdforge.compress.train.checkpoint import read_checkpoint
-
-    if read_checkpoint(checkpoint).meta["model"].get("reparameterized"):
-        from kdforge.export.reparam import load_merged
-
-        model = load_merged(checkpoint)[0]
-    else:
-        model = load_model(checkpoint)[0]
-    return sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in load_model(checkpoint)[0].parameters())
 
 
 def _train_teachers(
@@ -208,17 +230,15 @@ def _train_teachers(
 ) -> tuple[str, list[StageRow]]:
     """The teacher the students learn from (given, or trained; then made generous when asked) and its rows."""
     rows: list[StageRow] = []
+    layout = RunLayout(out_dir)
     standard = config.teacher_strategy.standard_checkpoint or config.teacher.checkpoint
     if standard:
-        from kdforge.compress.jobs import evaluate_exported, given_teacher
+        from kdforge.compress.evaluation import evaluate_exported
+        from kdforge.compress.teachers import given_teacher
 
-        if config.teacher.checkpoint and config.teacher.init:
-            raise UserError(
-                "teacher.checkpoint (a trained teacher, used as is) and teacher.init (starting weights to "
-                "train one) are both set; keep one (e.g. --set teacher.init=null)"
-            )
         # a state dict or safetensors teacher becomes a kdforge checkpoint there, so eval and deploy read it
-        teacher_path, kind = given_teacher(config, standard, out_dir / "teacher-given", data, session.context)
+        given_dir = layout.teacher_given.root
+        teacher_path, kind = given_teacher(config, standard, given_dir, data, session.context)
         if kind == "torch.export":  # a frozen program: forward pass only
             if config.deploy.enabled:
                 raise UserError(
@@ -235,7 +255,7 @@ def _train_teachers(
             given = TrainResult(-1, float("nan"), top1, top5, top1, 0, 0.0, teacher_path, teacher_path)
             rows.append(_row("teacher (given)", "-", given))
     else:
-        stage = out_dir / "teacher"
+        stage = layout.teacher.root
         standard_config = replace(config, teacher_strategy=TeacherStrategyConfig())
         result = _reuse(stage, session.resume) or train_teacher(standard_config, stage, session, data=data)
         teacher_path = result.best_path
@@ -243,7 +263,7 @@ def _train_teachers(
 
     strategy = config.teacher_strategy.name
     if strategy != "standard":  # standard teacher -> generous teacher -> students
-        stage = out_dir / f"teacher-{strategy}"
+        stage = layout.teacher_strategy(strategy).root
         result = _reuse(stage, session.resume) or train_teacher(
             config, stage, session, data=data, standard_checkpoint=teacher_path
         )
@@ -259,12 +279,12 @@ def _train_students(
     rows: list[StageRow] = []
     methods = [MethodConfig(name="ce")] + ([config.method] if config.method.name != "ce" else [])
     for method in methods:
-        stage = out_dir / f"student-{method.name}"
+        stage = RunLayout(out_dir).student(method.name).root
         result = _reuse(stage, session.resume) or distill_student(
             config, stage, session, teacher_path=teacher_path, method=method, data=data
         )
         rows.append(_row("student", method.name, result))
-        merged = merge_multibranch(result, config) if session.context.is_main else None
+        merged = merge_and_evaluate(result, config) if session.context.is_main else None
         if merged is not None:
             path, top1 = merged
             row = rows[-1]
@@ -310,6 +330,7 @@ def _deployed(stage: Path, checkpoint: str, options: DeployConfig, resume: bool)
 def deploy_and_report(
     config: RunConfig,
     out_dir: Path,
+    rows: list[StageRow],
     teacher_path: str,
     student_path: str,
     options: DeployConfig,
@@ -319,7 +340,8 @@ def deploy_and_report(
     outcome: Outcome | None = None,
 ) -> tuple[Path, str]:
     """Deploy the teacher and the student (each reused when resuming and nothing it depends on changed),
-    then write report.md, led by the run's one-sentence outcome; returns the report and that sentence."""
+    then write report.md from the stage `rows` and the deploy records, led by the run's one-sentence
+    outcome; returns the report and that sentence."""
     from kdforge.export.deploy import deploy, deploy_flag_words
     from kdforge.export.report import markdown, write_report
     from kdforge.export.report.headline import fastest_variant, headline
@@ -329,7 +351,7 @@ def deploy_and_report(
 
     results = {}
     for role, path in (("teacher", teacher_path), ("student", student_path)):
-        stage = out_dir / f"deploy-{role}"
+        stage = RunLayout(out_dir).deploy(role).root
         reused = _deployed(stage, path, options, resume)
         if reused is not None:
             log(f"{stage.name}: reused (same checkpoint bytes and deploy options)")
@@ -347,7 +369,7 @@ def deploy_and_report(
     report = write_report(
         out_dir,
         f"kdforge run {markdown.code(config.name)} on {markdown.text(config.data.name)}: compress and deploy",
-        (out_dir / "results.md").read_text(),
+        rows,
         results["teacher"],
         results["student"],
         commands,
@@ -369,11 +391,12 @@ def reproduce_commands(
     from kdforge.export.report.markdown import command
 
     recipe = recipe_path or "RECIPE"
+    layout = RunLayout(out_dir)
     return [
         command("kdforge", "run", recipe, "--out", out_dir, "--resume")
         + "   # everything below, finished stages reused",
-        command("kdforge", "deploy", teacher_path, "--out", out_dir / "deploy-teacher", *flags),
-        command("kdforge", "deploy", student_path, "--out", out_dir / "deploy-student", *flags),
+        command("kdforge", "deploy", teacher_path, "--out", layout.deploy("teacher").root, *flags),
+        command("kdforge", "deploy", student_path, "--out", layout.deploy("student").root, *flags),
         command("kdforge", "bench", student_onnx, "--batches", ",".join(map(str, batches))),
         command("kdforge", "predict", student_onnx, "IMAGE.png"),
     ]
@@ -403,28 +426,14 @@ def results_table(config: RunConfig, rows: list[StageRow]) -> Table:
 
 
 def write_results(out_dir: Path, config: RunConfig, rows: list[StageRow]) -> None:
-    """results.json (machine-readable) and results.md (for humans) next to the stage directories."""
-    atomic_write_text(
-        out_dir / "results.json",
-        json.dumps({"recipe": config.name, "rows": [asdict(r) for r in rows]}, indent=2) + "\n",
-    )
+    """results.json (machine-readable) and results.md (for humans), from the same stage records, next to
+    the stage directories."""
     from kdforge.export.report.markdown import code, text
 
-    lines = [
-        f"# kdforge run {code(config.name)} on {text(config.data.name)}",
-        "",
-        "| stage | arch | method | params (M) | test top-1 | last-epoch top-1 | best epoch "
-        "| train time (s) |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
-    ]
-    lines += [
-        f"| {text(r.stage)} | {text(r.arch)} | {text(r.method)} | {r.params_m:.3f} | {r.test_top1:.2f} "
-        f"| {r.last_test_top1:.2f} | {r.best_epoch} | {r.train_seconds:.1f} |"
-        for r in rows
-    ]
-    lines += [
-        "",
-        "Test top-1 is the checkpoint selected on the validation split; the test split is never used "
-        "for selection.",
-    ]
-    atomic_write_text(out_dir / "results.md", "\n".join(lines) + "\n")
+    layout = RunLayout(out_dir)
+    atomic_write_text(
+        layout.results_json,
+        json.dumps({"recipe": config.name, "rows": [asdict(r) for r in rows]}, indent=2) + "\n",
+    )
+    title = f"kdforge run {code(config.name)} on {text(config.data.name)}"
+    atomic_write_text(layout.results_md, results_markdown(title, rows))

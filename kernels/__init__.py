@@ -9,8 +9,8 @@ reference (`<loss>_reference.py`) that the kernels are tested against.
 if __name__ != "kdforge.kernels":
     raise ImportError(f"this folder is kdforge.kernels: import kdforge.kernels, not {__name__}")
 
-from kdforge.kernels.dist_kd import dist_loss
+from kdforge.kernels.dist_kd import DIST_TEMPERATURE, dist_loss
 from kdforge.kernels.dkd import dkd_loss
 from kdforge.kernels.kd import kd_loss
 
-__all__ = ["dist_loss", "dkd_loss", "kd_loss"]
+__all__ = ["DIST_TEMPERATURE", "dist_loss", "dkd_loss", "kd_loss"]

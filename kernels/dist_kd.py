@@ -9,6 +9,10 @@ import torch
 from kdforge.kernels.dist_kd_reference import dist_loss_reference
 from kdforge.kernels.validation import check_logits, check_temperature, resolve_backend
 
+# The one default DIST temperature, for this function and for the `dist` method's options (the CIFAR
+# recipes' tau; the paper's ImageNet recipe uses 1).
+DIST_TEMPERATURE = 4.0
+
 
 def _check_finite(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -20,7 +24,7 @@ def dist_loss(
     teacher: torch.Tensor,
     beta: float = 1.0,
     gamma: float = 1.0,
-    temperature: float = 1.0,
+    temperature: float = DIST_TEMPERATURE,
     *,
     standardize: bool = False,
     eps: float = 1e-8,
@@ -33,7 +37,8 @@ def dist_loss(
     inter = 1 - mean over rows of pearson(y_s[i, :], y_t[i, :]) and intra = 1 - mean over classes of
     pearson(y_s[:, j], y_t[:, j]) (correlation across the batch). pearson(a, b) is the centred cosine
     (a_c . b_c) / (||a_c|| ||b_c|| + eps), eps added to the product of the norms as in the official code.
-    Defaults beta = gamma = 1, T = 1 are the ImageNet recipe; the CIFAR recipes use T = 4.
+    Defaults beta = gamma = 1 and T = DIST_TEMPERATURE = 4 are the CIFAR recipe (the `dist` method's
+    defaults too); the paper's ImageNet recipe uses T = 1.
 
     About `eps`: centred softmax rows have norms around 1/sqrt(C) or smaller and centred columns (across
     the batch) around 1/C or smaller, so at large C the products of norms approach or fall below 1e-8 and

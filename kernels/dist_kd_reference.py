@@ -51,13 +51,15 @@ def _unit(x: torch.Tensor, dim: int) -> torch.Tensor:
 def dist_loss_reference(
     student: torch.Tensor,
     teacher: torch.Tensor,
-    beta: float = 1.0,
-    gamma: float = 1.0,
-    temperature: float = 1.0,
-    standardize: bool = False,
-    eps: float = 1e-8,
+    beta: float,
+    gamma: float,
+    temperature: float,
+    standardize: bool,
+    eps: float,
 ) -> torch.Tensor:
-    """DIST: T^2 * (beta * (1 - mean_rows pearson) + gamma * (1 - mean_columns pearson)) of the softmaxes."""
+    """DIST: T^2 * (beta * (1 - mean_rows pearson) + gamma * (1 - mean_columns pearson)) of the softmaxes.
+
+    No defaults: `dist_loss` (kernels/dist_kd.py) declares them once for every backend."""
     student, teacher = prepare_logits(student, teacher, standardize)
     y_s = torch.softmax(student / temperature, dim=1)
     y_t = torch.softmax(teacher / temperature, dim=1)

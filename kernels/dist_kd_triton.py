@@ -549,14 +549,15 @@ class DISTLossFunction(torch.autograd.Function):
 def dist_loss_triton(
     student: torch.Tensor,
     teacher: torch.Tensor,
-    beta: float = 1.0,
-    gamma: float = 1.0,
-    temperature: float = 1.0,
-    standardize: bool = False,
-    eps: float = 1e-8,
+    beta: float,
+    gamma: float,
+    temperature: float,
+    standardize: bool,
+    eps: float,
     config: LaunchConfig | None = None,
 ) -> torch.Tensor:
-    """DIST through the fused kernels (arguments already validated); no gradient work when none is needed.
+    """DIST through the fused kernels (arguments validated, defaults declared by `dist_loss`); no gradient
+    work when none is needed.
     `config` overrides the launch table (tests force chunked walks at small C with it)."""
     config = config or launch_config(student.shape[1], student, teacher)
     args = (float(beta), float(gamma), float(temperature), bool(standardize), float(eps), config)

@@ -25,10 +25,6 @@ class KernelWalks:
     walks: int
     writes: int
 
-    def accessed(self) -> int:
-        """N*e the kernel loads and stores, cached re-reads included."""
-        return 2 * self.walks + self.writes
-
     def dram(self, classes: int) -> int:
         """N*e from/to DRAM in the model: re-walks of one-chunk rows are cache hits."""
         counted = self.walks if classes > CHUNK else min(self.walks, 1)

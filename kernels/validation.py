@@ -8,7 +8,7 @@ import os
 
 import torch
 
-BACKENDS = ("auto", "torch", "triton")
+LOSS_IMPLEMENTATIONS = ("auto", "torch", "triton")
 
 
 def check_logits(student: torch.Tensor, teacher: torch.Tensor) -> None:
@@ -69,8 +69,8 @@ def interpreting() -> bool:
 
 def resolve_backend(backend: str, tensor: torch.Tensor) -> str:
     """'auto' is Triton on CUDA tensors and torch elsewhere; 'triton' must be runnable where asked."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend not in LOSS_IMPLEMENTATIONS:
+        raise ValueError(f"backend must be one of {LOSS_IMPLEMENTATIONS}, got {backend!r}")
     if backend == "auto":
         return "triton" if tensor.is_cuda and triton_installed() else "torch"
     if backend == "triton":

@@ -38,7 +38,7 @@ def test_short_public_entry_points(tmp_path: Path) -> None:
     assert done.stdout.split() == [
         "kdforge.kernels.kd",
         "kdforge.export.onnx.export",
-        "kdforge.export.reparam.merge",
+        "kdforge.compress.reparam.merge",
     ]
 
 
@@ -106,3 +106,21 @@ def test_every_package_folder_is_listed_for_the_wheel() -> None:
         for init in (REPO / root).rglob("__init__.py")
     }
     assert found == listed, f"unlisted: {sorted(found - listed)}; listed but absent: {sorted(listed - found)}"
+
+
+def test_static_tools_see_every_folder_under_its_installed_name() -> None:
+    """The Makefile's import tree links every package-dir folder, and [tool.pyright] looks there: pyright and
+    IDEs cannot follow the editable install's import hook, so a folder missing here is unresolved for them."""
+    import re
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]
+    folders = {f for name, f in config["setuptools"]["package-dir"].items() if name != "kdforge"}
+    makefile = (REPO / "Makefile").read_text()
+    tree = re.search(r"^IMPORT_TREE\s*:=\s*(\S+)", makefile, re.M)
+    linked = re.search(r"for folder in ([\w ]+); do ln -s", makefile)
+    assert tree and linked, "the Makefile no longer builds the import tree"
+    assert set(linked.group(1).split()) == folders
+    assert config["pyright"]["extraPaths"] == [tree.group(1)]
+    assert "basedpyright" in makefile.split("\nlint:", 1)[1].split("\n\n", 1)[0], "make lint runs the checker"
+    assert re.search(r"^test: lint\b", makefile, re.M), "make test runs make lint first"

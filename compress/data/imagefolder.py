@@ -23,7 +23,7 @@ from kdforge.compress.data.augment import SeededAugment, Transformed
 from kdforge.compress.data.bundle import DataBundle
 from kdforge.compress.data.images import load_rgb
 from kdforge.compress.data.splits import train_val_split
-from kdforge.compress.errors import UserError
+from kdforge.compress.errors import UserError, first_line
 from kdforge.compress.text import printable
 from torch.utils.data import Subset
 from torchvision.datasets import DatasetFolder
@@ -96,7 +96,7 @@ def _folder(directory: Path) -> Any:
     try:
         return Folder(str(directory))
     except FileNotFoundError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else "no images"
+        reason = first_line(exc) if str(exc).strip() else "no images"
         raise UserError(f"imagefolder: {directory}: {reason}; put images in {directory}/<class>/") from None
 
 

@@ -1,27 +1,26 @@
-"""The method contract every distillation method implements (mdistiller-like), and the method registries.
+"""The method contract every distillation method implements (mdistiller-like), and `@register`.
 
 A method owns every network it trains, answers `forward_train(images, labels)` with the student's
 logits and a dict of named, already weighted loss terms, and `forward(images)` for evaluation. It says
-which parameters train through `param_groups()`; the Trainer knows nothing else about it. A subclass
-that sets `name` registers itself when its module is imported (see `kdforge.compress.methods`).
+which parameters train through `param_groups()`; the Trainer knows nothing else about it. A class
+decorated with `@register` joins `METHODS` or `TEACHER_STRATEGIES` (kdforge.compress.registry) under its
+`name` when its module is imported.
 """
 
 from __future__ import annotations
 
 import abc
-import dataclasses
+import inspect
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from dataclasses import dataclass, field, is_dataclass
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
-from kdforge.compress.config import from_dict
+from kdforge.compress.config import options_from_dict
+from kdforge.compress.registry import METHODS, TEACHER_STRATEGIES, qualified
 from torch import nn
 
-# name -> class, filled by `Distiller.__init_subclass__`: student methods (`kdforge compress --method`)
-# and teacher strategies (`kdforge teacher`, teacher_strategy.name). A name is unique across both.
-METHODS: dict[str, type[Distiller]] = {}
-TEACHER_STRATEGIES: dict[str, type[Distiller]] = {}
+D = TypeVar("D", bound="type[Distiller]")
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -48,29 +47,24 @@ class MethodContext:
     teacher: NetworkSpec | None = None
 
 
-def _qualified(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def register(cls: type[Distiller]) -> type[Distiller]:
-    """Add `cls` to its registry under `cls.name`; a name taken by another class is an import-time error."""
-    # ABCMeta marks a class abstract only after __init_subclass__ has run: look for abstract members here
-    members = ((name, getattr(cls, name, None)) for name in dir(cls))
-    missing = sorted(name for name, member in members if getattr(member, "__isabstractmethod__", False))
-    if missing:
-        raise TypeError(f"method {cls.name!r} ({_qualified(cls)}) does not implement {', '.join(missing)}")
+def register(cls: D) -> D:
+    """Class decorator: add a method to its table under `cls.name`, after checking it can be built."""
+    if not cls.__dict__.get("name"):
+        raise TypeError(f"{qualified(cls)} sets no `name`: @register adds a method under its own name")
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(cls.__abstractmethods__))
+        raise TypeError(f"method {cls.name!r} ({qualified(cls)}) does not implement {missing}")
     if cls.kind not in ("student", "teacher"):
-        raise TypeError(f"{_qualified(cls)}.kind must be 'student' or 'teacher', got {cls.kind!r}")
-    if not dataclasses.is_dataclass(cls.Options):
-        raise TypeError(f"{_qualified(cls)}.Options must be a dataclass (the method's validated options)")
-    for table in (METHODS, TEACHER_STRATEGIES):
-        taken = table.get(cls.name)
-        if taken is not None and _qualified(taken) != _qualified(cls):  # the same class again: a reload
-            raise TypeError(f"method name {cls.name!r} of {_qualified(cls)} is taken by {_qualified(taken)}")
-    for table in (METHODS, TEACHER_STRATEGIES):
-        table.pop(cls.name, None)
-    (TEACHER_STRATEGIES if cls.kind == "teacher" else METHODS)[cls.name] = cls
-    return cls
+        raise TypeError(f"{qualified(cls)}.kind must be 'student' or 'teacher', got {cls.kind!r}")
+    if not is_dataclass(cls.Options):
+        raise TypeError(f"{qualified(cls)}.Options must be a dataclass (the method's validated options)")
+    table, other = (TEACHER_STRATEGIES, METHODS) if cls.kind == "teacher" else (METHODS, TEACHER_STRATEGIES)
+    taken = other.registered().get(cls.name)
+    if taken is not None and qualified(taken) != qualified(cls):
+        raise TypeError(f"method name {cls.name!r} of {qualified(cls)} is taken by {qualified(taken)}")
+    if cls.name in other.registered():  # a reload that changed the kind
+        del other[cls.name]
+    return table.register(cls.name, cls)
 
 
 class Distiller(nn.Module, abc.ABC):
@@ -81,16 +75,11 @@ class Distiller(nn.Module, abc.ABC):
     whose head alone trains).
     """
 
-    name: ClassVar[str] = ""  # the recipe's `method.name`; a class that sets it registers itself
+    name: ClassVar[str] = ""  # the recipe's `method.name`, under which `@register` adds the class
     kind: ClassVar[Literal["student", "teacher"]] = "student"  # "teacher": a teacher strategy
     needs_teacher: ClassVar[bool] = True
     Options: ClassVar[type] = object
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Register every subclass that names itself (helpers such as LogitDistiller set no name)."""
-        super().__init_subclass__(**kwargs)
-        if cls.__dict__.get("name"):
-            register(cls)
+    renamed_options: ClassVar[dict[str, str]] = {}  # old option name -> new: the old keeps working
 
     def __init__(
         self,
@@ -113,9 +102,10 @@ class Distiller(nn.Module, abc.ABC):
     def validate_options(cls, raw: dict[str, Any], path: str = "method.options") -> Any:
         """`cls.Options` from the recipe's raw options: keys, types and field limits, or a one-line UserError.
 
+        An old name of `renamed_options` is accepted (load_recipe's `normalized` warns about it once).
         Override (calling super) for checks that span several fields or options of another method.
         """
-        return from_dict(cls.Options, raw, path)
+        return options_from_dict(cls.Options, raw, path, cls.renamed_options)
 
     @property
     def frozen(self) -> tuple[nn.Module, ...]:

@@ -8,7 +8,7 @@ from typing import Annotated
 import torch
 import torch.nn.functional as F
 from annotated_types import Interval
-from kdforge.compress.methods.base import Distiller
+from kdforge.compress.methods.base import Distiller, register
 
 
 @dataclass
@@ -18,6 +18,7 @@ class CEOptions:
     label_smoothing: Annotated[float, Interval(ge=0, le=1)] = 0.0  # cross_entropy refuses more than 1
 
 
+@register
 class CE(Distiller):
     """Trains the student on labels only; used for teachers and for the CE-student baseline."""
 

@@ -11,16 +11,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from kdforge.compress.config import NonNegativeFloat, PositiveFloat
+from kdforge.compress.methods.base import register
 from kdforge.compress.methods.logit import LogitDistiller
 from kdforge.compress.train.distributed import gather_rows
-from kdforge.kernels import dist_loss
+from kdforge.kernels import DIST_TEMPERATURE, dist_loss
 
 
 @dataclass
 class DISTOptions:
     """CE weight + KD weight * tau^2 * (beta * inter + gamma * intra); CIFAR defaults (tau 4, KD 2)."""
 
-    temperature: PositiveFloat = 4.0
+    temperature: PositiveFloat = DIST_TEMPERATURE  # the kernel's default: one declaration
     beta: NonNegativeFloat = 1.0
     gamma: NonNegativeFloat = 1.0
     ce_weight: NonNegativeFloat = 1.0
@@ -45,6 +46,7 @@ def dist_relation_loss(
     )
 
 
+@register
 class DIST(LogitDistiller):
     """Student matches the teacher's class ranking per sample and its sample ranking per class."""
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from kdforge.compress.config import NonNegativeFloat, PositiveFloat
 from kdforge.compress.errors import UserError
-from kdforge.compress.methods.base import Distiller, freeze
+from kdforge.compress.methods.base import Distiller, freeze, register
 from kdforge.compress.methods.dist_kd import DISTOptions, dist_relation_loss
 from kdforge.compress.models import FeatureTap, classifier_head, probe_channels
 from kdforge.compress.train.distributed import gather_rows
@@ -131,6 +131,7 @@ def torchdistill_feature_dist(
     return loss
 
 
+@register
 class DISTPlus(Distiller):
     """DIST on logits and features; optionally the teacher's head acclimates to the student."""
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from kdforge.compress.config import NonNegativeFloat, PositiveFloat
+from kdforge.compress.methods.base import register
 from kdforge.compress.methods.logit import LogitDistiller
 from kdforge.kernels import dkd_loss
 
@@ -27,6 +28,7 @@ class GenerousOptions:
     ce_weight: NonNegativeFloat = 1.0
 
 
+@register
 class GenerousTeacher(LogitDistiller):
     """Trains a generous teacher (the `student` slot) from a frozen standard teacher."""
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from kdforge.compress.config import NonNegativeFloat, PositiveFloat
+from kdforge.compress.methods.base import register
 from kdforge.compress.methods.logit import LogitDistiller
 from kdforge.kernels import kd_loss
 
@@ -21,6 +22,7 @@ class KDOptions:
     standardize: bool = False
 
 
+@register
 class KD(LogitDistiller):
     """Student learns from labels and from the frozen teacher's softened distribution."""
 

@@ -23,12 +23,9 @@ class LogitDistiller(Distiller):
         logits = self.student(images)
         return logits, self.logit_terms(logits, teacher_logits, labels)
 
-    def distill_scale(self) -> float:
-        """The factor the method's own schedule puts on its distillation terms this epoch (1: none).
-
-        DKD's warm-up is one; a wrapper with a ramp of its own (SATE) reads it so the terms ramp once.
-        """
-        return 1.0
+    # The ramp: the factor the method's own warm-up puts on its distillation terms this epoch (1: none).
+    # DKD's warm-up sets it; a wrapper with a ramp of its own (SATE) reads it so the terms ramp once.
+    ramp: float = 1.0
 
     @abc.abstractmethod
     def logit_terms(

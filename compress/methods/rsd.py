@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from kdforge.compress.config import Fraction, NonNegativeFloat, PositiveFloat
 from kdforge.compress.errors import UserError
-from kdforge.compress.methods.base import Distiller, MethodContext
+from kdforge.compress.methods.base import Distiller, MethodContext, register
 from kdforge.compress.models.features import resolve_module
 from kdforge.compress.reparam import branch_dropping, expand
 from kdforge.kernels import kd_loss
@@ -77,6 +77,7 @@ def mixed_ce(
     return lam * F.cross_entropy(logits, labels) + (1 - lam) * F.cross_entropy(logits, labels[perm])
 
 
+@register
 class RSD(Distiller):
     """One expanded network that distills its own branch-dropped sub-networks."""
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from kdforge.compress.config import Fraction, NonNegative, NonNegativeFloat, PositiveFloat
 from kdforge.compress.errors import UserError
-from kdforge.compress.methods.base import Distiller, MethodContext, NetworkSpec, freeze
+from kdforge.compress.methods.base import Distiller, MethodContext, NetworkSpec, freeze, register
 from kdforge.compress.methods.dist_kd import DIST
 from kdforge.compress.methods.dkd import DKD
 from kdforge.compress.methods.kd import KD
@@ -64,6 +64,7 @@ def student_loss_method(options: SATEOptions, path: str = "method.options") -> L
     return cls(nn.Identity(), None, inner)
 
 
+@register
 class SATE(Distiller):
     """Student + student-aware intermediate teacher in one run, under a fixed strong teacher."""
 
@@ -130,9 +131,9 @@ class SATE(Distiller):
         """
         inner = self._student_loss[0]
         inner.on_epoch_start(epoch, epochs)
-        warmup = self.options.student_warmup_epochs
-        own = min((epoch + 1) / warmup, 1.0) if warmup > 0 else 1.0
-        applied = inner.distill_scale()  # > 0: DKD's ramp starts at 1 / warmup_epochs
+        span = self.options.student_warmup_epochs
+        own = min((epoch + 1) / span, 1.0) if span > 0 else 1.0
+        applied = inner.ramp  # > 0: DKD's ramp starts at 1 / warmup_epochs
         self.ramp = min(own, applied) / applied
 
     @torch.no_grad()

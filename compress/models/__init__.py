@@ -1,6 +1,8 @@
 """Model registry: ``build(name, num_classes)`` for the CIFAR zoo, ``tv:<name>`` and ``timm:<name>``.
 
-Zoo models return logits only; take intermediate features with ``FeatureTap`` (forward hooks by module path).
+A zoo model file decorates its builders with ``@register(name)``; the ``MODELS`` table imports every module
+of this package on its first lookup, so adding a model is one new file. Zoo models return logits only;
+take intermediate features with ``FeatureTap`` (forward hooks by module path).
 """
 
 import difflib
@@ -8,11 +10,12 @@ import inspect
 from typing import Any
 
 from kdforge.compress.errors import UserError
+from kdforge.compress.registry import MODELS
 from torch import nn
 
-from . import convnet, mobilenetv2, resnet_cifar, shufflenetv2, vgg, wrn
+from . import convnet, wrn
 from .features import FeatureTap, classifier_head, extract_features, probe_channels
-from .registry import Builder, lookup, register, registered_names
+from .registry import Builder, register
 
 __all__ = [
     "FeatureTap",
@@ -24,13 +27,10 @@ __all__ = [
     "register",
 ]
 
-# imported for their @register side effect
-_ZOO_MODULES = (resnet_cifar, wrn, vgg, mobilenetv2, shufflenetv2, convnet)
-
 
 def available() -> list[str]:
     """Zoo model names (``wrn_<depth>_<width>`` is open-ended; the common sizes are listed)."""
-    return registered_names()
+    return sorted(MODELS)
 
 
 def build(name: str, num_classes: int, **kw: Any) -> nn.Module:
@@ -80,7 +80,7 @@ def check_options(name: str, builder: Builder, options: dict[str, Any]) -> None:
             raise UserError(
                 f"model {name!r}: build() makes networks without pretrained weights, so it takes no "
                 f"option {key!r}; in a recipe, `options: {{{key}: ...}}` starts the network from the "
-                "locally cached pretrained weights (kdforge.compress.jobs.start_network)"
+                "locally cached pretrained weights (kdforge.compress.networks.start_network)"
             )
         if key in names or open_ended:
             continue
@@ -91,7 +91,7 @@ def check_options(name: str, builder: Builder, options: dict[str, Any]) -> None:
 
 
 def _zoo_builder(name: str) -> Builder:
-    builder = lookup(name) or wrn.builder_for(name) or convnet.builder_for(name)
+    builder = MODELS.get(name) or wrn.builder_for(name) or convnet.builder_for(name)
     if builder is not None:
         return builder
     near = difflib.get_close_matches(name, available(), n=3, cutoff=0.4)
@@ -157,7 +157,7 @@ def _torchvision_signature(builder: Builder) -> inspect.Signature:
 
 def _timm_builder(name: str) -> Builder:
     try:
-        import timm
+        import timm  # pyright: ignore[reportMissingImports]  (optional, not a dependency)
     except ImportError:
         raise UserError(f"model 'timm:{name}' needs timm, which is not installed: pip install timm") from None
     if not timm.is_model(name):

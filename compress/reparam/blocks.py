@@ -1,7 +1,7 @@
 """The multi-branch block RSD trains in place of a KxK conv + BN (structural reparameterization).
 
 Every branch is linear up to its BN, so in eval mode the block's sum is one KxK conv with a bias
-(`kdforge.export.reparameterize` computes it). Branches (names are the keys of `MultiBranchConv.branches`):
+(`reparameterize` in `merge.py` computes it). Branches (names are the keys of `MultiBranchConv.branches`):
   kxk0, kxk1, kxk2  KxK conv + BN (the public RSD code's three), kx1 / 1xk  Kx1 and 1xK conv + BN,
   1x1               1x1 conv + BN (optional), identity  BN alone (optional; stride 1, in == out),
   avg               1x1 conv -> KxK average pool -> BN (optional; Diverse-Branch-Block style).

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from kdforge.compress.atomic import atomic_path, atomic_write_bytes, atomic_write_text
-from kdforge.compress.errors import UserError
+from kdforge.compress.errors import UserError, first_line
 from kdforge.compress.train.finite import check_finite
 from kdforge.compress.train.meta_limits import check_meta
 from safetensors import SafetensorError, safe_open
@@ -96,8 +96,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             header = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"checkpoint {str(path)!r} is not a readable safetensors file ({reason})") from None
+        raise UserError(
+            f"checkpoint {str(path)!r} is not a readable safetensors file ({first_line(exc)})"
+        ) from None
     try:
         meta = json.loads(header[METADATA_KEY])
         check_meta(meta, f"checkpoint {str(path)!r}")  # bounds, before anything is built from it
@@ -145,7 +146,7 @@ def load_train_state(checkpoint: Checkpoint) -> dict[str, Any]:
     except FileNotFoundError:
         raise UserError(f"training state {str(state_path)!r} is missing; cannot resume from it") from None
     except Exception as exc:  # a refused pickle or a torn file: say so in one line
-        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        reason = first_line(exc, 160)
         raise UserError(f"training state {str(state_path)!r} cannot be loaded safely ({reason})") from None
 
 
@@ -180,20 +181,11 @@ def check_fits(checkpoint: Checkpoint, *, num_classes: int | None = None, arch: 
 
 
 def load_model(path: str | Path, *, num_classes: int | None = None) -> tuple[nn.Module, Checkpoint]:
-    """Build the checkpoint's architecture and load its weights; check the class count if given."""
-    from kdforge.compress.models import build
+    """The network of any kdforge checkpoint (plain, multi-branch or merged) with its metadata, loaded
+    strictly; the class count is checked first when given. Every reader of a checkpoint's network uses
+    this one loader, so no caller tells the forms apart itself."""
+    from kdforge.compress.reparam.checkpoint import structure
 
     checkpoint = read_checkpoint(path)
     check_fits(checkpoint, num_classes=num_classes)
-    model_meta = checkpoint.meta["model"]
-    if model_meta.get("reparameterized"):
-        raise UserError(
-            f"checkpoint {str(path)!r} is a merged (deployable) network; load it with "
-            "kdforge.export.reparam.load_merged or `kdforge eval`"
-        )
-    model = build(model_meta["arch"], checkpoint.num_classes, **model_meta.get("options", {}))
-    if "rep" in model_meta:  # a multi-branch (RSD) training network
-        from kdforge.compress.reparam import expand
-
-        model = expand(model, extra=tuple(model_meta["rep"].get("extra", ())))
-    return load_weights(model, checkpoint), checkpoint
+    return load_weights(structure(checkpoint.meta), checkpoint), checkpoint

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -14,6 +15,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+if TYPE_CHECKING:
+    from kdforge.compress.train.distributed import DistContext
 
 
 class TrainProgress:
@@ -87,3 +91,9 @@ class TrainProgress:
         """A line above the bars (main rank only)."""
         if self.enabled:
             self._progress.console.print(line, highlight=False, soft_wrap=True)
+
+
+def announce(line: str, context: DistContext | None = None) -> None:
+    """One line above the progress bars (stderr, like the epoch lines), on the main rank only."""
+    if context is None or context.is_main:
+        Console(stderr=True, soft_wrap=True).print(line, markup=False, highlight=False)

@@ -20,6 +20,7 @@ import torch
 from kdforge.compress.atomic import atomic_write_text
 from kdforge.compress.config import TrainConfig
 from kdforge.compress.errors import UserError
+from kdforge.compress.layout import RunLayout
 from kdforge.compress.methods.base import Distiller
 from kdforge.compress.train.checkpoint import load_train_state, load_weights, read_checkpoint, save_checkpoint
 from kdforge.compress.train.distributed import DistContext, all_reduce_sum, barrier, sync_buffers
@@ -154,7 +155,8 @@ class Trainer:
     ) -> None:
         self.method, self.data, self.config = method, data, config
         self.out_dir = Path(out_dir)
-        self.checkpoints = self.out_dir / "checkpoints"
+        self.layout = RunLayout(self.out_dir)  # every file the run writes is named there
+        self.checkpoints = self.layout.checkpoints
         self.seed, self.device = seed, device
         self.meta = (
             {**meta, "model": {**meta["model"], **method.deliverable_meta()}} if "model" in meta else meta
@@ -204,7 +206,7 @@ class Trainer:
         )
 
     def _restore(self) -> None:
-        last = self.checkpoints / "last.safetensors"
+        last = self.layout.last
         if not last.is_file():
             return
         checkpoint = read_checkpoint(last)
@@ -343,7 +345,7 @@ class Trainer:
             "labels": step.labels.tolist(),
             "rank": self.context.rank,
         }
-        with open(self.out_dir / "nonfinite.jsonl", "a") as handle:
+        with open(self.layout.nonfinite, "a") as handle:
             handle.write(json.dumps(record) + "\n")
         if self.config.nonfinite == "skip" and self.skipped_updates < self.config.nonfinite_limit:
             self.skipped_updates += 1
@@ -355,10 +357,10 @@ class Trainer:
             if self.config.nonfinite == "skip"
             else ""
         )
-        saved = (self.checkpoints / "last.safetensors").is_file()
+        saved = self.layout.last.is_file()
         raise UserError(
             f"training diverged: non-finite loss at epoch {step.epoch + 1}, step {step.step} ({shown}); "
-            f"{limit}batch recorded in {self.out_dir / 'nonfinite.jsonl'}; lower the lr or enable grad_clip "
+            f"{limit}batch recorded in {self.layout.nonfinite}; lower the lr or enable grad_clip "
             f"({'the last good checkpoint is kept' if saved else 'no checkpoint was saved before it'})"
         )
 
@@ -377,7 +379,9 @@ class Trainer:
         if not self.context.is_main:
             return
         if improved:
-            save_checkpoint(self.checkpoints, "best", self.method.deliverable(), self._meta(epoch, metrics))
+            save_checkpoint(
+                self.checkpoints, self.layout.best.stem, self.method.deliverable(), self._meta(epoch, metrics)
+            )
         if epoch % self.config.checkpoint_every == 0 or epoch == self.config.epochs:
             self._save_last(epoch, None, 0, metrics)
 
@@ -413,7 +417,9 @@ class Trainer:
             )
             companion_meta = {**meta, "role": name, **({"model": model} if model else {})}
             save_checkpoint(self.checkpoints, name, network, companion_meta)
-        save_checkpoint(self.checkpoints, "last", self.method.deliverable(), meta, train_state=state)
+        save_checkpoint(
+            self.checkpoints, self.layout.last.stem, self.method.deliverable(), meta, train_state=state
+        )
 
     # ----------------------------------------------------------------------------------------- fit
     def fit(self) -> TrainResult:
@@ -422,7 +428,7 @@ class Trainer:
             self.setup()
             log = None
             if self.context.is_main:
-                log = MetricsLog(self.out_dir / "metrics.jsonl", keep_through_epoch=self.start_epoch)
+                log = MetricsLog(self.layout.metrics, keep_through_epoch=self.start_epoch)
             started = time.perf_counter()
             try:
                 with TrainProgress(
@@ -494,7 +500,7 @@ class Trainer:
             self.method, test_loader, self.device, self.context, self.autocast, self.config.channels_last
         )
         best_model = copy.deepcopy(self.method.deliverable())
-        load_weights(best_model, read_checkpoint(self.checkpoints / "best.safetensors"))
+        load_weights(best_model, read_checkpoint(self.layout.best))
         best_model.to(self.device).eval()
         best = evaluate(
             best_model, test_loader, self.device, self.context, self.autocast, self.config.channels_last
@@ -507,9 +513,9 @@ class Trainer:
             last_test_top1=last["top1"],
             epochs=self.config.epochs,
             train_seconds=seconds,
-            best_path=str(self.checkpoints / "best.safetensors"),
-            last_path=str(self.checkpoints / "last.safetensors"),
+            best_path=str(self.layout.best),
+            last_path=str(self.layout.last),
         )
         if self.context.is_main:
-            atomic_write_text(self.out_dir / "result.json", json.dumps(asdict(result), indent=2) + "\n")
+            atomic_write_text(self.layout.result_json, json.dumps(asdict(result), indent=2) + "\n")
         return result

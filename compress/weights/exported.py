@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 from kdforge.compress.digest import sha256_file
-from kdforge.compress.errors import UserError
+from kdforge.compress.errors import UserError, first_line
 from kdforge.compress.train.finite import check_finite
 from kdforge.compress.weights.formats import archive_entries, sniff
-from kdforge.compress.weights.provenance import Provenance, first_line
+from kdforge.compress.weights.provenance import Provenance
 from kdforge.compress.weights.pt2_program import checked_program
 from torch import nn
 

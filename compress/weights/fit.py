@@ -65,7 +65,7 @@ def fit_weights(
             if not fine_tune:
                 fix = f": fine-tune it first (kdforge teacher RECIPE --init {path})" if path else ""
                 raise UserError(
-                    f"teacher {where} predicts {got.shape[0]} classes but the data set has {num_classes}{fix}"
+                    f"{where} predicts {got.shape[0]} classes but the data set has {num_classes}{fix}"
                 )
             reinitialised.append(key)
             file_classes = int(got.shape[0])

@@ -14,8 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
-from kdforge.compress.errors import UserError
-from kdforge.compress.weights.provenance import first_line
+from kdforge.compress.errors import UserError, first_line
 
 PREFIXES = ("module.", "model.", "_orig_mod.")  # DDP, Lightning-style wrappers, torch.compile
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "params")
@@ -117,10 +116,11 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str, dic
     if kind == "aoti":
         raise UserError(f"{where} is a compiled AOTInductor package, not weights; give the network's weights")
     if kind == "kdforge":
+        from kdforge.compress.reparam.checkpoint import network_form
         from kdforge.compress.train.checkpoint import read_checkpoint
 
         checkpoint = read_checkpoint(path)
-        if checkpoint.meta["model"].get("reparameterized"):
+        if network_form(checkpoint.meta) == "merged":
             raise UserError(f"{where} is a merged (deployable) network; start from its training checkpoint")
         return checkpoint.tensors, "kdforge", checkpoint.meta
     if kind == "safetensors":

@@ -77,7 +77,7 @@ def timm_weights(name: str, value: Any, role: str = "network") -> tuple[Path, st
             "timm:resnet18.a1_in1k)"
         )
     try:
-        from timm.models import get_pretrained_cfg
+        from timm.models import get_pretrained_cfg  # pyright: ignore[reportMissingImports]  (optional)
     except ImportError:
         raise UserError(f"model 'timm:{name}' needs timm, which is not installed: pip install timm") from None
     config = get_pretrained_cfg(name)

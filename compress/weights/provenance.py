@@ -29,7 +29,29 @@ class Provenance:
             "sha256": self.sha256,
             "loaded": self.loaded,
             "reinitialised": list(self.reinitialised),
+            **({"classes": list(self.classes)} if self.classes else {}),
         }
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> Provenance:
+        """The record `as_meta` wrote (a resumed run keeps its starting weights' record); missing or
+        malformed fields read as unknown rather than failing the resume."""
+        classes = meta.get("classes")
+        pair = (
+            isinstance(classes, (list, tuple))
+            and len(classes) == 2
+            and all(isinstance(c, int) for c in classes)
+        )
+        loaded = meta.get("loaded", 0)
+        head = meta.get("reinitialised", ())
+        return cls(
+            str(meta.get("source", "?")),
+            str(meta.get("format", "?")),
+            str(meta.get("sha256", "")),
+            loaded if isinstance(loaded, int) else 0,
+            tuple(map(str, head)) if isinstance(head, (list, tuple)) else (),
+            (classes[0], classes[1]) if pair else None,
+        )
 
     def line(self, role: str, arch: str, what: str = "starting weights") -> str:
         """One line for the run's output."""
@@ -50,8 +72,3 @@ def split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str,
     build = {k: v for k, v in options.items() if k not in STARTING_OPTIONS}
     named = {k: options[k] for k in STARTING_OPTIONS if k in options and options[k] not in (None, False)}
     return build, named
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from kdforge.compress.errors import UserError
-from kdforge.compress.jobs import resolve_device
+from kdforge.compress.device import resolve_device
+from kdforge.compress.errors import UserError, first_line
+from kdforge.compress.reparam import reparameterize
 from kdforge.compress.weights.formats import archive_entries
-from kdforge.export.reparam import reparameterize
 from kdforge.export.sidecar import PREPROCESSING_KEYS, read_sidecar, write_sidecar
 from kdforge.export.trust import require_trusted
 from torch import nn
@@ -67,8 +67,7 @@ def compile_package(
     except UserError:
         raise
     except Exception as exc:  # export and inductor raise many types; one line, the cause kept for --debug
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"AOTInductor compile of {type(model).__name__} failed: {first[:200]}") from exc
+        raise UserError(f"AOTInductor compile of {type(model).__name__} failed: {first_line(exc)}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     info = {
@@ -154,8 +153,7 @@ class AotiPackage:
         try:
             self.runner = _load_runner(self.path)
         except Exception as exc:  # a package from another torch build or a damaged archive
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"cannot load {self.path.name}: {first[:200]}; {REBUILD_HINT}") from exc
+            raise UserError(f"cannot load {self.path.name}: {first_line(exc)}; {REBUILD_HINT}") from exc
         finally:
             extension_log.setLevel(level)
         self.min_batch, self.max_batch = self.meta["batch_range"]

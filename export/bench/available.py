@@ -6,7 +6,7 @@ import shutil
 
 from kdforge.compress.errors import UserError
 
-BACKENDS = {
+LATENCY_BACKENDS = {
     "torch": "PyTorch eager, fp32",
     "torch-compile": "torch.compile (Inductor), fp32, one graph per batch size",
     "aoti": "AOTInductor .pt2 package, fp32",
@@ -52,13 +52,13 @@ def why_unavailable(name: str) -> str | None:
 
 def available_backends() -> tuple[str, ...]:
     """Every known backend that can run here, in a fixed order."""
-    return tuple(name for name in BACKENDS if why_unavailable(name) is None)
+    return tuple(name for name in LATENCY_BACKENDS if why_unavailable(name) is None)
 
 
 def check_backends(names: tuple[str, ...], *, must_run_here: bool = True) -> None:
     """One line for an unknown backend name, or (with `must_run_here`) for one this machine cannot run."""
     for name in names:
-        if name not in BACKENDS:
-            raise UserError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+        if name not in LATENCY_BACKENDS:
+            raise UserError(f"unknown backend {name!r}; choose from {', '.join(LATENCY_BACKENDS)}")
         if must_run_here and (reason := why_unavailable(name)) is not None:
             raise UserError(reason)

@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from kdforge.compress.errors import UserError
-from kdforge.compress.jobs import resolve_device
+from kdforge.compress.device import resolve_device
+from kdforge.compress.errors import UserError, first_line
 from kdforge.export.bench.timing import Timer, cuda_event_timer, wall_clock_timer
 from torch import nn
 
@@ -104,8 +104,7 @@ class TorchCompile(TorchEager):
         try:
             run()
         except Exception as exc:  # inductor needs a working C++ compiler on the CPU
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"torch.compile failed at batch {batch}: {first[:200]}") from exc
+            raise UserError(f"torch.compile failed at batch {batch}: {first_line(exc)}") from exc
         return run
 
 

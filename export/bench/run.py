@@ -20,6 +20,7 @@ from kdforge.export.bench.backends import (
 )
 from kdforge.export.bench.timing import TimingPolicy, measure_interleaved
 
+NATIVE_BACKEND = {"checkpoint": "aoti", "aoti": "aoti", "engine": "tensorrt", "onnx": "onnxruntime"}
 RUNS_ON = {  # which backends can run each kind of artifact
     "checkpoint": ("torch", "torch-compile", "aoti", *ORT_BACKENDS, "tensorrt"),
     "onnx": (*ORT_BACKENDS, "tensorrt"),
@@ -82,12 +83,14 @@ def bench_artifact(
     policy: TimingPolicy | None = None,
     input_shape: tuple[int, int, int] | None = None,
     device: str = "auto",
-    native: bool = False,
+    native: str = "never",
     trust_code: bool = False,
 ) -> list[dict[str, Any]]:
     """Latency rows (one per backend and batch) for the artifact at `path`; backends share rounds.
-    `backends` None: every backend available here that can run this kind of artifact. `native` adds the
-    rows of kdforge-runner (build-native's) timing the same artifact (a checkpoint: its .pt2) afterwards.
+    `backends` None: every backend available here that can run this kind of artifact. `native` (one of
+    DeployConfig.native's values: bench's --native is deploy's) adds the rows of kdforge-runner timing the
+    same artifact (a checkpoint: its .pt2) afterwards: 'always', or 'auto' when `kdforge build-native`
+    has built a runner with its backend.
     A .pt2 package or engine runs native code: one kdforge did not build here needs `trust_code`."""
     from kdforge.export.artifact import open_artifact
     from kdforge.export.trust import require_trusted
@@ -119,9 +122,25 @@ def bench_artifact(
             timers = {name: runner.timer() for name, runner in runners.items()}
             timed = measure_interleaved(calls, batch, policy, timers=timers)
             rows += [{**runners[name].describe(), **stats.as_dict()} for name, stats in timed.items()]
-        if native:
+        if _wants_native(native, artifact, runners):
             rows += _native_rows(artifact, runners, Path(work), batches, policy, device)
     return rows
+
+
+def _wants_native(native: str, artifact: Any, runners: dict[str, Backend]) -> bool:
+    """Whether kdforge-runner times the artifact too: always, never, or (auto) when a built runner has its
+    backend; on a checkpoint, auto uses the .pt2 the aoti backend compiled rather than compiling one."""
+    if native != "auto":
+        return native == "always"
+    from kdforge.export.native import find_runner
+
+    try:
+        runner = find_runner()
+    except UserError:
+        return False
+    if artifact.kind == "checkpoint" and not isinstance(runners.get("aoti"), AotInductor):
+        return False
+    return NATIVE_BACKEND[artifact.kind] in runner.backends
 
 
 def _sidecar(artifact: Any) -> dict[str, Any]:

@@ -14,15 +14,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import onnx
-from kdforge.compress.errors import UserError
+from kdforge.compress.errors import UserError, first_line
 from kdforge.export.lint.integrity import check_integrity
 from kdforge.export.lint.problem import Problem
 from kdforge.export.lint.report import counts, format_lines, is_ready, to_json, verdict
 from kdforge.export.lint.rules import RULES, SEVERITIES, Rule
-from kdforge.export.lint.sources import SOURCES, Source
+from kdforge.export.lint.sources import SOURCES, RuleSource
+from kdforge.export.trt_versions import TRT_VERSIONS
 
 TARGETS = ("tensorrt", "onnxruntime")
-TRT_VERSIONS = (10, 11)
 
 __all__ = [
     "RULES",
@@ -32,13 +32,13 @@ __all__ = [
     "TRT_VERSIONS",
     "Problem",
     "Rule",
-    "Source",
+    "RuleSource",
     "counts",
     "format_lines",
     "is_ready",
     "lint_model",
     "lint_onnx",
-    "load_model",
+    "read_onnx",
     "to_json",
     "verdict",
 ]
@@ -53,7 +53,7 @@ def _check_target(target: str, trt_version: int) -> None:
         )
 
 
-def load_model(path: str | Path) -> onnx.ModelProto:
+def read_onnx(path: str | Path) -> onnx.ModelProto:
     """Read an ONNX file (external data included); anything unreadable is one UserError line."""
     path = Path(path)
     if not path.is_file():
@@ -61,8 +61,7 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # protobuf DecodeError, missing external data, ...: the file, not kdforge
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: not a readable ONNX model ({first[:160]})") from exc
+        raise UserError(f"{path}: not a readable ONNX model ({first_line(exc, 160)})") from exc
     if not model.HasField("graph") or not model.opset_import:  # an empty file parses as an empty model
         raise UserError(f"{path}: not a readable ONNX model (no graph or no opset import)")
     return model
@@ -88,4 +87,4 @@ def lint_model(
 def lint_onnx(path: str | Path, target: str = "tensorrt", trt_version: int = 10) -> list[Problem]:
     """The problems of the ONNX file at `path` for `target`; an unreadable file raises UserError."""
     _check_target(target, trt_version)
-    return lint_model(load_model(path), target, trt_version, path=path)
+    return lint_model(read_onnx(path), target, trt_version, path=path)

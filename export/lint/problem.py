@@ -18,7 +18,7 @@ class Problem:
     node: str  # node name, "#<index>" when the node has none; "" for the model as a whole
     op_type: str  # "" for the model as a whole
     message: str
-    source: str  # document, version and date the rule is taken from (sources.Source.cite)
+    source: str  # document, version and date the rule is taken from (sources.RuleSource.cite)
     url: str
 
     @property

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class Source:
+class RuleSource:
     """A document a rule is taken from."""
 
     key: str
@@ -26,52 +26,52 @@ class Source:
         return f"{self.title}, {self.version} ({self.date})"
 
 
-SOURCES: dict[str, Source] = {
+SOURCES: dict[str, RuleSource] = {
     source.key: source
     for source in (
-        Source(
+        RuleSource(
             "trt10-table",
             "onnx-tensorrt docs/operators.md",
             "TensorRT 10.15 GA table: opset 9-24",
             "release 2026-02-02",
             "https://github.com/onnx/onnx-tensorrt/blob/release/10.15-GA/docs/operators.md",
         ),
-        Source(
+        RuleSource(
             "trt10.0-table",
             "onnx-tensorrt docs/operators.md",
             "TensorRT 10.0 table (tag release/10.1-GA, commit 96e7811): opset 9-20",
             "2024-06-17",
             "https://github.com/onnx/onnx-tensorrt/blob/release/10.1-GA/docs/operators.md",
         ),
-        Source(
+        RuleSource(
             "trt10-changelog",
             "onnx-tensorrt docs/Changelog.md",
             "entries 10.0 GA to 10.15 GA",
             "2024-04-25 to 2026-02-02",
             "https://github.com/onnx/onnx-tensorrt/blob/release/10.15-GA/docs/Changelog.md",
         ),
-        Source(
+        RuleSource(
             "trt11-notes",
             "NVIDIA/TensorRT release notes, parser sections",
             "11.0 (Swish), 11.2 (DFT, 5-D GridSample), 11.5 (opset 25, ONNX 1.22) over the 10.15 table",
             "2026-06-02 to 2026-11-18",
             "https://github.com/NVIDIA/TensorRT/releases/tag/v11.5",
         ),
-        Source(
+        RuleSource(
             "trt-quant-guide",
             "TensorRT Developer Guide, Working with Quantized Types (explicit quantization)",
             "10.x and 11.0.0 editions",
             "read 2026-12-01",
             "https://docs.nvidia.com/deeplearning/tensorrt/11.0.0/inference-library/work-quantized-types.html",
         ),
-        Source(
+        RuleSource(
             "trt-parser-qdq",
             "onnx-tensorrt onnxOpImporters.cpp, QuantDequantLinearHelper",
             "release/10.1-GA",
             "2024-06-17",
             "https://github.com/onnx/onnx-tensorrt/blob/release/10.1-GA/onnxOpImporters.cpp",
         ),
-        Source(
+        RuleSource(
             "trt-issue-850",
             "onnx/onnx-tensorrt#850 and microsoft/onnxruntime#14229 (int32 bias DequantizeLinear: "
             "'only activation types allowed as input to this layer')",
@@ -79,7 +79,7 @@ SOURCES: dict[str, Source] = {
             "2022-06-14, 2023-01-11",
             "https://github.com/onnx/onnx-tensorrt/issues/850",
         ),
-        Source(
+        RuleSource(
             "trt-plugin-fallback",
             "onnx-tensorrt README, operator support / plugins (a node the parser has no importer for is "
             "looked up as a TensorRT plugin of the same name)",
@@ -87,7 +87,7 @@ SOURCES: dict[str, Source] = {
             "read 2026-12-01",
             "https://github.com/onnx/onnx-tensorrt#operator-support",
         ),
-        Source(
+        RuleSource(
             "ort-qdq-options",
             "onnxruntime/quantization/qdq_quantizer.py (DedicatedQDQPair: 'In TRT, QDQ pair can't be shared "
             "between nodes')",
@@ -95,21 +95,21 @@ SOURCES: dict[str, Source] = {
             "installed here",
             "https://github.com/microsoft/onnxruntime/blob/main/onnxruntime/python/tools/quantization/qdq_quantizer.py",
         ),
-        Source(
+        RuleSource(
             "trt-builder",
             "TensorRT Developer Guide, Working with Dynamic Shapes (optimization profiles)",
             "10.x and 11.0.0 editions",
             "read 2026-12-01",
             "https://docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/work-dynamic-shapes.html",
         ),
-        Source(
+        RuleSource(
             "ort-installed",
             "ONNX Runtime CPU execution provider installed here (InferenceSession and its kernel registry)",
             "installed version",
             "checked at lint time",
             "https://onnxruntime.ai/docs/reference/operators/OperatorKernels.html",
         ),
-        Source(
+        RuleSource(
             "ort-versioning",
             "ONNX Runtime compatibility: opsets 7 and above are supported",
             "onnxruntime docs, Compatibility",

@@ -24,7 +24,6 @@ from kdforge.export.lint.rules import (
     WEIGHTED_OPS,
 )
 
-TRT_VERSIONS = tuple(TRT_OPSETS)
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 # Operators whose data input the table types; Q/DQ inputs have their own rules below.
 _UNTYPED_INPUT = {*_QDQ, "Constant", "ConstantOfShape", "RandomNormal", "RandomUniform", "EyeLike", "Range"}

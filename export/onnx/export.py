@@ -11,8 +11,8 @@ from typing import Any
 
 import onnx
 import torch
-from kdforge.compress.errors import UserError
-from kdforge.export.reparam import reparameterize
+from kdforge.compress.errors import UserError, first_line
+from kdforge.compress.reparam import reparameterize
 from torch import nn
 
 SUPPORTED_OPSETS = range(17, 21)  # TensorRT 10.x parses up to opset 20
@@ -111,9 +111,8 @@ def to_onnx(
     try:
         _export(deployable, example, raw, dynamic_batch, opset, exporter)
     except Exception as exc:  # the exporters raise many types; name the fallback in one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = " (try exporter='torchscript')" if exporter == "dynamo" else ""
-        raise UserError(f"ONNX export of {type(model).__name__} failed: {first[:200]}{hint}") from exc
+        raise UserError(f"ONNX export of {type(model).__name__} failed: {first_line(exc)}{hint}") from exc
     try:
         graph = onnx.load(str(raw))
     finally:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from kdforge.compress.errors import UserError
+from kdforge.compress.errors import UserError, first_line
 from torch import nn
 
 ORT_PROVIDERS = {  # the provider asked for first, then the fallbacks for nodes it does not take
@@ -40,7 +40,7 @@ def ort_session(
     try:
         return ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
-        raise UserError(f"ONNX Runtime cannot load {str(path)!r}: {str(exc).splitlines()[0][:200]}") from exc
+        raise UserError(f"ONNX Runtime cannot load {str(path)!r}: {first_line(exc)}") from exc
 
 
 @dataclass

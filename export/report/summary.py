@@ -1,16 +1,20 @@
-"""`report.md` of `kdforge run`: the training table, then one table of accuracy x latency x size for the
-teacher and the student per backend and precision, the student's speed-up and size ratio, the plots,
-and the commands that reproduce it all."""
+"""`report.md` of `kdforge run`, built from records, never from Markdown read back: the training table from
+the stage records (as results.md is), then one table of accuracy x latency x size for the teacher and the
+student per backend and precision from the deploy records (deploy.json), the student's speed-up and size
+ratio, the plots, and the commands that reproduce it all."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from kdforge.compress.atomic import atomic_write_text
+from kdforge.compress.layout import RunLayout
 from kdforge.export.readiness import tensorrt_ready_cell
 from kdforge.export.report.markdown import code, code_block, text
 from kdforge.export.report.plots import plot_teacher_vs_student
+from kdforge.export.report.training import StageRow, training_table
 
 SAME_FILE_AS = {  # backends that run a file (or weights) whose accuracy another backend measured
     "torch-compile": "torch",
@@ -69,7 +73,7 @@ def comparison_rows(teacher: dict[str, Any], student: dict[str, Any]) -> list[di
 def write_report(
     out_dir: str | Path,
     title: str,
-    training_markdown: str,
+    training: Sequence[StageRow],
     teacher: dict[str, Any],
     student: dict[str, Any],
     commands: list[str],
@@ -77,9 +81,13 @@ def write_report(
     headline: str = "",
 ) -> Path:
     """report.md (led by `headline`, the run's outcome in one sentence) and teacher_vs_student_b<batch>.png
-    in `out_dir`; returns the report's path. `title` and `training_markdown` are Markdown already (their
-    user strings escaped by the caller); `headline` and `commands` are plain text, escaped here."""
+    in `out_dir`; returns the report's path. The training table is built from the stage records
+    `training` (results.json's rows), the deployed table from the deploy records (deploy.json); `title` is
+    Markdown already (its user strings escaped by the caller); `headline` and `commands` are plain text,
+    escaped here."""
     out = Path(out_dir)
+    here = RunLayout(Path())  # the deploy folders, relative to the report
+    teacher_dir, student_dir = here.deploy("teacher"), here.deploy("student")
     batches = sorted({r["batch"] for r in student["latency"]})
     plots = [
         plot_teacher_vs_student(
@@ -99,7 +107,7 @@ def write_report(
         f"# {title}",
         "",
         *([f"**{text(headline)}**", ""] if headline else []),
-        training_markdown.strip().split("\n", 1)[1].strip() if "\n" in training_markdown else "",
+        *training_table(training),
         "",
         "## Deployed: accuracy x latency x size",
         "",
@@ -139,19 +147,20 @@ def write_report(
         "teacher file / student file. Each network's variants were timed together in rotating rounds; "
         f"teacher and student were timed one after the other on the same machine "
         f"(torch {env.get('torch', '?')}, {env.get('threads', '?')} threads). Per-network tables with "
-        "p90/p99, CoV and throughput: deploy-teacher/deploy.md and deploy-student/deploy.md.",
+        f"p90/p99, CoV and throughput: {teacher_dir.deploy_md.as_posix()} and "
+        f"{student_dir.deploy_md.as_posix()}.",
         "",
         *[f"![{p.stem}]({p.name})" for p in plots],
         "",
-        "![teacher latency per image against batch](deploy-teacher/latency.png)",
-        "![student latency per image against batch](deploy-student/latency.png)",
+        f"![teacher latency per image against batch]({teacher_dir.latency_png.as_posix()})",
+        f"![student latency per image against batch]({student_dir.latency_png.as_posix()})",
         "",
         *provenance_lines(teacher, student),
         "## Reproduce",
         "",
         *code_block(commands),
     ]
-    report = out / "report.md"
+    report = RunLayout(out).report_md
     atomic_write_text(report, "\n".join(lines) + "\n")
     return report
 

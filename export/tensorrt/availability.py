@@ -8,18 +8,12 @@ from types import ModuleType
 from typing import Any
 
 import torch
-from kdforge.compress.errors import UserError
+from kdforge.compress.errors import UserError, first_line
+from kdforge.export.trt_versions import TRT_VERSIONS
 
 INSTALL_HINT = "pip install 'kdforge[tensorrt]' on a machine with an NVIDIA GPU"
-SUPPORTED_MAJORS = (10, 11)
 
 _loggers: dict[int, Any] = {}
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type name when the message is empty)."""
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def require_tensorrt() -> ModuleType:
@@ -28,10 +22,10 @@ def require_tensorrt() -> ModuleType:
         trt = importlib.import_module("tensorrt")
     except ModuleNotFoundError as exc:
         if exc.name not in (None, "tensorrt"):  # installed, but one of its own imports is missing
-            raise UserError(f"TensorRT cannot be imported ({_first_line(exc)}); {INSTALL_HINT}") from None
+            raise UserError(f"TensorRT cannot be imported ({first_line(exc)}); {INSTALL_HINT}") from None
         raise UserError(f"TensorRT is not installed: {INSTALL_HINT}") from None
     except (ImportError, OSError) as exc:  # e.g. the wheel is there but libnvinfer cannot be loaded
-        raise UserError(f"TensorRT cannot be imported ({_first_line(exc)}); {INSTALL_HINT}") from None
+        raise UserError(f"TensorRT cannot be imported ({first_line(exc)}); {INSTALL_HINT}") from None
     if not torch.cuda.is_available():
         raise UserError(
             "TensorRT needs a CUDA GPU and none is visible here (torch.cuda.is_available() is False); "
@@ -39,8 +33,8 @@ def require_tensorrt() -> ModuleType:
         )
     version = str(getattr(trt, "__version__", "unknown"))
     major = version.split(".")[0]
-    if not major.isdigit() or int(major) not in SUPPORTED_MAJORS:
-        supported = " and ".join(f"{m}.x" for m in SUPPORTED_MAJORS)
+    if not major.isdigit() or int(major) not in TRT_VERSIONS:
+        supported = " and ".join(f"{m}.x" for m in TRT_VERSIONS)
         raise UserError(f"TensorRT {version} is not supported; kdforge builds with TensorRT {supported}")
     return trt
 
@@ -65,7 +59,7 @@ def tensorrt_status() -> tuple[bool, str]:
         trt = require_tensorrt()
         name, capability = gpu_description()
     except UserError as exc:
-        return False, _first_line(exc)
+        return False, first_line(exc)
     except Exception as exc:  # a broken driver or install must not break `doctor`
-        return False, f"TensorRT check failed: {type(exc).__name__}: {_first_line(exc)}"
+        return False, f"TensorRT check failed: {type(exc).__name__}: {first_line(exc)}"
     return True, f"tensorrt {trt.__version__}: GPU {name} (compute capability {capability})"

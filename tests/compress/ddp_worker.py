@@ -10,10 +10,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch
 from kdforge.compress.config import MethodConfig
 from kdforge.compress.data import build_data
-from kdforge.compress.jobs import network_meta
 from kdforge.compress.methods import build_method
 from kdforge.compress.models import build
 from kdforge.compress.train.distributed import init_distributed, shutdown
+from kdforge.compress.train.meta import network_meta
 from kdforge.compress.train.trainer import Trainer
 from safetensors.torch import save_file
 

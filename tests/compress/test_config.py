@@ -160,3 +160,128 @@ def test_deploy_limits_live_on_the_fields(override: str, message: str) -> None:
     section = apply_overrides({}, [override])["deploy"]  # the same value outside a recipe: same message
     with pytest.raises(UserError, match=message):
         from_dict(DeployConfig, section, "deploy")
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 23: the whole recipe checked at load time, the command line over the recipe, renamed keys
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["method.options.temprature=2"],
+            r"unknown key 'method.options.temprature'; did you mean 'temperature'",
+        ),
+        (["method.name=dkdd"], r"method.name: unknown method 'dkdd'; did you mean 'dkd'"),
+        (["method.name=dkd", "method.options.beta=-1"], r"method.options.beta: must be >= 0, got -1"),
+        (
+            ["teacher_strategy.name=generous", "teacher_strategy.options.kk=2"],
+            r"unknown key 'teacher_strategy.options.kk'; did you mean 'k'",
+        ),
+    ],
+)
+def test_method_and_strategy_options_are_checked_when_the_recipe_loads(overrides, message) -> None:
+    with pytest.raises(UserError, match=message):
+        load_recipe(None, overrides)
+
+
+def test_check_changes_nothing_and_normalized_clamps_a_copy() -> None:
+    import copy
+    import warnings
+
+    from kdforge.compress.config import RecipeWarning, TrainConfig, check, normalized
+
+    config = RunConfig(teacher_train=TrainConfig(epochs=2, warmup_epochs=5))
+    before = copy.deepcopy(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a pure check: no warning either
+        check(config)
+    assert config == before
+    with pytest.warns(RecipeWarning, match=r"teacher_train.warmup_epochs 5 is longer than the run's 2"):
+        clamped = normalized(config)
+    assert clamped.teacher_train.warmup_epochs == 2 and config == before
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "teacher:\n  checkpoint: t.safetensors\n  init: w.pth\n",
+            r"teacher.checkpoint and teacher.init both give the teacher .*\(e.g. --set teacher.init=null\)",
+        ),
+        (
+            "teacher:\n  arch: tv:resnet18\n  init: w.pth\n  options: {weights: DEFAULT}\n",
+            r"teacher.init and teacher.options.weights both give the teacher's starting weights; keep one",
+        ),
+        (
+            "student:\n  checkpoint: a.safetensors\n  init: b.pth\n",
+            r"student.checkpoint and student.init both give .*\(e.g. --set student.checkpoint=null\)",
+        ),
+    ],
+)
+def test_two_sources_in_the_recipe_file_are_refused_by_check(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        load_recipe(_write(tmp_path, text))
+
+
+def test_the_command_line_replaces_the_recipes_other_source_with_a_warning(tmp_path: Path) -> None:
+    from kdforge.compress.config import RecipeWarning, flag_setting
+
+    path = _write(tmp_path, "teacher:\n  arch: tv:resnet18\n  options: {weights: DEFAULT}\n")
+    with pytest.warns(
+        RecipeWarning, match=r"^--init my.pth replaces the recipe's teacher.options.weights: 'DEFAULT'$"
+    ):
+        config = load_recipe(path, flags=[flag_setting("--init", "teacher.init", "my.pth")])
+    assert config.teacher.init == "my.pth" and config.teacher.options == {}
+    with pytest.warns(
+        RecipeWarning, match=r"--set 'teacher.init=x.pth' replaces the recipe's teacher.options"
+    ):
+        assert load_recipe(path, ["teacher.init=x.pth"]).teacher.init == "x.pth"
+    with pytest.raises(
+        UserError, match=r"teacher.init is given twice on the command line \(--set 'teacher.init"
+    ):
+        load_recipe(path, ["teacher.init=x.pth"], flags=[flag_setting("--init", "teacher.init", "my.pth")])
+
+
+def test_a_flag_replacing_the_recipes_value_of_its_own_key_says_so(tmp_path: Path) -> None:
+    from kdforge.compress.config import RecipeWarning, flag_setting
+
+    path = _write(tmp_path, "teacher:\n  checkpoint: old.safetensors\n")
+    teacher = flag_setting("--teacher", "teacher.checkpoint", "new.safetensors")
+    with pytest.warns(
+        RecipeWarning, match=r"--teacher new.safetensors replaces the recipe's teacher.checkpoint"
+    ):
+        assert load_recipe(path, flags=[teacher]).teacher.checkpoint == "new.safetensors"
+    with pytest.raises(UserError, match=r"teacher.checkpoint is given twice on the command line"):
+        load_recipe(path, ["teacher.checkpoint=other.safetensors"], flags=[teacher])
+
+
+def test_student_checkpoint_is_the_old_name_of_student_init(tmp_path: Path) -> None:
+    from kdforge.compress.config import RecipeWarning
+
+    path = _write(tmp_path, "student:\n  checkpoint: start.safetensors\n")
+    with pytest.warns(RecipeWarning, match=r"^student.checkpoint is the old name of student.init; write"):
+        config = load_recipe(path)
+    assert config.student.init == "start.safetensors" and config.student.checkpoint is None
+
+
+def test_dkd_ramp_epochs_and_its_old_name(tmp_path: Path) -> None:
+    from kdforge.compress.config import RecipeWarning
+    from kdforge.compress.methods import method_class, method_options
+    from torch import nn
+
+    config = load_recipe(None, ["method.name=dkd", "method.options.ramp_epochs=4"])
+    dkd = method_class("dkd")(nn.Identity(), nn.Identity(), method_options(config.method))
+    dkd.on_epoch_start(0, 10)
+    assert dkd.ramp == 0.25
+    with pytest.warns(RecipeWarning, match=r"method.options.warmup_epochs is the old name of .*ramp_epochs"):
+        config = load_recipe(None, ["method.name=dkd", "method.options.warmup_epochs=3"])
+    assert config.method.options == {"ramp_epochs": 3}
+    with pytest.raises(UserError, match=r"^method.options.warmup_epochs: must be >= 0, got -1$"):
+        load_recipe(None, ["method.name=dkd", "method.options.warmup_epochs=-1"])
+    with pytest.raises(UserError, match=r"warmup_epochs is the old name of .*ramp_epochs and both are set"):
+        load_recipe(
+            None, ["method.name=dkd", "method.options.warmup_epochs=3", "method.options.ramp_epochs=3"]
+        )

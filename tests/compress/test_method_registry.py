@@ -1,4 +1,4 @@
-"""Methods register themselves and validate their own options: adding one is one new file.
+"""Methods register with `@register` and validate their own options: adding one is one new file.
 
 The example method of docs/training.md is taken from the page, saved as a new module of the methods
 package (in a temporary folder on the package's path) and found by the same discovery the package runs
@@ -27,6 +27,7 @@ from kdforge.compress.methods import (
     discover_methods,
     method_class,
     method_options,
+    register,
 )
 from kdforge.compress.models import build
 
@@ -88,11 +89,12 @@ def test_the_docs_example_is_one_new_file_and_nothing_else(tmp_path: Path, regis
         build_method(MethodConfig("mine", {"kd_weight": -1}), student, teacher)
 
 
-def test_a_subclass_with_a_name_registers_itself(registries) -> None:
+def test_a_decorated_class_registers_under_its_name(registries) -> None:
     @dataclasses.dataclass
     class ScaledOptions:
         scale: PositiveFloat = 1.0
 
+    @register
     class Scaled(Distiller):
         name = "scaled_ce_test"
         needs_teacher = False
@@ -109,21 +111,28 @@ def test_a_subclass_with_a_name_registers_itself(registries) -> None:
     with pytest.raises(UserError, match=r"^method.options.scale: must be > 0, got -2.0$"):
         method_options(MethodConfig("scaled_ce_test", {"scale": -2}))
 
-    class Unnamed(Scaled):  # inherits the name: not a second registration
-        pass
+    class Helper(Scaled):  # a subclass without @register (a helper, a test double) registers nothing
+        name = "helper_test"
 
-    assert METHODS["scaled_ce_test"] is Scaled
+    assert METHODS["scaled_ce_test"] is Scaled and "helper_test" not in METHODS
+    with pytest.raises(TypeError, match=r"Unnamed sets no `name`"):
+
+        @register
+        class Unnamed(Scaled):  # an inherited name would register the parent's name twice
+            pass
 
 
 def test_a_taken_name_is_an_error_at_import(registries) -> None:
     with pytest.raises(TypeError, match=r"method name 'kd' of .*Copy is taken by .*methods\.kd\.KD"):
 
+        @register
         class Copy(METHODS["kd"]):
             name = "kd"
 
     assert METHODS["kd"].__module__ == f"{methods.__name__}.kd"
     with pytest.raises(TypeError, match=r"method name 'generous' .* is taken by"):
 
+        @register
         class Student(METHODS["kd"]):
             name = "generous"  # unique across both registries: the CLI's hints stay unambiguous
 
@@ -131,17 +140,20 @@ def test_a_taken_name_is_an_error_at_import(registries) -> None:
 def test_a_class_that_cannot_be_built_is_refused_at_import(registries) -> None:
     with pytest.raises(TypeError, match=r"method 'half' .* does not implement forward_train"):
 
+        @register
         class Half(Distiller):
             name = "half"
 
     with pytest.raises(TypeError, match=r"Options must be a dataclass"):
 
+        @register
         class NoOptions(METHODS["ce"]):
             name = "no_options"
             Options = dict
 
 
 def test_a_teacher_strategy_registers_apart_and_the_cli_says_where_it_runs(registries) -> None:
+    @register
     class Strategy(METHODS["ce"]):
         name = "strategy_test"
         kind = "teacher"

@@ -10,7 +10,8 @@ import pytest
 import torch
 from kdforge.compress.config import MethodConfig
 from kdforge.compress.errors import UserError
-from kdforge.compress.jobs import Session, distill_student, evaluate_checkpoint, train_teacher
+from kdforge.compress.evaluation import evaluate_checkpoint
+from kdforge.compress.jobs import Session, distill_student, train_teacher
 from kdforge.compress.models import build
 from kdforge.compress.train.checkpoint import read_checkpoint
 from kdforge.compress.train.trainer import Trainer
@@ -106,12 +107,12 @@ def test_dist_plus_acclimation_moves_only_the_teachers_head_through_the_trainer(
     teacher: str, tmp_path: Path
 ) -> None:
     from kdforge.compress.data import build_data
-    from kdforge.compress.jobs import load_teacher
     from kdforge.compress.methods import build_method
+    from kdforge.compress.teachers import load_teacher
 
     config = tiny_config("student_train.epochs=1")
     data = build_data(config.data)
-    network, _ = load_teacher(teacher, data)
+    network = load_teacher(teacher, data).model
     before = {k: v.clone() for k, v in network.state_dict().items()}
     method = build_method(MethodConfig("dist_plus"), build("resnet8", 10), network)
     trainer = Trainer(

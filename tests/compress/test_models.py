@@ -16,10 +16,10 @@ from kdforge.compress.models import (
     check_options,
     extract_features,
     option_names,
-    registry,
 )
 from kdforge.compress.models.features import resolve_module
 from kdforge.compress.models.shufflenetv2 import channel_shuffle
+from kdforge.compress.registry import MODELS
 from torch import nn
 
 # Parameter counts in millions at 100 classes: the CRD (Tian et al. 2020) and DKD (Zhao et al. 2022) tables.
@@ -195,7 +195,7 @@ def test_an_unknown_option_is_refused_before_the_builder_runs(monkeypatch: pytes
         calls.append((num_classes, width, depth))
         return nn.Linear(width, num_classes)
 
-    monkeypatch.setitem(registry._ZOO, "fake_net", fake)
+    monkeypatch.setitem(MODELS, "fake_net", fake)
     with pytest.raises(UserError) as caught:
         build("fake_net", 3, wdith=2)
     message = str(caught.value)
@@ -210,7 +210,7 @@ def test_a_type_error_inside_a_builder_is_not_read_as_an_unknown_option(
     def fake(num_classes: int, width: int = 1) -> nn.Module:
         raise TypeError("unexpected keyword argument 'bias'")  # from deep inside, about something else
 
-    monkeypatch.setitem(registry._ZOO, "fake_net", fake)
+    monkeypatch.setitem(MODELS, "fake_net", fake)
     with pytest.raises(UserError, match=r"'fake_net' rejected options \{'width': 2\}"):
         build("fake_net", 3, width=2)
 

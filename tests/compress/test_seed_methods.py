@@ -324,7 +324,7 @@ def test_sate_with_dkd_ramps_the_student_terms_once(
         },
     )
     method.on_epoch_start(epoch, 240)
-    assert method._student_loss[0].warmup * method.ramp == pytest.approx(expected, rel=1e-12, abs=0)
+    assert method._student_loss[0].ramp * method.ramp == pytest.approx(expected, rel=1e-12, abs=0)
     method.train()
     images, labels = torch.randn(6, 3, 16, 16), torch.randint(0, C, (6,))
     logits, terms = method.forward_train(images, labels)

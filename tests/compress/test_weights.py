@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from kdforge.compress.config import MethodConfig, NetworkConfig, RecipeWarning, load_recipe
+from kdforge.compress.config import MethodConfig, NetworkConfig, RecipeWarning, RunConfig, check, load_recipe
 from kdforge.compress.errors import UserError
-from kdforge.compress.jobs import Session, distill_student, load_teacher, start_network
+from kdforge.compress.jobs import Session, distill_student
 from kdforge.compress.models import build, classifier_head
+from kdforge.compress.networks import start_network
+from kdforge.compress.teachers import load_teacher
 from kdforge.compress.train.checkpoint import read_checkpoint
 from kdforge.compress.weights import head_paths, sha256_file
 from safetensors.torch import save_file
@@ -80,7 +82,7 @@ def test_a_safetensors_state_dict_without_kdforge_metadata_starts_a_student(tmp_
 def test_a_timm_safetensors_state_dict_and_the_hugging_face_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import timm
+    import timm  # pyright: ignore[reportMissingImports]  (skipped without timm)
 
     pretrained = timm.create_model("resnet18", pretrained=False, num_classes=1000)
     path = tmp_path / "model.safetensors"
@@ -142,7 +144,7 @@ def test_torchvision_weights_come_from_the_torch_home_cache_or_one_line_says_how
         start_network(NetworkConfig(arch="resnet8", options={"weights": "DEFAULT"}), 10, "teacher")
     both = NetworkConfig(arch="tv:resnet18", options={"weights": "DEFAULT"}, init=str(cached))
     with pytest.raises(UserError, match=r"teacher.init and teacher.options.weights both give"):
-        start_network(both, 10, "teacher")
+        check(RunConfig(teacher=both))  # a two-field rule of the recipe: checked at load time
 
 
 # --------------------------------------------------------------------------------------------------
@@ -220,7 +222,7 @@ def test_a_state_dict_teacher_must_predict_the_data_sets_classes(tmp_path: Path)
         load_teacher(path, data, network=config.teacher)
     trained = build("resnet8", 10)
     torch.save({"module." + k: v for k, v in _state(trained).items()}, path)
-    teacher, spec = load_teacher(path, data, network=config.teacher)
+    teacher, spec, _ = load_teacher(path, data, network=config.teacher)
     assert spec is not None and spec.arch == "resnet8"
     assert torch.equal(teacher.fc.weight, trained.fc.weight)
 
@@ -341,7 +343,8 @@ def test_student_checkpoint_and_init_together_are_refused(tmp_path: Path) -> Non
 
 
 def test_the_pipeline_converts_a_state_dict_teacher_into_a_kdforge_checkpoint(tmp_path: Path) -> None:
-    from kdforge.compress.jobs import evaluate_checkpoint, given_teacher
+    from kdforge.compress.evaluation import evaluate_checkpoint
+    from kdforge.compress.teachers import given_teacher
     from kdforge.export.report.summary import provenance_lines
 
     teacher = build("resnet8", 10)

@@ -17,7 +17,12 @@ from kdforge.compress.errors import UserError
 from kdforge.compress.models import build
 from kdforge.export.aoti import AotiPackage, compile_package
 from kdforge.export.bench import TimingPolicy, measure_interleaved
-from kdforge.export.bench.available import BACKENDS, available_backends, check_backends, why_unavailable
+from kdforge.export.bench.available import (
+    LATENCY_BACKENDS,
+    available_backends,
+    check_backends,
+    why_unavailable,
+)
 from kdforge.export.bench.backends import AotInductor, TorchCompile, TorchEager
 from kdforge.export.report import comparison_rows, plot_latency_vs_batch, plot_teacher_vs_student
 
@@ -102,16 +107,16 @@ def test_page_faults_are_counted_per_call_and_charged_to_the_call_that_took_them
 
 def test_backend_registry_names_what_is_missing_in_one_line() -> None:
     here = available_backends()
-    assert {"torch", "onnxruntime"} <= set(here) and set(here) <= set(BACKENDS)
+    assert {"torch", "onnxruntime"} <= set(here) and set(here) <= set(LATENCY_BACKENDS)
     with pytest.raises(UserError, match="unknown backend 'onnx-runtime'; choose from torch, ") as caught:
         check_backends(("torch", "onnx-runtime"))
     assert "\n" not in str(caught.value)
-    for name in set(BACKENDS) - set(here):
+    for name in set(LATENCY_BACKENDS) - set(here):
         reason = why_unavailable(name)
         assert reason and "\n" not in reason and ("install" in reason or "GPU" in reason), (name, reason)
         with pytest.raises(UserError):
             check_backends((name,))
-    check_backends(tuple(BACKENDS), must_run_here=False)
+    check_backends(tuple(LATENCY_BACKENDS), must_run_here=False)
 
 
 def _rows(scale: float, sizes: dict[str, float]) -> list[dict]:
@@ -179,7 +184,7 @@ def test_report_has_a_tensorrt_ready_column_from_each_files_lint_verdict(tmp_pat
         "environment": environment,
     }
     (tmp_path / "deploy-teacher").mkdir()
-    report = write_report(tmp_path, "t", "# r\n\ntable", teacher, student, ["kdforge run"], headline="Said.")
+    report = write_report(tmp_path, "t", [], teacher, student, ["kdforge run"], headline="Said.")
     lines = report.read_text().splitlines()
     assert lines[2] == "**Said.**", "the outcome sentence leads the report"
     header = next(line for line in lines if line.startswith("| network |")).split(" | ")

@@ -49,7 +49,6 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     )
     deploy(trained.best_path, out / "deploy-teacher", CHEAP)
     shutil.copytree(out / "deploy-teacher", out / "deploy-student")
-    (out / "results.md").write_text("# results\n\n| stage |\n")
     return out, trained.best_path
 
 
@@ -64,7 +63,7 @@ def _report(out: Path, checkpoint: str, config: DeployConfig, monkeypatch) -> li
 
     monkeypatch.setattr("kdforge.export.deploy.deploy", stub)
     console = Console(file=io.StringIO())
-    report, _ = deploy_and_report(tiny_config(), out, checkpoint, checkpoint, config, True, console)
+    report, _ = deploy_and_report(tiny_config(), out, [], checkpoint, checkpoint, config, True, console)
     assert report.is_file()
     return started
 

@@ -331,3 +331,19 @@ def test_tensorrt_int8_form_keeps_fp32_accuracy_and_passes_the_linter(tmp_path: 
             kinds = sorted(producers[i].op_type for i in node.input)
             assert kinds == ["Conv", "DequantizeLinear"], kinds
     assert {o.domain for o in onnx.load(str(int8)).opset_import} == {""}
+
+
+def test_tensorrt_versions_are_declared_once_and_every_table_covers_them() -> None:
+    from kdforge.export import readiness
+    from kdforge.export.lint import TRT_VERSIONS
+    from kdforge.export.lint.rules import TRT_LATE_OPSET_NOTE, TRT_OPSETS
+    from kdforge.export.trt_versions import TRT_VERSIONS as declared
+
+    from kdforge.cli import build_parser
+
+    assert TRT_VERSIONS is declared and readiness.TRT_VERSIONS is declared
+    assert set(TRT_OPSETS) == set(TRT_LATE_OPSET_NOTE) == set(declared)
+    commands = next(a for a in build_parser()._actions if a.dest == "command")
+    check = commands.choices["check"]
+    (flag,) = [a for a in check._actions if a.dest == "trt_version"]
+    assert tuple(flag.choices) == declared

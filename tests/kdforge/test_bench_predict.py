@@ -4,6 +4,7 @@ input (wrong shape, corrupt files, unknown backend, TensorRT absent): one line, 
 from __future__ import annotations
 
 import importlib.util
+import types
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 from kdforge.compress.config import DeployConfig
 from kdforge.compress.data.digits import load_images, load_raw
+from kdforge.compress.errors import UserError
 from kdforge.compress.jobs import Session, train_teacher
 from kdforge.export.artifact import open_artifact, preprocess
 from kdforge.export.bench import TimingPolicy
@@ -101,7 +103,8 @@ def test_bench_times_a_checkpoint_on_both_backends(deployed, capsys) -> None:
 
 def test_bench_runs_the_aoti_package_alone_by_default(deployed, capsys) -> None:
     _, _, _, package = deployed
-    assert main(["bench", package, "--batches", "1,3", "--min-duration", "0.02"]) == 0
+    argv = ["bench", package, "--batches", "1,3", "--min-duration", "0.02", "--native", "never"]
+    assert main(argv) == 0
     rows = capsys.readouterr().out.strip().splitlines()[1:]
     assert [(r.split()[0], r.split()[1]) for r in rows] == [("aoti", "1"), ("aoti", "3")]
 
@@ -164,3 +167,46 @@ def test_bad_bench_and_predict_input_is_one_line(deployed, tmp_path: Path, capsy
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and message in err, (argv, err)
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [([], "auto"), (["--native"], "always"), (["--native", "never"], "never"), (["--native=auto"], "auto")],
+)
+def test_bench_native_takes_deploys_auto_always_never_and_alone_means_always(flags, expected) -> None:
+    from kdforge.cli import BENCH_OPTIONS, _from_flags, build_parser
+
+    args = build_parser().parse_args(["bench", "m.onnx", *flags, "--backends", "onnxruntime"])
+    options = _from_flags(args, DeployConfig, BENCH_OPTIONS)
+    assert options.native == expected and options.backends == ["onnxruntime"]
+
+
+def test_bench_flags_are_deploys_declarations(capsys) -> None:
+    for argv, message in [
+        (["bench", "m.onnx", "--native", "off"], "--native: 'off' is not one of"),
+        (["bench", "m.onnx", "--backends", ","], "--backends: "),
+    ]:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and message in err, (argv, err)
+
+
+def test_bench_native_auto_runs_only_a_built_runner_with_the_artifacts_backend(monkeypatch) -> None:
+    import kdforge.export.native as native
+    from kdforge.export.bench import run
+    from kdforge.export.native import NativeBuild
+
+    def built(*backends: str):
+        return lambda *args, **kwargs: NativeBuild(Path("kdforge-runner"), backends)
+
+    def absent(*args, **kwargs):
+        raise UserError("kdforge-runner does not exist: build it with `kdforge build-native`")
+
+    onnx, pt2 = types.SimpleNamespace(kind="onnx"), types.SimpleNamespace(kind="aoti")
+    checkpoint = types.SimpleNamespace(kind="checkpoint")
+    monkeypatch.setattr(native, "find_runner", absent)
+    assert not run._wants_native("auto", pt2, {}) and run._wants_native("always", pt2, {})
+    monkeypatch.setattr(native, "find_runner", built("aoti"))
+    assert run._wants_native("auto", pt2, {}) and not run._wants_native("auto", onnx, {})
+    assert not run._wants_native("auto", checkpoint, {})  # no .pt2 compiled by the aoti backend
+    assert not run._wants_native("never", pt2, {})

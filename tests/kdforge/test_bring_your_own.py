@@ -100,7 +100,8 @@ def test_the_example_recipe_without_cached_weights_says_which_file_and_how_to_fe
     assert not (tmp_path / "t" / "checkpoints").exists()
     weights = tmp_path / "w.pth"
     torch.save(build("tv:resnet18", 2).state_dict(), weights)
-    assert main(["teacher", EXAMPLE, "--init", str(weights), "--out", str(tmp_path / "t"), *sets]) == 2
+    both = [*sets, *_sets("teacher.options.weights=DEFAULT")]  # --init alone replaces the recipe's weights
+    assert main(["teacher", EXAMPLE, "--init", str(weights), "--out", str(tmp_path / "t"), *both]) == 2
     assert "teacher.init and teacher.options.weights both give the teacher's starting weights" in (
         _error_line(capsys)
     )

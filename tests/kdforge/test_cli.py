@@ -15,6 +15,7 @@ from tests.compress.conftest import TINY, foreign_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 DIGITS = str(REPO / "recipes" / "digits.yaml")
+EXAMPLE = str(REPO / "recipes" / "imagefolder_example.yaml")
 
 
 def _sets(*items: str) -> list[str]:
@@ -254,3 +255,111 @@ def test_rsd_writes_the_multi_branch_and_the_merged_checkpoints(tmp_path: Path, 
         assert main(["eval", str(checkpoint)]) == 0
         lines.append(capsys.readouterr().out.split(": ", 1)[1])
     assert lines[0] == lines[1], "the merged network scores exactly like the multi-branch one"
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 23: the recipe is checked whole before any work; a flag wins over the recipe, saying so
+# --------------------------------------------------------------------------------------------------
+
+
+def _no_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading data is an error here: a refusal must come before any of it."""
+    import kdforge.compress.data
+    import kdforge.compress.jobs
+
+    import kdforge.pipeline
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("data was read before the recipe was checked")
+
+    for module in (kdforge.compress.data, kdforge.compress.jobs, kdforge.pipeline):
+        monkeypatch.setattr(module, "build_data", refuse)
+
+
+def test_a_typo_in_method_options_stops_run_before_any_data_or_folder(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    _no_work(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    start = time.perf_counter()
+    assert main(["run", DIGITS, "--out", str(tmp_path / "run"), "--set", "method.options.temprature=2"]) == 2
+    assert time.perf_counter() - start < 10, "the recipe is checked before any work"
+    line = _error_line(capsys)
+    assert "'method.options.temprature'; did you mean 'temperature'?" in line
+    assert list(tmp_path.iterdir()) == [], "no run folder"
+
+
+def _captured(monkeypatch: pytest.MonkeyPatch, name: str) -> dict[str, object]:
+    """Replace jobs.<name> (train_teacher / distill_student) by one that records its arguments."""
+    import kdforge.compress.jobs
+
+    seen: dict[str, object] = {}
+
+    def record(config: object, out: object, session: object, **kwargs: object) -> None:
+        seen.update(kwargs, config=config)
+
+    monkeypatch.setattr(kdforge.compress.jobs, name, record)
+    return seen
+
+
+def test_teacher_init_replaces_the_recipes_pretrained_weights_with_a_warning(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_work(monkeypatch)
+    seen = _captured(monkeypatch, "train_teacher")
+    argv = [
+        "teacher",
+        EXAMPLE,
+        "--init",
+        "my_resnet18.pth",
+        "--out",
+        str(tmp_path / "t"),
+        "--set",
+        "device=cpu",
+    ]
+    assert main(argv) == 0  # the command the recipe's comment documents
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == "kdforge: warning: --init my_resnet18.pth replaces the recipe's teacher.options.weights: 'DEFAULT'"
+    )
+    assert seen["config"].teacher.init == "my_resnet18.pth" and seen["config"].teacher.options == {}
+    assert main([*argv, "--set", "teacher.init=other.pth"]) == 2
+    assert "teacher.init is given twice on the command line (--set 'teacher.init=other.pth', --init" in (
+        _error_line(capsys)
+    )
+
+
+def test_compress_flags_win_over_the_recipe_and_say_what_they_replaced(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_work(monkeypatch)
+    seen = _captured(monkeypatch, "distill_student")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "teacher:\n  checkpoint: recipe_teacher.safetensors\nstudent:\n  init: recipe_student.pth\n"
+    )
+    argv = [
+        "compress",
+        str(recipe),
+        "--teacher",
+        "t.safetensors",
+        "--init",
+        "s.pth",
+        "--out",
+        str(tmp_path / "s"),
+    ]
+    assert main(argv) == 0
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert warnings == [
+        "kdforge: warning: --init s.pth replaces the recipe's student.init: 'recipe_student.pth'",
+        "kdforge: warning: --teacher t.safetensors replaces the recipe's teacher.checkpoint: "
+        "'recipe_teacher.safetensors'",
+    ]
+    assert seen["teacher_path"] == "t.safetensors" and seen["config"].student.init == "s.pth"
+    assert main([*argv, "--set", "student.options.pretrained=true"]) == 2
+    assert "student.init and student.options.pretrained both give the student's starting weights on the " in (
+        _error_line(capsys)
+    )

@@ -362,3 +362,16 @@ def test_gpu_large_shape_matches_reference(dtype: torch.dtype, standardize: bool
         rtol, atol = GRAD_TOL[dtype]
         assert got.dtype == dtype
         torch.testing.assert_close(got.float(), ref.float(), rtol=rtol, atol=atol * ref.abs().max().item())
+
+
+def test_the_dist_temperature_default_is_declared_once_by_the_kernel() -> None:
+    import inspect
+
+    from kdforge.compress.methods.dist_kd import DISTOptions
+    from kdforge.kernels import DIST_TEMPERATURE
+
+    assert inspect.signature(dist_loss).parameters["temperature"].default == DIST_TEMPERATURE
+    assert DISTOptions().temperature == DIST_TEMPERATURE == 4.0
+    torch.manual_seed(0)
+    s, t = torch.randn(6, 5), torch.randn(6, 5)
+    assert dist_loss(s, t, backend="torch") == dist_loss(s, t, temperature=4.0, backend="torch")

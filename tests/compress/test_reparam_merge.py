@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from kdforge.compress.models import build
-from kdforge.compress.reparam import MultiBranchConv, expand
-from kdforge.export.reparam import reparameterize
+from kdforge.compress.reparam import MultiBranchConv, expand, reparameterize
 from torch import nn
 
 from tests.export.conftest import randomise_batchnorm

@@ -6,8 +6,9 @@ import copy
 import warnings
 
 import torch
-from kdforge.compress.reparam import MultiBranchConv, conv_bn_pairs, set_submodule
-from kdforge.export.reparam.fold import conv_with_bias, fold_conv_bn, identity_kernel, pad_to
+from kdforge.compress.reparam.blocks import MultiBranchConv
+from kdforge.compress.reparam.fold import conv_with_bias, fold_conv_bn, identity_kernel, pad_to
+from kdforge.compress.reparam.graph import conv_bn_pairs, set_submodule
 from torch import nn
 
 
