@@ -41,6 +41,12 @@ gpu_script_outputs() {
   device=$("$py" -c 'import re,torch; print(re.sub(r"[^a-z0-9]+","-",torch.cuda.get_device_name(0).lower()).strip("-"))')
   if [ -n "${OUT:-}" ]; then
     work=$(mktemp -d "${TMPDIR:-/tmp}/$name.XXXXXX")
+    # kdforge signs what it builds with a key under $KDFORGE_HOME (default ~/.config/kdforge): on a lent,
+    # fresh machine a private scratch folder (never packed into $OUT) serves this run's deploy and bench.
+    if [ -z "${KDFORGE_HOME:-}" ]; then
+      KDFORGE_HOME=$(mktemp -d "${TMPDIR:-/tmp}/kdforge-home.XXXXXX")
+      export KDFORGE_HOME
+    fi
     summary="$OUT/summary.md"
     tarball="$OUT/$name.tar.gz"
     mkdir -p "$OUT"

@@ -59,6 +59,16 @@ class Probe:
     build: Callable[[Path], Attack]
 
 
+def mentions(*words: str) -> Callable[[Outcome], str | None]:
+    """A check: the error line names every one of `words`."""
+
+    def check(outcome: Outcome) -> str | None:
+        missing = [w for w in words if w not in outcome.stderr]
+        return f"the error does not name {missing}: {outcome.stderr[-300:]!r}" if missing else None
+
+    return check
+
+
 def prepare(root: Path) -> None:
     for sub in ("work", "outside", "files"):
         (root / sub).mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from tests.hostile import Attack, Outcome, Probe
+from tests.hostile import Attack, Outcome, Probe, mentions
 
 CLASSES = ["cat", "dog", "fox"]
 SHAPE = [3, 16, 16]
@@ -105,16 +105,6 @@ def predict_on_meta(**changes: Any) -> Any:
     return build
 
 
-def says(*words: str) -> Any:
-    """A check: the error line names every one of `words`."""
-
-    def check(outcome: Outcome) -> str | None:
-        missing = [w for w in words if w not in outcome.stderr]
-        return f"the error does not name {missing}: {outcome.stderr[-300:]!r}" if missing else None
-
-    return check
-
-
 # --------------------------------------------------------------------------------- item 6: image folder
 def image_folder(root: Path, links: dict[str, str]) -> Attack:
     """train/ and val/ with 2 classes x 4 PNGs each, the links {path in the tree: target} added, and
@@ -148,7 +138,7 @@ def folder_bomb(root: Path) -> Attack:
     """An image folder holding a PNG header that declares 30000 x 30000 pixels."""
     attack = image_folder(root, {})
     png_header(root / "files" / "data" / "val" / "cat" / "2.png", 30000, 30000)
-    return Attack(attack.argv, expect_exit=2, check=says("2.png"))
+    return Attack(attack.argv, expect_exit=2, check=mentions("2.png"))
 
 
 # ---------------------------------------------------------------------------------- item 8: NaN weights
@@ -182,7 +172,7 @@ def init_nan_running_var(root: Path) -> Attack:
     recipe.write_text(RECIPE)
     torch.save(poisoned(), root / "files" / "init.pth")
     argv = ["teacher", str(recipe), "--init", str(root / "files" / "init.pth"), "--no-progress"]
-    return Attack(argv, check=lambda o: nothing_trained(o) or says("stage0.1.running_var")(o))
+    return Attack(argv, check=lambda o: nothing_trained(o) or mentions("stage0.1.running_var")(o))
 
 
 def teacher_inf_weight(root: Path) -> Attack:
@@ -195,7 +185,7 @@ def teacher_inf_weight(root: Path) -> Attack:
         root / "files" / "teacher.safetensors", text, poisoned("stage0.0.weight", float("inf"))
     )
     argv = ["compress", str(recipe), "--teacher", str(model), "--no-progress"]
-    return Attack(argv, check=lambda o: nothing_trained(o) or says("stage0.0.weight")(o))
+    return Attack(argv, check=lambda o: nothing_trained(o) or mentions("stage0.0.weight")(o))
 
 
 def predict_nan_weights(root: Path) -> Attack:
@@ -203,7 +193,7 @@ def predict_nan_weights(root: Path) -> Attack:
     text = json.dumps({"format": "kdforge.checkpoint", "format_version": 1, **good_meta()})
     state = poisoned("classifier.weight", classes=len(CLASSES))
     model = raw_checkpoint(root / "files" / "model.safetensors", text, state)
-    return predict(root, model, check=says("classifier.weight"))
+    return predict(root, model, check=mentions("classifier.weight"))
 
 
 # ------------------------------------------------------------------------------ item 9: hostile metadata
@@ -219,7 +209,7 @@ def onnx_short_classes(root: Path) -> Attack:
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, json.dumps(value)
     onnx.save(graph, str(path))
-    return predict(root, Path(path), check=says("2 class names"))
+    return predict(root, Path(path), check=mentions("2 class names"))
 
 
 def engine_huge_input(root: Path) -> Attack:
@@ -230,14 +220,15 @@ def engine_huge_input(root: Path) -> Attack:
     engine.write_bytes(b"not really an engine")
     meta = {"kind": "tensorrt-engine", "classes": CLASSES, "mean": [0.5] * 3, "std": [0.25] * 3}
     write_sidecar(engine, {**meta, "input_shape": [3, 30000, 30000]})
-    return predict(root, engine, check=says("input_shape H"))
+    return predict(root, engine, check=mentions("input_shape H"))
 
 
 def meta_of_type(text: str, named: str = "JSON object") -> Any:
     """A probe builder: predict on a checkpoint whose metadata is the JSON `text` (not an object)."""
 
     def build(root: Path) -> Attack:
-        return predict(root, raw_checkpoint(root / "files" / "model.safetensors", text), check=says(named))
+        model = raw_checkpoint(root / "files" / "model.safetensors", text)
+        return predict(root, model, check=mentions(named))
 
     return build
 
@@ -246,7 +237,7 @@ def meta_of_type(text: str, named: str = "JSON object") -> Any:
 def png_bomb(width: int, height: int) -> Any:
     def build(root: Path) -> Attack:
         bomb = png_header(root / "files" / "bomb.png", width, height)
-        return predict(root, checkpoint(root / "files"), bomb, check=says("bomb.png", "pixel"))
+        return predict(root, checkpoint(root / "files"), bomb, check=mentions("bomb.png", "pixel"))
 
     return build
 

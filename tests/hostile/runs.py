@@ -7,7 +7,7 @@ import json
 import shlex
 from pathlib import Path
 
-from tests.hostile import Attack, Outcome, Probe
+from tests.hostile import Attack, Outcome, Probe, mentions
 
 TINY = [
     "data.image_size=16",
@@ -28,24 +28,14 @@ def _recipe(root: Path, body: str, name: str = "recipe.yaml") -> Path:
     return path
 
 
-def _mentions(*words: str):
-    """A check: the error line names each of `words`."""
-
-    def check(outcome: Outcome) -> str | None:
-        missing = [w for w in words if w not in outcome.stderr]
-        return f"the error does not mention {missing}" if missing else None
-
-    return check
-
-
 def _name_absolute(root: Path) -> Attack:
     recipe = _recipe(root, f"name: {root / 'outside' / 'abs'}\n")
-    return Attack(["run", str(recipe), *SETS], check=_mentions("name:"))
+    return Attack(["run", str(recipe), *SETS], check=mentions("name:"))
 
 
 def _name_dotdot(root: Path) -> Attack:
     recipe = _recipe(root, "name: ../../outside/x\n")  # from work/: runs/../../outside/x is root/outside/x
-    return Attack(["run", str(recipe), *SETS], check=_mentions("name:"))
+    return Attack(["run", str(recipe), *SETS], check=mentions("name:"))
 
 
 def _user_folder(root: Path) -> Path:
@@ -59,14 +49,14 @@ def _user_folder(root: Path) -> Path:
 def _out_user_folder(root: Path) -> Attack:
     mine = _user_folder(root)
     recipe = _recipe(root, "name: ok\n")
-    return Attack(["teacher", str(recipe), "--out", str(mine), *SETS], check=_mentions("--out"))
+    return Attack(["teacher", str(recipe), "--out", str(mine), *SETS], check=mentions("--out"))
 
 
 def _deploy_out_user_folder(root: Path) -> Attack:
     mine = _user_folder(root)
     checkpoint = root / "files" / "best.safetensors"  # refused before it is read
     argv = ["deploy", str(checkpoint), "--out", str(mine), "--backends", "torch", "--device", "cpu"]
-    return Attack(argv, check=_mentions("--out"))
+    return Attack(argv, check=mentions("--out"))
 
 
 def _hand_made_last(run: Path, state_file: str) -> None:
@@ -96,7 +86,7 @@ def _resume_state_outside(root: Path) -> Attack:
     _hand_made_last(run, "../../../../outside/elsewhere.pth")
     recipe = _recipe(root, "name: victim\n")
     argv = ["teacher", str(recipe), "--out", str(run), "--resume", *SETS]
-    return Attack(argv, check=_mentions("training state"))
+    return Attack(argv, check=mentions("training state"))
 
 
 def _resume_result_outside(root: Path) -> Attack:
@@ -119,7 +109,7 @@ def _resume_result_outside(root: Path) -> Attack:
     recipe = _recipe(root, "name: pipe\ndeploy: {enabled: false}\n")
     return Attack(
         ["run", str(recipe), "--out", str(run), "--resume", *SETS],
-        check=_mentions("outside its stage folder"),
+        check=mentions("outside its stage folder"),
     )
 
 
@@ -140,18 +130,18 @@ def billion_laughs(levels: int = 9, flow: bool = False) -> str:
 
 def _recipe_bomb(root: Path) -> Attack:
     recipe = _recipe(root, billion_laughs())
-    return Attack(["run", str(recipe), *SETS], check=_mentions("aliases"))
+    return Attack(["run", str(recipe), *SETS], check=mentions("aliases"))
 
 
 def _set_bomb(root: Path) -> Attack:
     recipe = _recipe(root, "name: ok\n")
     argv = ["teacher", str(recipe), *SETS, "--set", f"method.options.x={billion_laughs(flow=True)}"]
-    return Attack(argv, check=_mentions("aliases"))
+    return Attack(argv, check=mentions("aliases"))
 
 
 def _recipe_too_big(root: Path) -> Attack:
     recipe = _recipe(root, "name: big\n# " + "x" * (1 << 20) + "\n")
-    return Attack(["run", str(recipe), *SETS], check=_mentions("KiB"))
+    return Attack(["run", str(recipe), *SETS], check=mentions("KiB"))
 
 
 HOSTILE_FOLDER = "run `x` |*bold*| $(touch ../../outside/pwned)"
@@ -200,7 +190,7 @@ def _deploy_without_recipe(root: Path) -> Attack:
 
     saved = checkpoint(root / "files" / "checkpoints")
     argv = ["deploy", str(saved), "--out", str(root / "work" / "deployed"), "--backends", "onnxruntime"]
-    return Attack(argv, check=_mentions("recipe"))
+    return Attack(argv, check=mentions("recipe"))
 
 
 PROBES: list[Probe] = [
