@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import weakref
 from types import ModuleType
 from typing import Any
 
@@ -13,7 +14,9 @@ from kdforge.export.trt_versions import TRT_VERSIONS
 
 INSTALL_HINT = "pip install 'kdforge[tensorrt]' on a machine with an NVIDIA GPU"
 
-_loggers: dict[int, Any] = {}
+# Keyed by the module object itself (weakly): an id() key could be reused by another module object once
+# the first is gone (a test's fake TensorRT), handing it a logger of the old one.
+_loggers: weakref.WeakKeyDictionary[ModuleType, Any] = weakref.WeakKeyDictionary()
 
 
 def require_tensorrt() -> ModuleType:
@@ -41,10 +44,9 @@ def require_tensorrt() -> ModuleType:
 
 def trt_logger(trt: ModuleType) -> Any:
     """One `trt.Logger` (warnings and errors to stderr) shared by builders and runtimes, as TensorRT asks."""
-    key = id(trt)
-    if key not in _loggers:
-        _loggers[key] = trt.Logger(trt.Logger.WARNING)
-    return _loggers[key]
+    if trt not in _loggers:
+        _loggers[trt] = trt.Logger(trt.Logger.WARNING)
+    return _loggers[trt]
 
 
 def gpu_description() -> tuple[str, str]:
