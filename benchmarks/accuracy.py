@@ -77,7 +77,7 @@ ROWS = [
     Row("CE", "ce"),
     Row("KD", "kd", {}, "standard", "temperature", (4.0, 2.0)),
     Row("KD+LS", "kd", LS, "standard", "kd_weight", (9.0, 0.9)),
-    Row("DKD", "dkd", {"warmup_epochs": WARMUP}, "standard", "beta", (8.0, 2.0)),
+    Row("DKD", "dkd", {"ramp_epochs": WARMUP}, "standard", "beta", (8.0, 2.0)),
     Row("DIST", "dist", {}, "standard", *DIST_WEIGHT),
     Row("DIST+ (acclimation)", "dist_plus", {"acclimation": True}, "standard", *DIST_WEIGHT),
     Row("DIST+ (no acclimation)", "dist_plus", {"acclimation": False}, "standard", *DIST_WEIGHT),

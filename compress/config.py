@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from annotated_types import Ge, Gt, Interval, Le, Lt, MinLen
 from kdforge.compress.errors import UserError
-from kdforge.compress.registry import TEACHER_STRATEGIES, method_class
+from kdforge.compress.registry import METHOD_OPTIONS, STRATEGY_OPTIONS, TEACHER_STRATEGIES, method_class
 
 # Reusable field limits (one declaration each; the message is built from the limit).
 Positive = Annotated[int, Gt(0)]
@@ -699,11 +699,22 @@ def check(config: RunConfig) -> None:
             raise UserError(
                 f"{section}.milestones: must be increasing positive epochs, got {train.milestones}"
             )
-    method_class(config.method.name).validate_options(config.method.options, "method.options")
+    _options_owner(config.method.name).validate_options(config.method.options, "method.options")
     strategy = config.teacher_strategy
     if strategy.name != "standard":
-        cls = method_class(strategy.name, TEACHER_STRATEGIES, "teacher_strategy.name")
-        cls.validate_options(strategy.options, "teacher_strategy.options")
+        owner = _options_owner(strategy.name, teacher=True)
+        owner.validate_options(strategy.options, "teacher_strategy.options")
+
+
+def _options_owner(name: str, teacher: bool = False) -> Any:
+    """What validates a method's options: its torch-free entry (compress/method_options.py), so a recipe
+    is checked before torch loads; else (a method in a file of its own, an unknown name) its class."""
+    table = STRATEGY_OPTIONS if teacher else METHOD_OPTIONS
+    if name in table:
+        return table[name]
+    if teacher:
+        return method_class(name, TEACHER_STRATEGIES, "teacher_strategy.name")
+    return method_class(name)
 
 
 def _check_one_of(config: RunConfig, rule: OneOf) -> None:
@@ -724,12 +735,12 @@ def normalized(config: RunConfig) -> RunConfig:
     }
     method = config.method
     changes["method"] = dataclasses.replace(
-        method, options=_current_names(method.options, method_class(method.name), "method.options")
+        method, options=_current_names(method.options, _options_owner(method.name), "method.options")
     )
     strategy = config.teacher_strategy
     if strategy.name != "standard":
-        cls = method_class(strategy.name, TEACHER_STRATEGIES, "teacher_strategy.name")
-        options = _current_names(strategy.options, cls, "teacher_strategy.options")
+        owner = _options_owner(strategy.name, teacher=True)
+        options = _current_names(strategy.options, owner, "teacher_strategy.options")
         changes["teacher_strategy"] = dataclasses.replace(strategy, options=options)
     return dataclasses.replace(config, **changes)
 

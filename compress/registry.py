@@ -4,7 +4,9 @@ One mechanism for all three: an entry registers itself with the `@register` deco
 when its module is imported, and a table's first lookup imports every module of that package
 (`pkgutil`), so adding a model or a method is one new file and no list is edited. The tables name their
 package as a string and import it only on lookup: `compress/config.py` imports this module at the top
-(no torch, no import cycle) and validates names and options when a recipe is loaded.
+(no torch, no import cycle) and validates names and options when a recipe is loaded, through the
+torch-free options tables (`METHOD_OPTIONS`, `STRATEGY_OPTIONS`: one module, compress/method_options.py),
+so a bad recipe fails before torch loads.
 """
 
 from __future__ import annotations
@@ -19,13 +21,17 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from kdforge.compress.errors import UserError
 
 if TYPE_CHECKING:
+    from kdforge.compress.method_options import MethodOptions
     from kdforge.compress.methods.base import Distiller
 
 T = TypeVar("T")
 
 
 def qualified(entry: Any) -> str:
-    """`module.qualname` of a registered class or function (how a taken name names its owner)."""
+    """`module.qualname` of a registered class or function (how a taken name names its owner); an options
+    entry (compress/method_options.py, an instance) is named by its options dataclass."""
+    if not hasattr(entry, "__qualname__"):
+        entry = getattr(entry, "options", entry)
     return f"{entry.__module__}.{entry.__qualname__}"
 
 
@@ -51,11 +57,14 @@ class Registry(MutableMapping[str, T], Generic[T]):
         return MappingProxyType(self._entries)
 
     def discover(self) -> list[str]:
-        """Import every module of the package (each registers its entries); their names, in import order."""
+        """Import every module of the package (each registers its entries); their names, in import order.
+
+        A plain module (no `__path__`) registers its entries itself when imported: no names."""
         self._discovered = True  # before importing: a module that looks a name up must not recurse
         try:
             package = importlib.import_module(self.package)
-            names = [module.name for module in pkgutil.iter_modules(package.__path__)]
+            path = getattr(package, "__path__", None)
+            names = [module.name for module in pkgutil.iter_modules(path)] if path is not None else []
             for name in names:
                 importlib.import_module(f"{self.package}.{name}")
         except BaseException:
@@ -103,6 +112,10 @@ MODELS: Registry[Any] = Registry("model", "kdforge.compress.models")
 # --method`, method.name) and teacher strategies (teacher_strategy.name). A name is unique across both.
 METHODS: Registry[type[Distiller]] = Registry("method", "kdforge.compress.methods")
 TEACHER_STRATEGIES: Registry[type[Distiller]] = Registry("teacher strategy", "kdforge.compress.methods")
+# name -> MethodOptions (`@options_for` in compress/method_options.py, torch-free): the options of each
+# built-in method / teacher strategy, so a recipe is checked without importing torch (in under 2 s).
+METHOD_OPTIONS: Registry[MethodOptions] = Registry("method", "kdforge.compress.method_options")
+STRATEGY_OPTIONS: Registry[MethodOptions] = Registry("teacher strategy", "kdforge.compress.method_options")
 
 
 def method_class(

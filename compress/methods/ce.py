@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated
-
 import torch
 import torch.nn.functional as F
-from annotated_types import Interval
+from kdforge.compress.method_options import CEOptions
 from kdforge.compress.methods.base import Distiller, register
-
-
-@dataclass
-class CEOptions:
-    """Label smoothing is off by default, as in the papers' baselines."""
-
-    label_smoothing: Annotated[float, Interval(ge=0, le=1)] = 0.0  # cross_entropy refuses more than 1
 
 
 @register

@@ -6,28 +6,13 @@ with their gradient, unlike the reference code, which correlates within each ran
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
-from kdforge.compress.config import NonNegativeFloat, PositiveFloat
+from kdforge.compress.method_options import DISTOptions
 from kdforge.compress.methods.base import register
 from kdforge.compress.methods.logit import LogitDistiller
 from kdforge.compress.train.distributed import gather_rows
-from kdforge.kernels import DIST_TEMPERATURE, dist_loss
-
-
-@dataclass
-class DISTOptions:
-    """CE weight + KD weight * tau^2 * (beta * inter + gamma * intra); CIFAR defaults (tau 4, KD 2)."""
-
-    temperature: PositiveFloat = DIST_TEMPERATURE  # the kernel's default: one declaration
-    beta: NonNegativeFloat = 1.0
-    gamma: NonNegativeFloat = 1.0
-    ce_weight: NonNegativeFloat = 1.0
-    kd_weight: NonNegativeFloat = 2.0
-    standardize: bool = False
-    global_batch: bool = True  # under DDP: relations over every rank's rows (all-gather with gradient)
+from kdforge.kernels import dist_loss
 
 
 def dist_relation_loss(

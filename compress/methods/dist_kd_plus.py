@@ -21,37 +21,19 @@ can follow while cross-entropy keeps it accurate. The student always sees the cu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from kdforge.compress.config import NonNegativeFloat, PositiveFloat
 from kdforge.compress.errors import UserError
+from kdforge.compress.method_options import DISTPlusOptions, check_dist_plus
 from kdforge.compress.methods.base import Distiller, freeze, register
-from kdforge.compress.methods.dist_kd import DISTOptions, dist_relation_loss
+from kdforge.compress.methods.dist_kd import dist_relation_loss
 from kdforge.compress.models import FeatureTap, classifier_head, probe_channels
 from kdforge.compress.train.distributed import gather_rows
 from kdforge.kernels import dist_loss
 from kdforge.kernels.dist_kd_reference import pearson_correlation
 from torch import nn
-
-
-@dataclass
-class DISTPlusOptions(DISTOptions):
-    """DIST's options plus the feature term and the teacher acclimation (see docs/methods.md)."""
-
-    feature_weight: NonNegativeFloat = 1.0
-    feature_reading: Literal["ours", "torchdistill"] = "ours"  # how the feature relations are read
-    feature_temperature: PositiveFloat = 1.0  # ours only (torchdistill's reading has no softmax)
-    channel_weight: NonNegativeFloat = 1.0  # the channel relation (correlation over channels per position)
-    spatial_weight: NonNegativeFloat = 1.0  # the spatial relation (see feature_reading)
-    student_stages: list[str] | None = None  # module paths; default: the model's last `stage_names` entry
-    teacher_stages: list[str] | None = None
-    acclimation: bool = True
-    acclimation_weight: NonNegativeFloat = 1.0
-    acclimation_ce_weight: NonNegativeFloat = 1.0
-    acclimation_lr_scale: NonNegativeFloat = 0.1  # the head's lr as a multiple of the run's lr
 
 
 def default_stages(model: nn.Module, given: list[str] | None, role: str) -> list[str]:
@@ -142,11 +124,7 @@ class DISTPlus(Distiller):
     def validate_options(cls, raw: dict[str, Any], path: str = "method.options") -> DISTPlusOptions:
         """The fields' own limits, then: a feature temperature means nothing in torchdistill's reading."""
         options = super().validate_options(raw, path)
-        if options.feature_reading == "torchdistill" and options.feature_temperature != 1.0:
-            raise UserError(
-                f"{path}.feature_temperature: torchdistill's feature reading uses raw features (no softmax, "
-                f"no temperature); leave it at 1 or set feature_reading: ours"
-            )
+        check_dist_plus(options, path)  # the one declaration, torch-free (compress/method_options.py)
         return options
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, options: Any, context: Any = None):

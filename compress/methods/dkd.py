@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from kdforge.compress.config import NonNegative, NonNegativeFloat, PositiveFloat
+from kdforge.compress.method_options import DKD_RENAMED_OPTIONS, DKDOptions
 from kdforge.compress.methods.base import register
 from kdforge.compress.methods.logit import LogitDistiller
 from kdforge.kernels import dkd_loss
-
-
-@dataclass
-class DKDOptions:
-    """CE + ramp * T^2 * (alpha * TCKD + beta * NCKD); the paper's CIFAR-100 defaults."""
-
-    alpha: NonNegativeFloat = 1.0
-    beta: NonNegativeFloat = 8.0
-    temperature: PositiveFloat = 4.0
-    ce_weight: NonNegativeFloat = 1.0
-    ramp_epochs: NonNegative = 20  # the DKD term ramps linearly to full weight over these epochs (0: none)
-    standardize: bool = False
 
 
 @register
@@ -31,7 +18,7 @@ class DKD(LogitDistiller):
 
     name = "dkd"
     Options = DKDOptions
-    renamed_options: ClassVar[dict[str, str]] = {"warmup_epochs": "ramp_epochs"}  # not the lr warm-up
+    renamed_options: ClassVar[dict[str, str]] = DKD_RENAMED_OPTIONS
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         """mdistiller's ramp: min(epoch / ramp_epochs, 1) with epochs counted from 1."""

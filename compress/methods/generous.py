@@ -9,23 +9,12 @@ i.e. nckd_weight * k^2 * KL(q_standard || q_generous) over the non-target classe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
-from kdforge.compress.config import NonNegativeFloat, PositiveFloat
+from kdforge.compress.method_options import GenerousOptions
 from kdforge.compress.methods.base import register
 from kdforge.compress.methods.logit import LogitDistiller
 from kdforge.kernels import dkd_loss
-
-
-@dataclass
-class GenerousOptions:
-    """CE + nckd_weight * k^2 * NCKD at temperature k * std(logits) per sample."""
-
-    k: PositiveFloat = 2.0  # temperature as a multiple of each sample's logit std
-    nckd_weight: NonNegativeFloat = 1.0
-    ce_weight: NonNegativeFloat = 1.0
 
 
 @register

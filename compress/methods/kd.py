@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
-from kdforge.compress.config import NonNegativeFloat, PositiveFloat
+from kdforge.compress.method_options import KDOptions
 from kdforge.compress.methods.base import register
 from kdforge.compress.methods.logit import LogitDistiller
 from kdforge.kernels import kd_loss
-
-
-@dataclass
-class KDOptions:
-    """CE weight + KD weight * T^2 * KL(p_t || p_s); `standardize` z-scores logits first (Sun et al.)."""
-
-    temperature: PositiveFloat = 4.0
-    ce_weight: NonNegativeFloat = 0.1
-    kd_weight: NonNegativeFloat = 0.9
-    standardize: bool = False
 
 
 @register

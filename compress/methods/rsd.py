@@ -17,41 +17,18 @@ which `kdforge.export.reparameterize` merges back into the plain architecture.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from kdforge.compress.config import Fraction, NonNegativeFloat, PositiveFloat
 from kdforge.compress.errors import UserError
+from kdforge.compress.method_options import RSDOptions
 from kdforge.compress.methods.base import Distiller, MethodContext, register
 from kdforge.compress.models.features import resolve_module
 from kdforge.compress.reparam import branch_dropping, expand
 from kdforge.kernels import kd_loss
 from torch import nn
 from torch.utils.hooks import RemovableHandle
-
-
-@dataclass
-class RSDOptions:
-    """The paper's defaults: T 3, alpha = beta = 1, drop rate 0.2, mixture at a random stage."""
-
-    temperature: PositiveFloat = 3.0
-    alpha: NonNegativeFloat = 1.0
-    beta: NonNegativeFloat = 1.0
-    drop_rate: Fraction = 0.2  # [0, 1)
-    # kept: survivors x branches / kept, one kept at least (ours); keep_prob: x 1 / (1 - rate), all may
-    # drop (the official code's DropPath). Both keep every branch's expected weight at 1.
-    drop_rescale: Literal["kept", "keep_prob"] = "kept"
-    extra_branches: list[str] = field(default_factory=list)  # any of '1x1', 'identity', 'avg'
-    stages: list[str] | None = None  # feature-mixture points; default: the model's `stage_names`
-    mix: bool = True
-    mix_after_stem: bool = False  # also mix at the input of the first stage (the official ResNets' index 0)
-    use_teacher: bool = False  # distill the teacher pass from an external (frozen) teacher too
-    rsd_weight: NonNegativeFloat = 0.1  # with use_teacher: weight of the RSD loss
-    external_weight: NonNegativeFloat = 0.9  # with use_teacher: weight of KD(teacher pass || external)
-    external_temperature: PositiveFloat = 4.0
-
 
 MixPoint = tuple[str, str]  # (module path, "output" | "input")
 

@@ -19,13 +19,12 @@ it could not be read when this was written, so this remains our reading of the p
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from kdforge.compress.config import Fraction, NonNegative, NonNegativeFloat, PositiveFloat
 from kdforge.compress.errors import UserError
+from kdforge.compress.method_options import SATEOptions, check_sate
 from kdforge.compress.methods.base import Distiller, MethodContext, NetworkSpec, freeze, register
 from kdforge.compress.methods.dist_kd import DIST
 from kdforge.compress.methods.dkd import DKD
@@ -36,25 +35,6 @@ from kdforge.kernels import kd_loss
 from torch import nn
 
 STUDENT_LOSSES: dict[str, type[LogitDistiller]] = {"kd": KD, "dist": DIST, "dkd": DKD}
-
-
-@dataclass
-class SATEOptions:
-    """The student's loss and the intermediate teacher's architecture, objective and EMA."""
-
-    student_loss: Literal["kd", "dist", "dkd"] = "kd"
-    student_loss_options: dict[str, Any] = field(default_factory=dict)  # that method's options
-    intermediate_arch: str | None = None  # default: the strong teacher's architecture
-    intermediate_options: dict[str, Any] = field(default_factory=dict)
-    init_from_teacher: bool = False  # start from the strong teacher's weights (same arch only)
-    temperature: PositiveFloat = 4.0
-    ce_weight: NonNegativeFloat = 1.0  # intermediate teacher: labels
-    kd_weight: NonNegativeFloat = 1.0  # intermediate teacher: KD from the strong teacher
-    aware_weight: NonNegativeFloat = 1.0  # intermediate: KL(student || intermediate), student detached
-    lr_scale: NonNegativeFloat = 1.0  # the intermediate teacher's lr as a multiple of the run's lr
-    student_warmup_epochs: NonNegative = 20  # the student's distillation terms ramp up linearly (0: none)
-    ema: bool = False  # the student distills from an EMA of the intermediate teacher
-    ema_decay: Fraction = 0.99  # per optimizer step, in [0, 1)
 
 
 def student_loss_method(options: SATEOptions, path: str = "method.options") -> LogitDistiller:
@@ -75,9 +55,7 @@ class SATE(Distiller):
     def validate_options(cls, raw: dict[str, Any], path: str = "method.options") -> SATEOptions:
         """SATE's own options, then `student_loss_options` by the chosen student loss's method."""
         options = super().validate_options(raw, path)
-        STUDENT_LOSSES[options.student_loss].validate_options(
-            options.student_loss_options, f"{path}.student_loss_options"
-        )
+        check_sate(options, path)  # the one declaration, torch-free (compress/method_options.py)
         return options
 
     def __init__(
@@ -126,14 +104,14 @@ class SATE(Distiller):
         """The wrapped loss's own schedule, then one ramp of the student's distillation terms.
 
         The terms ramp in once, over the longer of `student_warmup_epochs` and the wrapped loss's own
-        warm-up (DKD's `warmup_epochs`): the effective weight is min(SATE's ramp, the loss's ramp), never
+        ramp (DKD's `ramp_epochs`): the effective weight is min(SATE's ramp, the loss's ramp), never
         their product. `self.ramp` is the factor SATE multiplies on top of what the loss already applies.
         """
         inner = self._student_loss[0]
         inner.on_epoch_start(epoch, epochs)
         span = self.options.student_warmup_epochs
         own = min((epoch + 1) / span, 1.0) if span > 0 else 1.0
-        applied = inner.ramp  # > 0: DKD's ramp starts at 1 / warmup_epochs
+        applied = inner.ramp  # > 0: DKD's ramp starts at 1 / ramp_epochs
         self.ramp = min(own, applied) / applied
 
     @torch.no_grad()

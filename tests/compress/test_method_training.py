@@ -20,7 +20,7 @@ from tests.compress.conftest import foreign_checkpoint, tiny_config
 
 METHODS = [
     ("kd", {"standardize": True}),
-    ("dkd", {"warmup_epochs": 2}),
+    ("dkd", {"ramp_epochs": 2}),
     ("dist", {}),
     ("dist_plus", {"acclimation": True}),
     ("rsd", {"extra_branches": ["1x1"]}),

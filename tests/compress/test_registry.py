@@ -89,3 +89,47 @@ def test_an_unknown_name_names_the_key_and_the_nearest_entry() -> None:
     table.register("spanner", 1)
     with pytest.raises(UserError, match=r"^tool.name: unknown widget 'spaner'; did you mean 'spanner'\?$"):
         table.lookup("spaner", "tool.name")
+
+
+def test_every_method_and_strategy_has_its_torch_free_options_entry_and_no_more() -> None:
+    """compress/method_options.py and the method classes name the same methods, with the same options."""
+    from kdforge.compress.methods import METHODS, TEACHER_STRATEGIES
+    from kdforge.compress.registry import METHOD_OPTIONS, STRATEGY_OPTIONS
+
+    for classes, entries in ((METHODS, METHOD_OPTIONS), (TEACHER_STRATEGIES, STRATEGY_OPTIONS)):
+        assert set(classes) == set(entries)
+        for name, cls in classes.items():
+            assert cls.Options is entries[name].options, name
+            assert dict(cls.renamed_options) == dict(entries[name].renamed_options), name
+
+
+def test_a_bad_method_option_fails_in_one_line_without_importing_torch() -> None:
+    """The issue's requirement: a typo in method.options fails before torch loads (well under 2 s)."""
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "digits.yaml"
+    printed = _python(
+        """
+        import sys
+        from kdforge.compress.config import load_recipe
+        from kdforge.compress.errors import UserError
+        cases = [
+            ["method.options.temprature=2"],
+            ["method.name=dkd", "method.options={warmup_epochs: 3, ramp_epochs: 2}"],
+            ["method.name=sate", "method.options={student_loss: dkd, student_loss_options: {beta: -1}}"],
+            ["teacher_strategy.name=generous", "teacher_strategy.options.k=0"],
+        ]
+        for overrides in cases:
+            try:
+                load_recipe(RECIPE, overrides)
+            except UserError as exc:
+                print(exc)
+        print("torch" in sys.modules)
+        """.replace("RECIPE", repr(str(recipe)))
+    )
+    assert printed.splitlines() == [
+        "unknown key 'method.options.temprature'; did you mean 'temperature'?",
+        "method.options.warmup_epochs is the old name of method.options.ramp_epochs and both are set; keep "
+        "ramp_epochs",
+        "method.options.student_loss_options.beta: must be >= 0, got -1.0",
+        "teacher_strategy.options.k: must be > 0, got 0.0",
+        "False",
+    ]

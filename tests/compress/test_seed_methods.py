@@ -96,7 +96,7 @@ def test_dist_is_ce_plus_weighted_pearson_relations(standardize: bool) -> None:
 
 @pytest.mark.parametrize("standardize", [False, True])
 def test_dkd_terms_and_linear_warmup(standardize: bool) -> None:
-    method = _method("dkd", {"warmup_epochs": 4, "standardize": standardize})
+    method = _method("dkd", {"ramp_epochs": 4, "standardize": standardize})
     s, t, y = _logits(1)
     leaf = s.detach().double().requires_grad_()
     s64, t64 = (z_score64(leaf), z_score64(t.double())) if standardize else (leaf, t.double())
@@ -318,7 +318,7 @@ def test_sate_with_dkd_ramps_the_student_terms_once(
         "sate",
         {
             "student_loss": "dkd",
-            "student_loss_options": {"warmup_epochs": dkd_warmup},
+            "student_loss_options": {"ramp_epochs": dkd_warmup},
             "student_warmup_epochs": sate_warmup,
             "intermediate_arch": "resnet8",
         },

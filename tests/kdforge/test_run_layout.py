@@ -34,7 +34,12 @@ def _named(stage: RunLayout, merged: bool = False) -> set[Path]:
 def test_the_layout_names_every_file_a_run_writes(tmp_path: Path) -> None:
     layout = RunLayout(tmp_path / "run")
     config = tiny_config(
-        "teacher_train.epochs=1", "student_train.epochs=1", "method.name=rsd", "deploy.enabled=false"
+        "teacher_train.epochs=1",
+        "student_train.epochs=1",
+        "method.name=rsd",
+        "deploy.enabled=false",
+        "teacher.arch=cnn_2_8",
+        "student.arch=cnn_2_8",  # the layout, not the networks, is under test
     )
     run_pipeline(config, layout.root, Session(progress=False), console=Console(file=io.StringIO()))
 
