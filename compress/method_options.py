@@ -25,8 +25,7 @@ from kdforge.compress.config import (
 )
 from kdforge.compress.errors import UserError
 from kdforge.compress.registry import METHOD_OPTIONS, STRATEGY_OPTIONS
-
-DIST_TEMPERATURE = 4.0  # kdforge.kernels.DIST_TEMPERATURE (a test keeps the two equal; kernels import torch)
+from kdforge.kernels.defaults import DIST_TEMPERATURE, DKD_TEMPERATURE, KD_TEMPERATURE
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ class CEOptions:
 class KDOptions:
     """CE weight + KD weight * T^2 * KL(p_t || p_s); `standardize` z-scores logits first (Sun et al.)."""
 
-    temperature: PositiveFloat = 4.0
+    temperature: PositiveFloat = KD_TEMPERATURE
     ce_weight: NonNegativeFloat = 0.1
     kd_weight: NonNegativeFloat = 0.9
     standardize: bool = False
@@ -92,7 +91,7 @@ class DKDOptions:
 
     alpha: NonNegativeFloat = 1.0
     beta: NonNegativeFloat = 8.0
-    temperature: PositiveFloat = 4.0
+    temperature: PositiveFloat = DKD_TEMPERATURE
     ce_weight: NonNegativeFloat = 1.0
     ramp_epochs: NonNegative = 20  # the DKD term ramps linearly to full weight over these epochs (0: none)
     standardize: bool = False
@@ -103,7 +102,7 @@ class DKDOptions:
 class DISTOptions:
     """CE weight + KD weight * tau^2 * (beta * inter + gamma * intra); CIFAR defaults (tau 4, KD 2)."""
 
-    temperature: PositiveFloat = DIST_TEMPERATURE  # the kernel's default
+    temperature: PositiveFloat = DIST_TEMPERATURE  # kdforge.kernels.defaults, the kernel's default too
     beta: NonNegativeFloat = 1.0
     gamma: NonNegativeFloat = 1.0
     ce_weight: NonNegativeFloat = 1.0
@@ -168,7 +167,7 @@ class RSDOptions:
     use_teacher: bool = False  # distill the teacher pass from an external (frozen) teacher too
     rsd_weight: NonNegativeFloat = 0.1  # with use_teacher: weight of the RSD loss
     external_weight: NonNegativeFloat = 0.9  # with use_teacher: weight of KD(teacher pass || external)
-    external_temperature: PositiveFloat = 4.0
+    external_temperature: PositiveFloat = KD_TEMPERATURE  # KD from the external teacher
 
 
 def check_sate(options: SATEOptions, path: str) -> None:
@@ -188,7 +187,7 @@ class SATEOptions:
     intermediate_arch: str | None = None  # default: the strong teacher's architecture
     intermediate_options: dict[str, Any] = field(default_factory=dict)
     init_from_teacher: bool = False  # start from the strong teacher's weights (same arch only)
-    temperature: PositiveFloat = 4.0
+    temperature: PositiveFloat = KD_TEMPERATURE  # the intermediate teacher's KD terms
     ce_weight: NonNegativeFloat = 1.0  # intermediate teacher: labels
     kd_weight: NonNegativeFloat = 1.0  # intermediate teacher: KD from the strong teacher
     aware_weight: NonNegativeFloat = 1.0  # intermediate: KL(student || intermediate), student detached

@@ -9,8 +9,25 @@ reference (`<loss>_reference.py`) that the kernels are tested against.
 if __name__ != "kdforge.kernels":
     raise ImportError(f"this folder is kdforge.kernels: import kdforge.kernels, not {__name__}")
 
-from kdforge.kernels.dist_kd import DIST_TEMPERATURE, dist_loss
-from kdforge.kernels.dkd import dkd_loss
-from kdforge.kernels.kd import kd_loss
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["DIST_TEMPERATURE", "dist_loss", "dkd_loss", "kd_loss"]
+from kdforge.kernels.defaults import DIST_TEMPERATURE, DKD_TEMPERATURE, KD_TEMPERATURE
+
+if TYPE_CHECKING:
+    from kdforge.kernels.dist_kd import dist_loss
+    from kdforge.kernels.dkd import dkd_loss
+    from kdforge.kernels.kd import kd_loss
+
+__all__ = ["DIST_TEMPERATURE", "DKD_TEMPERATURE", "KD_TEMPERATURE", "dist_loss", "dkd_loss", "kd_loss"]
+
+# The losses import torch (and Triton) on first use, not with the package: kdforge.kernels.defaults is read
+# while a recipe is checked, before torch loads.
+_LOSSES = {"dist_loss": "dist_kd", "dkd_loss": "dkd", "kd_loss": "kd"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LOSSES:
+        import importlib
+
+        return getattr(importlib.import_module(f"kdforge.kernels.{_LOSSES[name]}"), name)
+    raise AttributeError(f"module 'kdforge.kernels' has no attribute {name!r}")

@@ -6,12 +6,9 @@ from __future__ import annotations
 import math
 
 import torch
+from kdforge.kernels.defaults import DIST_TEMPERATURE
 from kdforge.kernels.dist_kd_reference import dist_loss_reference
 from kdforge.kernels.validation import check_logits, check_temperature, resolve_backend
-
-# The one default DIST temperature, for this function and for the `dist` method's options (the CIFAR
-# recipes' tau; the paper's ImageNet recipe uses 1).
-DIST_TEMPERATURE = 4.0
 
 
 def _check_finite(name: str, value: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+from kdforge.kernels.defaults import DKD_TEMPERATURE
 from kdforge.kernels.dkd_reference import dkd_loss_reference
 from kdforge.kernels.validation import check_logits, check_target, check_temperature, resolve_backend
 
@@ -23,7 +24,7 @@ def dkd_loss(
     target: torch.Tensor,
     alpha: float = 1.0,
     beta: float = 8.0,
-    temperature: float = 4.0,
+    temperature: float = DKD_TEMPERATURE,
     *,
     standardize: bool = False,
     backend: str = "auto",

@@ -8,6 +8,7 @@ non-target log-probabilities, so it stays exact when p_gt rounds to 1.
 from __future__ import annotations
 
 import torch
+from kdforge.kernels.defaults import DKD_TEMPERATURE
 from kdforge.kernels.standardize import prepare_logits
 
 
@@ -17,7 +18,7 @@ def dkd_loss_reference(
     target: torch.Tensor,
     alpha: float = 1.0,
     beta: float = 8.0,
-    temperature: float = 4.0,
+    temperature: float = DKD_TEMPERATURE,
     standardize: bool = False,
 ) -> torch.Tensor:
     """DKD: T^2 * batch-mean(alpha * TCKD + beta * NCKD), computed in fp32 or wider (see kernels.dkd)."""

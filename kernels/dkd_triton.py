@@ -37,6 +37,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from kdforge.kernels.defaults import DKD_TEMPERATURE
 from kdforge.kernels.standardize import STANDARDIZE_EPS
 from kdforge.kernels.triton_common import (
     MAX_REGISTERS,
@@ -323,7 +324,7 @@ def dkd_loss_triton(
     target: torch.Tensor,
     alpha: float = 1.0,
     beta: float = 8.0,
-    temperature: float = 4.0,
+    temperature: float = DKD_TEMPERATURE,
     standardize: bool = False,
     config: LaunchConfig | None = None,
 ) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from kdforge.kernels.defaults import KD_TEMPERATURE
 from kdforge.kernels.kd_reference import kd_loss_reference
 from kdforge.kernels.validation import check_logits, check_temperature, resolve_backend
 
@@ -10,7 +11,7 @@ from kdforge.kernels.validation import check_logits, check_temperature, resolve_
 def kd_loss(
     student: torch.Tensor,
     teacher: torch.Tensor,
-    temperature: float = 4.0,
+    temperature: float = KD_TEMPERATURE,
     *,
     standardize: bool = False,
     backend: str = "auto",

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from kdforge.kernels.defaults import KD_TEMPERATURE
 from kdforge.kernels.standardize import prepare_logits
 
 
 def kd_loss_reference(
-    student: torch.Tensor, teacher: torch.Tensor, temperature: float = 4.0, standardize: bool = False
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    temperature: float = KD_TEMPERATURE,
+    standardize: bool = False,
 ) -> torch.Tensor:
     """Hinton KD: T^2 * batch-mean KL(softmax(t/T) || softmax(s/T)), computed in fp32 or wider."""
     student, teacher = prepare_logits(student, teacher, standardize)

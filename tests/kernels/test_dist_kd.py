@@ -5,6 +5,7 @@ plus property tests of the loss and argument checks."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -364,14 +365,22 @@ def test_gpu_large_shape_matches_reference(dtype: torch.dtype, standardize: bool
         torch.testing.assert_close(got.float(), ref.float(), rtol=rtol, atol=atol * ref.abs().max().item())
 
 
-def test_the_dist_temperature_default_is_declared_once_by_the_kernel() -> None:
+def test_each_temperature_default_is_declared_once_in_kernels_defaults() -> None:
     import inspect
 
-    from kdforge.compress.methods.dist_kd import DISTOptions
-    from kdforge.kernels import DIST_TEMPERATURE
+    from kdforge.compress.method_options import DISTOptions, DKDOptions, KDOptions
+    from kdforge.kernels import DIST_TEMPERATURE, DKD_TEMPERATURE, KD_TEMPERATURE, dkd_loss, kd_loss
 
-    assert inspect.signature(dist_loss).parameters["temperature"].default == DIST_TEMPERATURE
-    assert DISTOptions().temperature == DIST_TEMPERATURE == 4.0
+    for loss, options, default in (
+        (dist_loss, DISTOptions, DIST_TEMPERATURE),
+        (kd_loss, KDOptions, KD_TEMPERATURE),
+        (dkd_loss, DKDOptions, DKD_TEMPERATURE),
+    ):
+        assert inspect.signature(loss).parameters["temperature"].default == default == 4.0
+        assert options().temperature == default
+    for path in ("compress/method_options.py", "kernels/kd.py", "kernels/dkd.py", "kernels/dist_kd.py"):
+        source = (Path(__file__).resolve().parents[2] / path).read_text()
+        assert "temperature: float = 4" not in source and "temperature: PositiveFloat = 4" not in source, path
     torch.manual_seed(0)
     s, t = torch.randn(6, 5), torch.randn(6, 5)
     assert dist_loss(s, t, backend="torch") == dist_loss(s, t, temperature=4.0, backend="torch")
