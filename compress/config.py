@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from annotated_types import Ge, Gt, Interval, Le, Lt, MinLen
+from annotated_types import Ge, Gt, Interval, Le, Lt, MaxLen, MinLen
 from kdforge.compress.errors import UserError
 from kdforge.compress.registry import METHOD_OPTIONS, STRATEGY_OPTIONS, TEACHER_STRATEGIES, method_class
 
@@ -114,6 +114,8 @@ class NetworkConfig:
     options: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for the builder
     checkpoint: str | None = None  # teacher: a trained teacher used as is (student: old name of init)
     init: str | None = None  # starting weights for training: a checkpoint, state dict or safetensors file
+    # per-layer widths and dropped blocks of a pruned network (compress/shape.py); null: the arch's own
+    shape: dict[str, Any] | None = None
 
 
 @dataclass
@@ -196,6 +198,59 @@ class DeployConfig:
     )
 
 
+BudgetSource = Literal["zoo", "pruned", "user"]
+Percentile = Literal["p50", "p90", "p99"]
+PruneRatio = Annotated[float, Interval(gt=0, lt=1)]
+
+
+@dataclass
+class BudgetConfig:
+    """`kdforge run --budget`: choose the student by its latency measured on a named target, then distill,
+    deploy and report it (docs/budget.md). `latency: null` (the default) keeps the recipe's student.arch."""
+
+    latency: str | float | None = field(
+        default=None,
+        metadata={
+            "flag": "--budget",
+            "help": "latency budget: a time (0.4ms, 400us), a share of the teacher's latency measured in "
+            "the same run (25%%), or 'student' (the recipe's student.arch, measured in the same run)",
+        },
+    )
+    target: str = field(
+        default="onnxruntime:int8-u8",
+        metadata={
+            "flag": "--target",
+            "help": "BACKEND:PRECISION the budget holds on, as kdforge deploy names them "
+            "(onnxruntime:int8-u8, tensorrt:fp16, aoti:fp32, ...)",
+        },
+    )
+    percentile: Percentile = field(
+        default="p50", metadata={"flag": "--percentile", "help": "the latency percentile the budget bounds"}
+    )
+    batch: Positive = field(default=1, metadata={"flag": "--batch", "help": "batch size on the target"})
+    threads: Positive | None = field(
+        default=None,
+        metadata={"flag": "--threads", "help": "intra-op threads on the target (default: the backend's)"},
+    )
+    sources: Annotated[list[BudgetSource], MinLen(1)] = field(
+        default_factory=lambda: ["zoo", "pruned", "user"]
+    )  # where candidates come from: zoo sweeps, the teacher pruned (Torch-Pruning), `candidates`
+    candidates: Annotated[list[str], MaxLen(64)] = field(default_factory=list)  # the user's own archs
+    families: Annotated[list[str], MaxLen(16)] | None = None  # zoo families; null: chosen from the teacher
+    prune_ratios: Annotated[list[PruneRatio], MinLen(1), MaxLen(32)] = field(
+        default_factory=lambda: [0.25, 0.375, 0.5, 0.625, 0.75, 0.875]
+    )  # shares of the teacher's channels removed, each a width-pruned candidate
+    prune_depth: bool = True  # also drop half the teacher's residual blocks (where it has droppable ones)
+    divisor: Annotated[int, Interval(ge=1, le=256)] | None = None  # pruned widths' multiple; null: per target
+    max_timed: Annotated[int, Interval(ge=2, le=512)] = 48  # candidates timed at most (spread over MACs)
+    min_duration_s: PositiveFloat = 0.5  # seconds of timing per candidate and round
+    screen_epochs: Positive = 5  # the short distillation every fitting candidate gets (validation split)
+    max_screened: Positive = 12  # fitting candidates screened at most (the fastest-to-slowest spread)
+    top_k: Positive = 3  # screened candidates given the longer distillation
+    long_epochs: Positive = 15  # the longer distillation of the top K
+    cache: bool = True  # reuse timings ($KDFORGE_HOME/measurements.jsonl) of identical files and targets
+
+
 @dataclass
 class RunConfig:
     """One recipe: data, teacher, student, method and how each network trains."""
@@ -211,6 +266,7 @@ class RunConfig:
     student_train: TrainConfig = field(default_factory=TrainConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -259,6 +315,10 @@ def check_limits(value: Any, limits: tuple[Any, ...], path: str) -> None:
         if isinstance(limit, MinLen):
             if len(value) < limit.min_length:
                 raise LimitError(f"{path}: give at least {limit.min_length} value(s), got {shown(value)}")
+            continue
+        if isinstance(limit, MaxLen):
+            if len(value) > limit.max_length:
+                raise LimitError(f"{path}: give at most {limit.max_length} value(s), got {len(value)}")
             continue
         if not isinstance(limit, Gt | Ge | Lt | Le | Interval):
             continue
@@ -700,6 +760,15 @@ def check(config: RunConfig) -> None:
                 f"{section}.milestones: must be increasing positive epochs, got {train.milestones}"
             )
     _options_owner(config.method.name).validate_options(config.method.options, "method.options")
+    if config.budget.latency is not None:
+        from kdforge.compress.latency_budget import parse_budget
+
+        parse_budget(config.budget.latency)
+        if config.budget.top_k > config.budget.max_screened:
+            raise UserError(
+                f"budget.top_k {config.budget.top_k} is more than budget.max_screened "
+                f"{config.budget.max_screened}; lower top_k or raise max_screened"
+            )
     strategy = config.teacher_strategy
     if strategy.name != "standard":
         owner = _options_owner(strategy.name, teacher=True)

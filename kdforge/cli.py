@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import yaml
 from rich.console import Console
 
-from kdforge.compress.config import DeployConfig, from_dict, parse_yaml
+from kdforge.compress.config import BudgetConfig, DeployConfig, from_dict, parse_yaml
 from kdforge.compress.errors import UserError
 from kdforge.export.bench.available import LATENCY_BACKENDS
 from kdforge.export.trt_versions import TRT_VERSIONS
@@ -225,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(run)
     run.set_defaults(handler=_training_command(_pipeline_run))
+    _budget_flags(run)
     evaluate = commands.add_parser(
         "eval", help="top-1, top-5 and loss of a checkpoint, state dict, .pt2 or ONNX file on a data split"
     )
@@ -312,6 +313,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _budget_flags(run: argparse.ArgumentParser) -> None:
+    """`kdforge run`'s compress-to-a-budget flags (each stands for a key of the recipe's budget section)."""
+    group = run.add_argument_group(
+        "compress to a budget", "choose the student by its latency measured on a target (docs/budget.md)"
+    )
+    fields = {f.name: f.metadata for f in dataclasses.fields(BudgetConfig)}
+    for name, kind in (
+        ("latency", str),
+        ("target", str),
+        ("percentile", str),
+        ("batch", int),
+        ("threads", int),
+    ):
+        flag = fields[name]["flag"]
+        group.add_argument(
+            flag, dest=flag[2:], type=kind, metavar=name.upper(), help=fields[name]["help"].replace("%", "%%")
+        )
+    group.add_argument(
+        "--bundle",
+        metavar="DIR",
+        help="for a target this machine cannot run: write the candidates' files and a script that times them "
+        "on the device into DIR, then stop",
+    )
+    group.add_argument(
+        "--measured",
+        metavar="DIR",
+        help="decide on the timings the bundle's script wrote on the device (DIR/results)",
+    )
+
+
 def _out_dir(args: argparse.Namespace, default: RunLayout) -> Path:
     """--out, else the command's folder under runs/<recipe name> (`RunLayout.default`; the recipe's name is
     one safe path component: config.check)."""
@@ -355,7 +386,18 @@ def _pipeline_run(args: argparse.Namespace, config: RunConfig, console: Console,
     from kdforge.pipeline import run_pipeline
 
     out = _out_dir(args, RunLayout.default(config.name))
-    run_pipeline(config, out, session, console=console, recipe_path=args.recipe)
+    if config.budget.latency is None:
+        for flag in ("bundle", "measured"):
+            if getattr(args, flag):
+                raise UserError(f"--{flag} belongs to a budget search: give --budget (docs/budget.md)")
+        run_pipeline(config, out, session, console=console, recipe_path=args.recipe)
+        return
+    from kdforge.budget.search import Remote, run_budget_search
+
+    remote = Remote(
+        Path(args.bundle) if args.bundle else None, Path(args.measured) if args.measured else None
+    )
+    run_budget_search(config, out, session, console=console, recipe_path=args.recipe, remote=remote)
 
 
 def _print_result(result: Any, merged: tuple[str, float] | None, console: Console) -> None:
@@ -379,6 +421,16 @@ def _print_result(result: Any, merged: tuple[str, float] | None, console: Consol
 RECIPE_FLAGS = {
     "teacher": (("--init", "teacher.init"), ("--standard", "teacher_strategy.standard_checkpoint")),
     "compress": (("--init", "student.init"), ("--teacher", "teacher.checkpoint")),
+    "run": tuple(
+        (f"--{name}", f"budget.{key}")
+        for name, key in (
+            ("budget", "latency"),
+            ("target", "target"),
+            ("percentile", "percentile"),
+            ("batch", "batch"),
+            ("threads", "threads"),
+        )
+    ),
 }
 
 

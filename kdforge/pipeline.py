@@ -105,7 +105,7 @@ def evaluate_any(
     return evaluate_checkpoint(path, config, split, role)
 
 
-def _reuse(stage_dir: Path, resume: bool) -> TrainResult | None:
+def reused_stage(stage_dir: Path, resume: bool) -> TrainResult | None:
     """With `resume`, a finished stage's result.json, its checkpoint paths checked to lie in the stage
     folder (a run's files are data, never a pointer elsewhere); None: train the stage."""
     stage = RunLayout(stage_dir)
@@ -174,8 +174,8 @@ def run_pipeline(
             deploy_options = config.deploy
         data = build_data(config.data)
         own = teacher_data(config.data)  # the teacher may train on more of the training split
-        teacher_path, rows = _train_teachers(config, out_dir, session, data if own == config.data else None)
-        rows += _train_students(config, out_dir, session, data, teacher_path)
+        teacher_path, rows = train_teachers(config, out_dir, session, data if own == config.data else None)
+        rows += train_students(config, out_dir, session, data, teacher_path)
         if session.context.is_main:
             write_results(out_dir, config, rows)
             console.print(results_table(config, rows))
@@ -225,7 +225,7 @@ def _parameters(checkpoint: str) -> int:
     return sum(p.numel() for p in load_model(checkpoint)[0].parameters())
 
 
-def _train_teachers(
+def train_teachers(
     config: RunConfig, out_dir: Path, session: Session, data: DataBundle | None
 ) -> tuple[str, list[StageRow]]:
     """The teacher the students learn from (given, or trained; then made generous when asked) and its rows."""
@@ -257,14 +257,16 @@ def _train_teachers(
     else:
         stage = layout.teacher.root
         standard_config = replace(config, teacher_strategy=TeacherStrategyConfig())
-        result = _reuse(stage, session.resume) or train_teacher(standard_config, stage, session, data=data)
+        result = reused_stage(stage, session.resume) or train_teacher(
+            standard_config, stage, session, data=data
+        )
         teacher_path = result.best_path
         rows.append(_row("teacher", "ce", result))
 
     strategy = config.teacher_strategy.name
     if strategy != "standard":  # standard teacher -> generous teacher -> students
         stage = layout.teacher_strategy(strategy).root
-        result = _reuse(stage, session.resume) or train_teacher(
+        result = reused_stage(stage, session.resume) or train_teacher(
             config, stage, session, data=data, standard_checkpoint=teacher_path
         )
         teacher_path = result.best_path
@@ -272,7 +274,7 @@ def _train_teachers(
     return teacher_path, rows
 
 
-def _train_students(
+def train_students(
     config: RunConfig, out_dir: Path, session: Session, data: DataBundle, teacher_path: str
 ) -> list[StageRow]:
     """The CE baseline and the distilled student (plus its merged form when it has branches)."""
@@ -280,7 +282,7 @@ def _train_students(
     methods = [MethodConfig(name="ce")] + ([config.method] if config.method.name != "ce" else [])
     for method in methods:
         stage = RunLayout(out_dir).student(method.name).root
-        result = _reuse(stage, session.resume) or distill_student(
+        result = reused_stage(stage, session.resume) or distill_student(
             config, stage, session, teacher_path=teacher_path, method=method, data=data
         )
         rows.append(_row("student", method.name, result))
@@ -327,6 +329,26 @@ def _deployed(stage: Path, checkpoint: str, options: DeployConfig, resume: bool)
     return result if same else None
 
 
+def deploy_roles(
+    out_dir: Path, teacher_path: str, student_path: str, options: DeployConfig, resume: bool, console: Console
+) -> dict[str, dict[str, Any]]:
+    """Deploy the teacher and the student into the run's deploy folders (each reused when resuming and
+    nothing it depends on changed); their deploy records by role."""
+    from kdforge.export.deploy import deploy
+
+    def log(line: str) -> None:
+        console.print(line, markup=False, highlight=False)
+
+    results = {}
+    for role, path in (("teacher", teacher_path), ("student", student_path)):
+        stage = RunLayout(out_dir).deploy(role).root
+        reused = _deployed(stage, path, options, resume)
+        if reused is not None:
+            log(f"{stage.name}: reused (same checkpoint bytes and deploy options)")
+        results[role] = reused or deploy(path, stage, options, log=log)
+    return results
+
+
 def deploy_and_report(
     config: RunConfig,
     out_dir: Path,
@@ -342,20 +364,11 @@ def deploy_and_report(
     """Deploy the teacher and the student (each reused when resuming and nothing it depends on changed),
     then write report.md from the stage `rows` and the deploy records, led by the run's one-sentence
     outcome; returns the report and that sentence."""
-    from kdforge.export.deploy import deploy, deploy_flag_words
+    from kdforge.export.deploy import deploy_flag_words
     from kdforge.export.report import markdown, write_report
     from kdforge.export.report.headline import fastest_variant, headline
 
-    def log(line: str) -> None:
-        console.print(line, markup=False, highlight=False)
-
-    results = {}
-    for role, path in (("teacher", teacher_path), ("student", student_path)):
-        stage = RunLayout(out_dir).deploy(role).root
-        reused = _deployed(stage, path, options, resume)
-        if reused is not None:
-            log(f"{stage.name}: reused (same checkpoint bytes and deploy options)")
-        results[role] = reused or deploy(path, stage, options, log=log)
+    results = deploy_roles(out_dir, teacher_path, student_path, options, resume, console)
     commands = reproduce_commands(
         recipe_path,
         out_dir,

@@ -24,11 +24,16 @@ def network_form(meta: dict[str, Any]) -> Form:
 
 def structure(meta: dict[str, Any]) -> nn.Module:
     """The untrained network of a checkpoint's metadata, with the module paths and shapes of its tensors
-    (a merged one in eval mode: its dropout must stay off, it has no BN left to train)."""
+    (a merged one in eval mode: its dropout must stay off, it has no BN left to train); a pruned network's
+    recorded shape is applied before any other form is made from it."""
     from kdforge.compress.models import build
 
     model_meta = meta["model"]
     plain = build(model_meta["arch"], int(model_meta["num_classes"]), **model_meta.get("options", {}))
+    if model_meta.get("shape") is not None:  # a pruned network: its recorded widths and dropped blocks
+        from kdforge.compress.shape import apply_shape
+
+        plain = apply_shape(plain, model_meta["shape"], "checkpoint metadata model.shape")
     form = network_form(meta)
     if form == "merged":
         return reparameterize(plain.eval())  # same module paths and shapes as the merged network

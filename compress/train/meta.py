@@ -21,16 +21,25 @@ def network_meta(
     init: Provenance | None = None,
     teacher: Provenance | None = None,
 ) -> dict[str, Any]:
-    """Metadata stored with every checkpoint: enough to rebuild, evaluate and deploy the network, and
-    where its starting weights (`init`) and its teacher came from (source, format, SHA-256)."""
+    """Metadata stored with every checkpoint: enough to rebuild, evaluate and deploy the network (a pruned
+    one's shape included), and where its starting weights (`init`) and its teacher came from (source,
+    format, SHA-256)."""
+    from kdforge.compress.networks import network_shape
+
     options = split_options(network.options)[0]  # `weights`/`pretrained` name starting weights, not the arch
+    shape = network_shape(network, role)  # its own, or the one its starting checkpoint records
     return {
         "role": role,
         "method": method,
         "seed": config.seed,
         **({"init": init.as_meta()} if init else {}),
         **({"teacher": teacher.as_meta()} if teacher else {}),
-        "model": {"arch": network.arch, "options": options, "num_classes": data.num_classes},
+        "model": {
+            "arch": network.arch,
+            "options": options,
+            "num_classes": data.num_classes,
+            **({"shape": shape} if shape is not None else {}),
+        },
         "data": {
             "name": config.data.name,
             "classes": list(data.classes),

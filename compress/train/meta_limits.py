@@ -18,6 +18,9 @@ MAX_CHANNELS = 16
 MAX_SIDE = 4096  # pixels per side of the network's input
 MAX_CLASS_NAME = 256  # characters
 MAX_ARCH = 200  # characters of an architecture name
+MAX_SHAPE_ENTRIES = 10_000  # layers (and dropped blocks) of a network's shape; tv:resnet152 has about 470
+MAX_SHAPE_CHANNELS = 65_536  # channels, features or groups of one recorded layer
+MAX_MODULE_PATH = 500  # characters of a module path such as layer4.2.conv3
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,52 @@ def check_model(model: Any, where: str) -> int | None:
         raise UserError(f"{where}: model arch must be a name of 1-{MAX_ARCH} characters, got {shown(arch)}")
     if not isinstance(model.get("options", {}), dict):
         raise UserError(f"{where}: model options must be an object, got {shown(model['options'])}; {_FIX}")
+    if model.get("shape") is not None:
+        check_network_shape(model["shape"], where)
     if "num_classes" not in model:
         return None
     return _int(model["num_classes"], 1, MAX_CLASSES, "num_classes", where)
+
+
+def check_network_shape(shape: Any, where: str) -> None:
+    """Check the JSON form of a network's shape (compress/shape.py) before any module is built from it:
+    `{"layers": {path: [in, out, groups] | [features] | [in(, out)]}, "dropped": [path, ...]}`, at most
+    MAX_SHAPE_ENTRIES entries, every count an integer in [1, MAX_SHAPE_CHANNELS], groups dividing both
+    channel counts. Which module each path names is apply_shape's check (it needs the network)."""
+    fix = "record it with kdforge.compress.shape.shape_of"
+    if not isinstance(shape, dict):
+        raise UserError(f"{where}: shape must be an object, got {type(shape).__name__}; {fix}")
+    unknown = sorted(map(str, set(shape) - {"layers", "dropped"}))
+    if unknown:
+        raise UserError(f"{where}: shape has unknown key {shown(unknown[0])} (keys: layers, dropped); {fix}")
+    layers, dropped = shape.get("layers", {}), shape.get("dropped", [])
+    if not isinstance(layers, dict) or not isinstance(dropped, list):
+        raise UserError(f"{where}: shape 'layers' must be an object and 'dropped' a list; {fix}")
+    if len(layers) + len(dropped) > MAX_SHAPE_ENTRIES:
+        raise UserError(
+            f"{where}: shape has {len(layers) + len(dropped)} entries, more than {MAX_SHAPE_ENTRIES}; {fix}"
+        )
+    for path in [*layers, *dropped]:
+        if not isinstance(path, str) or not 0 < len(path) <= MAX_MODULE_PATH:
+            raise UserError(
+                f"{where}: shape path {shown(path)} is not a module path of 1-{MAX_MODULE_PATH} characters"
+            )
+    if len(set(dropped)) != len(dropped):
+        raise UserError(f"{where}: shape 'dropped' names a block twice; {fix}")
+    for path, sizes in layers.items():
+        counts_ok = isinstance(sizes, list) and 0 < len(sizes) <= 3
+        if not counts_ok or any(
+            isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= MAX_SHAPE_CHANNELS for n in sizes
+        ):
+            raise UserError(
+                f"{where}: shape layer {shown(path)} must be a list of 1-3 integers in "
+                f"[1, {MAX_SHAPE_CHANNELS}], got {shown(sizes)}; {fix}"
+            )
+        if len(sizes) == 3 and (sizes[0] % sizes[2] or sizes[1] % sizes[2]):
+            raise UserError(
+                f"{where}: shape layer {shown(path)} has groups {sizes[2]}, which does not divide its "
+                f"{sizes[0]} input and {sizes[1]} output channels; {fix}"
+            )
 
 
 def check_data(data: Any, where: str, num_classes: int | None = None) -> None:

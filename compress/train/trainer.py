@@ -411,7 +411,11 @@ class Trainer:
         }
         for name, (network, spec) in self.method.companions().items():  # before `last`: it commits
             model = (
-                {**meta["model"], "arch": spec.arch, "options": dict(spec.options)}
+                {  # a companion (SATE's teacher) has its own architecture: never the student's pruned shape
+                    **{k: v for k, v in meta["model"].items() if k != "shape"},
+                    "arch": spec.arch,
+                    "options": dict(spec.options),
+                }
                 if "model" in meta
                 else None
             )

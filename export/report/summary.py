@@ -79,12 +79,14 @@ def write_report(
     commands: list[str],
     *,
     headline: str = "",
+    sections: Sequence[str] = (),
 ) -> Path:
     """report.md (led by `headline`, the run's outcome in one sentence) and teacher_vs_student_b<batch>.png
     in `out_dir`; returns the report's path. The training table is built from the stage records
     `training` (results.json's rows), the deployed table from the deploy records (deploy.json); `title` is
     Markdown already (its user strings escaped by the caller); `headline` and `commands` are plain text,
-    escaped here."""
+    escaped here. `sections` are Markdown lines placed right after the headline (a budget search's
+    candidates), their user strings escaped by their maker."""
     out = Path(out_dir)
     here = RunLayout(Path())  # the deploy folders, relative to the report
     teacher_dir, student_dir = here.deploy("teacher"), here.deploy("student")
@@ -107,6 +109,7 @@ def write_report(
         f"# {title}",
         "",
         *([f"**{text(headline)}**", ""] if headline else []),
+        *sections,
         *training_table(training),
         "",
         "## Deployed: accuracy x latency x size",
