@@ -20,9 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from common import machine, write_results
+from common import check_lines, machine, markdown_table, print_table, write_results
 from rich.console import Console
-from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
 TEACHER_TARGET = 97.0
@@ -93,12 +92,9 @@ def main() -> None:
     walls = [runs[s]["wall_s"] for s in args.seeds]
     lines.append(["mean", mean("teacher"), mean("ce"), mean(method), f"{statistics.mean(gains):+.2f}",
                   f"{statistics.mean(walls):.0f}"])  # fmt: skip
-    table = Table(title=f"kdforge run {args.recipe}: test top-1 % (checkpoint selected on val)")
-    for column in header:
-        table.add_column(column, justify="right")
-    for line in lines:
-        table.add_row(*line)
-    console.print(table)
+    print_table(
+        console, f"kdforge run {args.recipe}: test top-1 % (checkpoint selected on val)", header, lines
+    )
     for name, ok in checks.items():
         console.print(f"{name}: {'PASS' if ok else 'FAIL'}")
 
@@ -125,11 +121,9 @@ def main() -> None:
         "start to its exit. Test top-1 % of the checkpoint selected on the validation split (the run "
         "table's headline number).",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---:|" * len(header),
-        *["| " + " | ".join(line) + " |" for line in lines],
+        *markdown_table(header, lines),
         "",
-        *[f"- {name}: **{'PASS' if ok else 'FAIL'}**" for name, ok in checks.items()],
+        *check_lines(checks),
         "",
         "The sentence each run ends with:",
         "",

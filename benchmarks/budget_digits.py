@@ -24,9 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine, write_results
+from common import check_lines, machine, markdown_table, print_table, write_results
 from rich.console import Console
-from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
 WALL_TARGET_S = 15 * 60
@@ -139,14 +138,12 @@ def main() -> None:
     ]
     lines.append(["mean", "", "", "", "", "", f"{mean_winner:.2f}", "", f"{mean_hand:.2f}", "", "",
                   f"{statistics.mean(runs[s]['wall_s'] for s in seeds) / 60:.1f}"])  # fmt: skip
-    table = Table(
-        title=f"kdforge run {args.recipe} --budget student --target {args.target} --batch {args.batch}"
+    print_table(
+        console,
+        f"kdforge run {args.recipe} --budget student --target {args.target} --batch {args.batch}",
+        header,
+        lines,
     )
-    for column in header:
-        table.add_column(column, justify="right")
-    for line in lines:
-        table.add_row(*line)
-    console.print(table)
     for name, ok in checks.items():
         console.print(f"{name}: {'PASS' if ok else 'FAIL'}")
     info = machine()
@@ -167,11 +164,9 @@ def main() -> None:
         "validation split. *deploy ms*: the winner re-timed by `kdforge deploy` (1 s per variant), same "
         "backend, precision, batch and percentile.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---:|" * len(header),
-        *["| " + " | ".join(line) + " |" for line in lines],
+        *markdown_table(header, lines),
         "",
-        *[f"- {name}: **{'PASS' if ok else 'FAIL'}**" for name, ok in checks.items()],
+        *check_lines(checks),
         "",
         "The sentence each search ends with:",
         "",

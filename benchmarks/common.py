@@ -45,3 +45,29 @@ def write_results(
     json_path.write_text(json.dumps(payload, indent=2) + "\n")
     md_path.write_text(markdown.rstrip() + "\n")
     return json_path, md_path
+
+
+def markdown_table(header: list[str], lines: list[list[str]]) -> list[str]:
+    """A right-aligned Markdown table of string cells."""
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---:|" * len(header),
+        *["| " + " | ".join(line) + " |" for line in lines],
+    ]
+
+
+def print_table(console: Any, title: str, header: list[str], lines: list[list[str]]) -> None:
+    """The same table on the terminal (rich), right-aligned."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in header:
+        table.add_column(column, justify="right")
+    for line in lines:
+        table.add_row(*line)
+    console.print(table)
+
+
+def check_lines(checks: dict[str, bool]) -> list[str]:
+    """One Markdown bullet per check: its name and PASS or FAIL."""
+    return [f"- {name}: **{'PASS' if ok else 'FAIL'}**" for name, ok in checks.items()]

@@ -20,9 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from common import machine, write_results
+from common import machine, markdown_table, print_table, write_results
 from rich.console import Console
-from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,12 +103,9 @@ def main() -> None:
     gaps = [results[s]["pruned_test_top1"] - results[s]["zoo_test_top1"] for s in args.seeds]
     lines.append(["mean ± sd", spread("pruned_ms"), spread("zoo_ms"), spread("pruned_test_top1"),
                   spread("zoo_test_top1"), f"{statistics.mean(gaps):+.2f}"])  # fmt: skip
-    table = Table(title=f"pruned {args.pruned} vs zoo {zoo_arch} from scratch, KD, matched latency")
-    for column in header:
-        table.add_column(column, justify="right")
-    for line in lines:
-        table.add_row(*line)
-    console.print(table)
+    print_table(
+        console, f"pruned {args.pruned} vs zoo {zoo_arch} from scratch, KD, matched latency", header, lines
+    )
     info = machine()
     target = records[args.seeds[0]]["target"]
     payload = {"benchmark": "pruned_vs_scratch_digits", "machine": info, "pruned": args.pruned,
@@ -128,9 +124,7 @@ def main() -> None:
         "pruned one from its inherited (pruned, BN-recalibrated) weights, the zoo one from scratch. Test "
         "top-1 % of the checkpoint selected on the validation split.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---:|" * len(header),
-        *["| " + " | ".join(line) + " |" for line in lines],
+        *markdown_table(header, lines),
     ]
     write_results("pruned_vs_scratch_digits", payload, "\n".join(markdown))
 

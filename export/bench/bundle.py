@@ -25,7 +25,7 @@ from kdforge.compress.errors import UserError
 from kdforge.compress.layout import LOCK_NAME
 from kdforge.compress.runlock import run_lock
 from kdforge.compress.text import printable, shown
-from kdforge.export.bench.measure import check_input_shape, checked_file
+from kdforge.export.bench.candidate_timing import check_input_shape, checked_file
 from kdforge.export.bench.schema import ROW_FIELDS, read_rows
 from kdforge.export.bench.target import Target, check_target, target_problem
 from kdforge.export.bench.timing import TimingPolicy

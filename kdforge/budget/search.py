@@ -322,7 +322,7 @@ class Search:
     def time_all(self) -> None:
         """Time every shipped file not timed yet (the measurement cache skips identical ones)."""
         from kdforge.export.bench.cache import MeasurementCache
-        from kdforge.export.bench.measure import time_files
+        from kdforge.export.bench.candidate_timing import time_files
 
         todo = {n: Path(f["path"]) for n, f in self.files.items() if n not in self.timings}
         if todo:

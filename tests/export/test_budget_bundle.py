@@ -26,7 +26,7 @@ from kdforge.export.bench.bundle import (
     write_bundle,
 )
 from kdforge.export.bench.cache import machine_identity, stored_row_problems
-from kdforge.export.bench.measure import time_files
+from kdforge.export.bench.candidate_timing import time_files
 from kdforge.export.bench.target import parse_target
 from kdforge.export.bench.timing import TimingPolicy
 from kdforge.export.bench.trtexec import trtexec_row

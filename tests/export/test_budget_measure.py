@@ -15,7 +15,7 @@ from kdforge.compress.errors import UserError
 from kdforge.compress.models import build as build_model
 from kdforge.export.bench.available import LATENCY_BACKENDS, why_unavailable
 from kdforge.export.bench.cache import MAX_CACHE_BYTES, MeasurementCache, machine_identity
-from kdforge.export.bench.measure import time_files
+from kdforge.export.bench.candidate_timing import time_files
 from kdforge.export.bench.schema import ROW_FIELDS
 from kdforge.export.bench.target import Target, check_target, parse_target
 from kdforge.export.bench.timing import TimingPolicy
