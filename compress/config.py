@@ -100,6 +100,10 @@ class TrainConfig:
     nonfinite_limit: NonNegative = 10  # skip: at most this many skipped updates in a run, then stop
 
 
+WeightsFormat = Literal["auto", "kdforge", "crd", "mdistiller-student", "mdistiller-teacher"]
+WEIGHTS_FORMATS: tuple[str, ...] = typing.get_args(WeightsFormat)
+
+
 @dataclass
 class NetworkConfig:
     """A network to build from the model registry, optionally from weights a user already has.
@@ -116,6 +120,9 @@ class NetworkConfig:
     init: str | None = None  # starting weights for training: a checkpoint, state dict or safetensors file
     # per-layer widths and dropped blocks of a pruned network (compress/shape.py); null: the arch's own
     shape: dict[str, Any] | None = None
+    # how `init`/`checkpoint` names its tensors (compress/weights/reference_format.py): auto-detected, or
+    # the CIFAR reference code's (crd), or one network of an mdistiller run file
+    weights_format: WeightsFormat = "auto"
 
 
 @dataclass

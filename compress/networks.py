@@ -24,7 +24,15 @@ def weights_network(path: str | Path, network: NetworkConfig, num_classes: int, 
     """`network` (the recipe's arch, options and shape) holding the weights file `path`, read as `--init`
     reads one (tensors only, nothing unpickled) but strictly: a head for another class count is refused."""
     model = _shaped(network, num_classes, role, path)
-    start_weights(model, network.arch, num_classes, path=path, role=role, fine_tune=False)
+    start_weights(
+        model,
+        network.arch,
+        num_classes,
+        path=path,
+        role=role,
+        fine_tune=False,
+        weights_format=network.weights_format,
+    )
     return model
 
 
@@ -89,4 +97,6 @@ def start_network(
     if key.startswith(f"{role}.options."):
         named = split_options(network.options)[1]
         return model, start_weights(model, network.arch, num_classes, named=named, role=role)
-    return model, start_weights(model, network.arch, num_classes, path=value, role=role)
+    return model, start_weights(
+        model, network.arch, num_classes, path=value, role=role, weights_format=network.weights_format
+    )

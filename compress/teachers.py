@@ -26,6 +26,7 @@ from kdforge.compress.weights import (
     sha256_file,
     sniff,
 )
+from kdforge.compress.weights.reference_format import arrange
 from torch import nn
 
 
@@ -75,11 +76,15 @@ def load_teacher(
     spec = network_spec(network)
     model = build(spec.arch, data.num_classes, **spec.options)
     tensors, kind, _ = read_state_dict(path)
+    where = f"teacher {str(path)!r}"
+    tensors, reference = arrange(tensors, spec.arch, set(model.state_dict()), network.weights_format, where)
+    if reference is not None:
+        kind, where = reference, f"{where} (read as {reference})"
     loaded, _, _ = fit_weights(
         model,
         tensors,
         data.num_classes,
-        where=f"teacher {str(path)!r}",
+        where=where,
         arch=spec.arch,
         fine_tune=False,
         path=str(path),

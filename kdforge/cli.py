@@ -196,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         "count is re-initialised (fine-tuning). It replaces the recipe's starting weights (teacher.options "
         "weights/pretrained) and teacher.checkpoint, with a warning",
     )
+    _format_flag(teacher, "--init-format", "the --init file (teacher.weights_format)")
     teacher.add_argument(
         "--standard",
         metavar="PATH",
@@ -219,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
         "a safetensors file of the recipe's student.arch; a head for another class count is re-initialised. "
         "It replaces the recipe's starting weights (student.options weights/pretrained), with a warning",
     )
+    _format_flag(compress, "--init-format", "the --init file (student.weights_format)")
+    _format_flag(compress, "--teacher-format", "the --teacher file (teacher.weights_format)")
     compress.add_argument("--method", help="distillation method (default: the recipe's method.name)")
     run = commands.add_parser(
         "run", help="teacher [-> generous teacher] -> CE student -> distilled student -> deploy -> report"
@@ -249,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="which network of the recipe a state dict holds: its student.arch (default) or teacher.arch "
         "and options; other files know their network",
     )
+    _format_flag(evaluate, "--format", "a state dict given with --recipe (<role>.weights_format)")
     _overrides(evaluate, "data.root=/data/cifar")
     evaluate.add_argument("--split", choices=["test", "val"], default="test")
     evaluate.set_defaults(handler=_cmd_eval)
@@ -419,8 +423,17 @@ def _print_result(result: Any, merged: tuple[str, float] | None, console: Consol
 # Flags that stand for a recipe key, per command. The command line (--set and these) wins over the recipe
 # file, saying what it replaced; two command-line values for the same thing are an error (load_recipe).
 RECIPE_FLAGS = {
-    "teacher": (("--init", "teacher.init"), ("--standard", "teacher_strategy.standard_checkpoint")),
-    "compress": (("--init", "student.init"), ("--teacher", "teacher.checkpoint")),
+    "teacher": (
+        ("--init", "teacher.init"),
+        ("--init-format", "teacher.weights_format"),
+        ("--standard", "teacher_strategy.standard_checkpoint"),
+    ),
+    "compress": (
+        ("--init", "student.init"),
+        ("--init-format", "student.weights_format"),
+        ("--teacher", "teacher.checkpoint"),
+        ("--teacher-format", "teacher.weights_format"),
+    ),
     "run": tuple(
         (f"--{name}", f"budget.{key}")
         for name, key in (
@@ -446,9 +459,9 @@ def _training_command(
         strategy = getattr(args, "strategy", None)  # --strategy NAME is teacher_strategy.name=NAME
         overrides = [*args.overrides, *([f"teacher_strategy.name={strategy}"] if strategy else [])]
         flags = [
-            flag_setting(flag, key, getattr(args, flag[2:]))
+            flag_setting(flag, key, getattr(args, flag[2:].replace("-", "_")))
             for flag, key in RECIPE_FLAGS.get(args.command, ())
-            if getattr(args, flag[2:]) is not None
+            if getattr(args, flag[2:].replace("-", "_")) is not None
         ]
         config = load_recipe(args.recipe, overrides, getattr(args, "method", None), flags)
         from kdforge.compress.device import resolve_device  # torch: after the recipe is checked
@@ -475,6 +488,19 @@ def _training_command(
     return handler
 
 
+def _format_flag(parser: argparse.ArgumentParser, flag: str, what: str) -> None:
+    """A flag naming how a weights file names its tensors (compress/weights/reference_format.py)."""
+    from kdforge.compress.config import WEIGHTS_FORMATS
+
+    parser.add_argument(
+        flag,
+        choices=WEIGHTS_FORMATS,
+        help=f"how {what} names its tensors: auto (default: kdforge's zoo names, else the CIFAR reference "
+        "code's, CRD / mdistiller), kdforge, crd, or one network of an mdistiller run checkpoint "
+        "(mdistiller-student, mdistiller-teacher)",
+    )
+
+
 EVAL_NEEDS_RECIPE = {
     "weights": "a state dict names no architecture or data set: pass --recipe whose student.arch (or "
     "teacher.arch with --role teacher) it was saved from",
@@ -490,7 +516,8 @@ def _cmd_eval(args: argparse.Namespace, console: Console) -> int:
 
     kind = eval_kind(args.file)  # a file eval does not take is one line before any recipe is read
     if args.recipe:
-        config = load_recipe(args.recipe, args.overrides)
+        formats = [f"{args.role}.weights_format={args.format}"] if args.format else []
+        config = load_recipe(args.recipe, [*args.overrides, *formats])
     elif kind == "kdforge":
         meta = read_checkpoint(args.file).meta
         config = from_dict(RunConfig, apply_overrides(dict(meta.get("config") or {}), args.overrides))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from kdforge.compress.data.augment import EpochSeeded, derive_seed
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
@@ -82,7 +84,7 @@ class EpochLoader(DataLoader):
             dataset,
             batch_size=batch_size,
             sampler=sampler,
-            num_workers=workers,
+            num_workers=usable_workers(workers),
             pin_memory=pin_memory,
             drop_last=False,
             generator=generator,
@@ -99,3 +101,10 @@ class EpochLoader(DataLoader):
         self.generator.manual_seed(derive_seed(self.seed, self.epoch))  # type: ignore[union-attr]
         if isinstance(self.dataset, EpochSeeded):
             self.dataset.set_epoch(self.epoch)
+
+
+def usable_workers(asked: int) -> int:
+    """`asked` loader processes, at most one per CPU this process may run on: more only contend (a
+    paper recipe's 4 workers on a 2-core machine), and the batches do not depend on the count."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(int(asked), cpus)

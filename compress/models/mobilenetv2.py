@@ -1,9 +1,16 @@
-"""CIFAR MobileNetV2 (Sandler et al. 2018), CRD layout; ``mobilenetv2`` is CRD's "mobile_half" (width 0.5)."""
+"""CIFAR MobileNetV2 (Sandler et al. 2018): CRD's ``models/mobilenetv2.py``
+(github.com/HobbitLong/RepDistiller, also mdistiller's). ``mobilenetv2`` at its defaults is the reference's
+``mobile_half`` (expansion 6, width 0.5), which its checkpoints and tables call ``MobileNetV2``.
+
+Module for module as in the reference: the same tensor names (``conv1.0``, ``blocks.<i>.<j>.conv.<k>``,
+``conv2.0``, the Linear in ``classifier.0``) and the same initialisation (``init_vgg``: classifier
+N(0, 0.01)), so its released checkpoints load as they are.
+"""
 
 import torch
 from torch import nn
 
-from .common import init_weights
+from .common import init_vgg
 from .registry import register
 
 # (expansion or None for the build-time T, out channels, repeats, first stride), as in CRD
@@ -44,7 +51,8 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    """Stride-2 3x3 stem, 7 inverted-residual groups (``blocks.0``..``blocks.6``), 1x1 conv (1280), Linear."""
+    """Stride-2 3x3 stem, 7 inverted-residual groups (``blocks.0``..``blocks.6``), 1x1 conv (1280),
+    global pool, ``classifier``."""
 
     def __init__(self, num_classes: int, width_mult: float = 0.5, expansion: int = 6) -> None:
         super().__init__()
@@ -62,9 +70,9 @@ class MobileNetV2(nn.Module):
         last = int(1280 * width_mult) if width_mult > 1.0 else 1280
         self.conv2 = nn.Sequential(*conv_bn_relu(in_ch, last, 1))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(last, num_classes)
+        self.classifier = nn.Sequential(nn.Linear(last, num_classes))  # the reference's classifier.0
         self.stage_names = ["blocks.1", "blocks.2", "blocks.4", "blocks.6"]  # CRD's feature points
-        init_weights(self)
+        init_vgg(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)

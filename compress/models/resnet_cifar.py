@@ -1,10 +1,14 @@
-"""CIFAR ResNets (He et al. 2016) of the CRD / mdistiller benchmarks: resnet8..110, resnet8x4, resnet32x4."""
+"""CIFAR ResNets (He et al. 2016) of the CRD / mdistiller benchmarks: resnet8..110, resnet8x4, resnet32x4.
+
+CRD's ``models/resnet.py`` (github.com/HobbitLong/RepDistiller) module for module: the same tensor names
+and the same initialisation (``init_resnet``: the ``fc`` keeps PyTorch's default), so its released teachers
+load as they are."""
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import init_weights
+from .common import init_resnet
 from .registry import register
 
 NARROW = (16, 16, 32, 64)  # stem, stage1, stage2, stage3 widths
@@ -49,7 +53,7 @@ class CifarResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(widths[3], num_classes)
         self.stage_names = ["layer1", "layer2", "layer3"]
-        init_weights(self)
+        init_resnet(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))

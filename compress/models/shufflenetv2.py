@@ -1,15 +1,21 @@
-"""CIFAR ShuffleNetV2 (Ma et al. 2018), CRD layout (1x1 stem, no max-pool); ``shufflenetv2`` is net_size 1."""
+"""CIFAR ShuffleNetV2 (Ma et al. 2018): CRD's ``models/ShuffleNetv2.py`` (github.com/HobbitLong/RepDistiller,
+also mdistiller's), 1x1 stem and no max-pool; ``shufflenetv2`` at net_size 1 is the reference's ``ShuffleV2``.
+
+Module for module as in the reference: the same tensor names (a ``linear`` classifier) and its initialisation,
+which is PyTorch's default for every layer (the reference sets none), so its checkpoints load as they are.
+"""
 
 import torch
 import torch.nn.functional as F
 from kdforge.compress.errors import UserError
 from torch import nn
 
-from .common import init_weights
 from .registry import register
 
 # net_size -> (stage widths + last 1x1 conv width, basic blocks per stage after its down block)
 CONFIGS: dict[float, tuple[tuple[int, int, int, int], tuple[int, int, int]]] = {
+    0.2: ((40, 80, 160, 512), (3, 3, 3)),
+    0.3: ((40, 80, 160, 512), (3, 7, 3)),
     0.5: ((48, 96, 192, 1024), (3, 7, 3)),
     1: ((116, 232, 464, 1024), (3, 7, 3)),
     1.5: ((176, 352, 704, 1024), (3, 7, 3)),
@@ -69,7 +75,7 @@ class DownBlock(nn.Module):
 
 
 class ShuffleNetV2(nn.Module):
-    """1x1 conv-BN stem (24 ch), three stages of DownBlock + BasicBlocks, 1x1 conv-BN, global pool, ``fc``."""
+    """1x1 conv-BN stem (24 ch), three stages of DownBlock + BasicBlocks, 1x1 conv-BN, pool, ``linear``."""
 
     def __init__(self, num_classes: int, net_size: float = 1) -> None:
         super().__init__()
@@ -84,21 +90,20 @@ class ShuffleNetV2(nn.Module):
         self.conv2 = nn.Conv2d(in_ch, widths[3], 1, bias=False)
         self.bn2 = nn.BatchNorm2d(widths[3])
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(widths[3], num_classes)
+        self.linear = nn.Linear(widths[3], num_classes)
         self.stage_names = ["layer1", "layer2", "layer3"]
-        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
         for name in self.stage_names:
             x = getattr(self, name)(x)
         x = F.relu(self.bn2(self.conv2(x)))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        return self.linear(torch.flatten(self.avgpool(x), 1))
 
 
 @register("shufflenetv2")
 def shufflenetv2(num_classes: int, net_size: float = 1) -> ShuffleNetV2:
-    """CRD's CIFAR ShuffleNetV2; ``net_size`` is one of 0.5, 1, 1.5, 2."""
+    """CRD's CIFAR ShuffleNetV2; ``net_size`` is one of 0.2, 0.3, 0.5, 1, 1.5, 2 (the reference's table)."""
     if net_size not in CONFIGS:
         raise UserError(f"shufflenetv2 net_size must be in {sorted(CONFIGS)}, got {net_size!r}: use 1")
     return ShuffleNetV2(num_classes, net_size)

@@ -1,9 +1,17 @@
-"""CIFAR VGGs with BatchNorm (Simonyan & Zisserman 2015) in the CRD / mdistiller layout: vgg8/11/13/16/19."""
+"""CIFAR VGGs with BatchNorm (Simonyan & Zisserman 2015): CRD's ``models/vgg.py`` ``vgg<n>_bn``
+(github.com/HobbitLong/RepDistiller, also mdistiller's), vgg8/11/13/16/19.
+
+Module for module as in the reference: 3x3 convs with a bias (before their BatchNorm, as the reference has
+them), tensors named ``block<i>.<j>``, a Linear ``classifier``, and the reference's initialisation
+(``init_vgg``: classifier N(0, 0.01)), so its released teachers load as they are. The reference applies each
+block's last ReLU in ``forward``; here it closes the block, so a tap of ``block<i>`` is the activated output
+(the reference's ``feats``), and the tensors are the same.
+"""
 
 import torch
 from torch import nn
 
-from .common import init_weights
+from .common import init_vgg
 from .registry import register
 
 # conv widths per block; a 2x2 max-pool follows blocks 0-2, global average pooling follows block 4
@@ -17,7 +25,8 @@ CONFIGS: dict[str, list[list[int]]] = {
 
 
 class CifarVGG(nn.Module):
-    """Five blocks of 3x3 conv-BN-ReLU (``block0``..``block4``) + global pool + Linear(512) ``classifier``."""
+    """Five blocks of 3x3 conv (with bias)-BN-ReLU (``block0``..``block4``), global pool, Linear
+    ``classifier``."""
 
     def __init__(self, config: list[list[int]], num_classes: int) -> None:
         super().__init__()
@@ -25,14 +34,14 @@ class CifarVGG(nn.Module):
         for i, widths in enumerate(config):
             layers: list[nn.Module] = []
             for width in widths:
-                layers += [nn.Conv2d(in_ch, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+                layers += [nn.Conv2d(in_ch, width, 3, 1, 1), nn.BatchNorm2d(width), nn.ReLU()]
                 in_ch = width
             self.add_module(f"block{i}", nn.Sequential(*layers))
         self.pool = nn.MaxPool2d(2, 2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(in_ch, num_classes)
         self.stage_names = [f"block{i}" for i in range(len(config))]
-        init_weights(self)
+        init_vgg(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, name in enumerate(self.stage_names):

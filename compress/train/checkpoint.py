@@ -188,4 +188,13 @@ def load_model(path: str | Path, *, num_classes: int | None = None) -> tuple[nn.
 
     checkpoint = read_checkpoint(path)
     check_fits(checkpoint, num_classes=num_classes)
-    return load_weights(structure(checkpoint.meta), checkpoint), checkpoint
+    model = structure(checkpoint.meta)
+    if set(model.state_dict()) != set(checkpoint.tensors):  # written before the zoo followed CRD's models?
+        from kdforge.compress.models.legacy_names import upgrade
+
+        upgraded = upgrade(checkpoint.meta["model"], checkpoint.tensors, set(model.state_dict()))
+        if upgraded is not None:
+            meta = {**checkpoint.meta, "model": upgraded[0]}
+            checkpoint = Checkpoint(checkpoint.path, upgraded[1], meta)
+            model = structure(meta)
+    return load_weights(model, checkpoint), checkpoint

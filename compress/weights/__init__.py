@@ -36,11 +36,13 @@ from kdforge.compress.weights.fit import fit_weights, head_paths
 from kdforge.compress.weights.formats import inside_name, read_state_dict, sniff
 from kdforge.compress.weights.pretrained import timm_weights, torchvision_keys, torchvision_weights
 from kdforge.compress.weights.provenance import STARTING_OPTIONS, Provenance, split_options
+from kdforge.compress.weights.reference_format import WEIGHTS_FORMATS, arrange
 from torch import nn
 
 __all__ = [
     "EXPORTED_ONLY",
     "STARTING_OPTIONS",
+    "WEIGHTS_FORMATS",
     "ExportedTeacher",
     "Provenance",
     "fit_weights",
@@ -66,10 +68,12 @@ def start_weights(
     named: Mapping[str, Any] | None = None,
     role: str = "network",
     fine_tune: bool = True,
+    weights_format: str = "auto",
 ) -> Provenance:
     """Load the starting weights of `model` (built as `arch` with `num_classes` outputs): from the file
     `path` in any accepted format, or the pretrained weights `named` (`{weights: ...}` / `{pretrained:
-    true}`) from the local caches. Fine-tunes (a new head) when the class count differs and `fine_tune`."""
+    true}`) from the local caches. Fine-tunes (a new head) when the class count differs and `fine_tune`.
+    `weights_format` says how the file names its tensors (reference_format.WEIGHTS_FORMATS)."""
     if path is not None:
         file, label = Path(path), os.path.abspath(path)
         if file.is_dir():
@@ -101,6 +105,10 @@ def start_weights(
             tensors = torchvision_keys(tensors)
         label = f"{label} ({file})"
     where = f"{role} weights {str(file)!r}"
+    if kind == "state_dict" or kind == "safetensors":
+        tensors, reference = arrange(tensors, arch, set(model.state_dict()), weights_format, where)
+        if reference is not None:
+            kind, where = reference, f"{where} (read as {reference})"
     loaded, reinitialised, classes = fit_weights(
         model, tensors, num_classes, where=where, arch=arch, fine_tune=fine_tune, path=str(path or file)
     )

@@ -6,6 +6,9 @@ latest 10.x table, opset 9-24). Operators the 10.x changelog says arrived after 
 that added them (`TRT10_SINCE`), and opsets 21-24 are warnings, because the 10.0 table stops at opset 20.
 TensorRT 11: no 11.x `operators.md` was available to us; the 11 profile is the 10.15 table plus what the
 11.0-11.5 release notes add to the parser (Swish in 11.0, DFT in 11.2, opset 25 in 11.5).
+Where the parser's source (onnx-tensorrt release/10.1-GA, commit 96e7811) departs from the table - opsets
+below 9, 1-D pooling, declared-but-unused outputs, Resize axes with tensor scales, types on every input,
+FP8 E4M3FN only, sequence / optional types - the rules follow the source and cite it ("trt10-parser").
 """
 
 from __future__ import annotations
@@ -30,7 +33,12 @@ RULES: dict[str, Rule] = {
     rule.id: rule
     for rule in (
         # --- TensorRT: the parser's operator table --------------------------------------------------
-        Rule("trt-opset", ERROR, "default-domain opset outside the parser's range", "trt10-table"),
+        Rule("trt-opset", ERROR, "default-domain opset above the parser's range", "trt10-table"),
+        # The table starts at opset 9, but ModelImporter::importModel only logs a warning below opset 7 and
+        # rejects no opset: an old opset is a warning, not an error.
+        Rule(
+            "trt-opset-old", WARNING, "opset below the table's range (the parser imports it)", "trt10-parser"
+        ),
         Rule(
             "trt-opset-late",
             WARNING,
@@ -52,6 +60,12 @@ RULES: dict[str, Rule] = {
         ),
         Rule("trt-input-type", ERROR, "input type outside the operator's supported types", "trt10-table"),
         Rule(
+            "trt-io-type",
+            ERROR,
+            "graph input / output / initializer that is not a tensor of a type the parser converts",
+            "trt10-parser",
+        ),
+        Rule(
             "trt-constant-input",
             ERROR,
             "input the table requires to be an initializer / build-time constant",
@@ -62,6 +76,18 @@ RULES: dict[str, Rule] = {
             ERROR,
             "attribute or output the table's restrictions column excludes",
             "trt10-table",
+        ),
+        Rule(
+            "trt-parser-restriction",
+            ERROR,
+            "node form the parser's static checker or importer refuses (beyond the table's restrictions)",
+            "trt10-parser",
+        ),
+        Rule(
+            "trt-tensor-axes",
+            WARNING,
+            "Slice / Pad axes from a tensor: only later 10.x releases parse it (10.3 / 10.4)",
+            "trt10.6-parser",
         ),
         Rule(
             "trt-uint8",
@@ -176,7 +202,9 @@ _F, _FI, _FIB = "FP32 FP16 BF16", "FP32 FP16 BF16 INT32 INT64", "FP32 FP16 BF16 
 _H = "FP32 FP16"  # no BF16
 _QUANT = "INT8 FP8 FP4 INT4"
 
-# TensorRT 10.15 GA docs/operators.md, rows marked Y: operator -> types of its data input.
+# TensorRT 10.15 GA docs/operators.md, rows marked Y: operator -> types of its data input. Pow is FP32 /
+# FP16 / BF16 as in the 10.0 table (release/10.1-GA): importerUtils.cpp elementwiseCheck refuses POW on
+# any BOOL, INT32 or INT64 input.
 TRT10_OPERATORS: dict[str, str] = {
     **dict.fromkeys(
         _names(
@@ -185,7 +213,7 @@ TRT10_OPERATORS: dict[str, str] = {
             "GlobalLpPool GlobalMaxPool GroupNormalization GRU HardSigmoid HardSwish Hardmax "
             "ImageScaler InstanceNormalization IsInf LayerNormalization LeakyRelu Log LogSoftmax LRN "
             "LSTM LpNormalization LpPool MatMul MaxPool MeanVarianceNormalization ParametricSoftplus "
-            "PRelu QuantizeLinear RandomNormal RandomNormalLike RandomUniform RandomUniformLike "
+            "Pow PRelu QuantizeLinear RandomNormal RandomNormalLike RandomUniform RandomUniformLike "
             "Reciprocal Resize RMSNormalization RNN RotaryEmbedding Round ScaledTanh Scan Selu Sigmoid "
             "Sin Sinh Softmax Softplus Softsign Sqrt Tan Tanh ThresholdedRelu Upsample"
         ),
@@ -194,7 +222,7 @@ TRT10_OPERATORS: dict[str, str] = {
     **dict.fromkeys(
         _names(
             "Abs Add ArgMax ArgMin DepthToSpace Div Equal Greater GreaterOrEqual IsNaN Less "
-            "LessOrEqual Max Min Mod Mul Neg Pad Pow Range ReduceL1 ReduceL2 ReduceLogSum "
+            "LessOrEqual Max Min Mod Mul Neg Pad Range ReduceL1 ReduceL2 ReduceLogSum "
             "ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu "
             "Scatter ScatterElements ScatterND Shrink Sign SpaceToDepth Sub Sum TopK"
         ),
@@ -271,10 +299,43 @@ TRT_RESIZE = {
         "asymmetric",
         "align_corners",
     },
-    "mode": {"nearest", "linear"},
+    # cubic: the table lists nearest and linear, but the parser's checker accepts cubic and the importer maps
+    # it to InterpolationMode::kCUBIC (onnxOpCheckers.cpp / onnxOpImporters.cpp Resize, release/10.1-GA).
+    "mode": {"nearest", "linear", "cubic"},
     "nearest_mode": {"floor", "ceil", "round_prefer_floor", "round_prefer_ceil"},
     "keep_aspect_ratio_policy": {"stretch"},
 }
+
+# Element types the parser converts (importerUtils.cpp convertDtype, release/10.1-GA; FLOAT4E2M1 from 10.8),
+# in the table's names (graph.type_name): a graph input or output of any other type, or of a sequence /
+# optional / map type (no tensor_type, so elem_type 0), fails in ModelImporter.cpp importInput / importModel.
+TRT_PARSER_TYPES = frozenset(
+    {"DOUBLE", "FP32", "FP16", "BF16", "INT8", "UINT8", "BOOL", "INT32", "INT64", "FP8", "INT4", "FP4"}
+)
+
+# Initializer types the parser's weight import sizes (weightUtils.cpp getDtypeSizeBits, checked by
+# WeightsContext.cpp validateOnnxInitializer, release/10.1-GA): any other initializer type stops the parse.
+TRT_WEIGHT_TYPES = TRT_PARSER_TYPES | {"UINT16", "INT16", "UINT32", "UINT64", "COMPLEX64", "COMPLEX128"}
+
+# Operators every input of which is a data input the table's "Supported Types" applies to (importerUtils.cpp
+# elementwiseCheck tests all inputs of the element-wise operators, not only the first); Where's condition
+# (input 0) is BOOL, its data inputs are 1 and 2.
+TRT_ALL_DATA_INPUTS: dict[str, int] = {
+    **dict.fromkeys(
+        _names(
+            "Add Sub Mul Div Pow Max Min Sum Mean Mod Equal Greater GreaterOrEqual Less LessOrEqual "
+            "And Or Xor PRelu"
+        ),
+        0,
+    ),
+    "Where": 1,
+}
+
+# Slice / Pad `axes` (input 3) from a tensor: release/10.1-GA refuses it ("This version of TensorRT does
+# not support dynamic axes." / "TensorRT does not support dynamic axes for pad!"); the changelog adds tensor
+# axes to Slice in 10.3 and to Pad in 10.4, and the Pad importer at 0137504e (10.6 GA) feeds them to the
+# slice layer.
+TRT10_TENSOR_AXES_SINCE = {"Slice": "10.3", "Pad": "10.4"}
 
 # Types TensorRT quantizes to (Q output / DQ input); FP4 arrived in 10.8 (changelog).
 TRT_QUANTIZED_TYPES = {"INT8", "FP8", "INT4", "FP4"}

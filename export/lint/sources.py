@@ -44,6 +44,22 @@ SOURCES: dict[str, RuleSource] = {
             "https://github.com/onnx/onnx-tensorrt/blob/release/10.1-GA/docs/operators.md",
         ),
         RuleSource(
+            "trt10-parser",
+            "onnx-tensorrt parser source: ModelImporter.cpp (importModel, importInput), onnxOpCheckers.cpp, "
+            "onnxOpImporters.cpp, importerUtils.cpp (convertDtype, poolingHelper, elementwiseCheck)",
+            "tag release/10.1-GA, commit 96e7811 (TensorRT 10.1 GA)",
+            "2024-06-17",
+            "https://github.com/onnx/onnx-tensorrt/tree/96e7811",
+        ),
+        RuleSource(
+            "trt10.6-parser",
+            "onnx-tensorrt docs/Changelog.md (10.3: tensor axes for Slice; 10.4: tensor axes for Pad) and "
+            "onnxOpImporters.cpp Pad importer (tensor axes as the slice layer's input 5)",
+            "commit 0137504e, changelog up to TensorRT 10.6 GA",
+            "2024-11-01",
+            "https://github.com/onnx/onnx-tensorrt/blob/0137504e2b25fe5253bd85d26b073378fb67805b/docs/Changelog.md",
+        ),
+        RuleSource(
             "trt10-changelog",
             "onnx-tensorrt docs/Changelog.md",
             "entries 10.0 GA to 10.15 GA",

@@ -14,13 +14,17 @@ from kdforge.export.lint.rules import (
     ONNX_DOMAINS,
     TRT10_OPERATORS,
     TRT10_SINCE,
+    TRT10_TENSOR_AXES_SINCE,
     TRT11_OPERATORS,
     TRT11_SINCE,
+    TRT_ALL_DATA_INPUTS,
     TRT_CONSTANT_INPUTS,
     TRT_LATE_OPSET_NOTE,
     TRT_OPSETS,
+    TRT_PARSER_TYPES,
     TRT_QUANTIZED_TYPES,
     TRT_RESIZE,
+    TRT_WEIGHT_TYPES,
     WEIGHTED_OPS,
 )
 
@@ -37,6 +41,7 @@ def check_tensorrt(model: onnx.ModelProto, trt_version: int = 10) -> list[Proble
     """Every rule violation of `model` for TensorRT `trt_version` (10 or 11), in graph order."""
     view = GraphView(model)
     problems = _opset(model, trt_version)
+    problems += _io_types(view)
     problems += _operators(view, trt_version)
     problems += _types(view)
     problems += _quantization(view)
@@ -49,12 +54,22 @@ def _opset(model: onnx.ModelProto, trt_version: int) -> list[Problem]:
     opset = default_opset(model)
     if opset is None:
         return [make_problem("trt-opset", "the model imports no ai.onnx opset")]
-    if opset < lowest or opset > newest:
+    if opset > newest:
         return [
             make_problem(
                 "trt-opset",
                 f"opset {opset}: TensorRT {trt_version} parses opsets {lowest}-{newest}",
                 source=_table_source(trt_version),
+            )
+        ]
+    if opset < lowest:  # ModelImporter::importModel: a warning below opset 7, no opset is refused
+        note = "the parser warns below opset 7 that such models 'are not guaranteed to work'"
+        return [
+            make_problem(
+                "trt-opset-old",
+                f"opset {opset}: below the table's opset {lowest}-{newest}, but the parser imports it "
+                f"({note if opset < 7 else 'without a warning'}); re-export at opset >= {lowest} to stay "
+                "within the documented range",
             )
         ]
     if opset > every:
@@ -109,6 +124,7 @@ def _operators(view: GraphView, trt_version: int) -> list[Problem]:
                 )
             )
         problems += _restrictions(view, node, name, source)
+        problems += _parser_checks(view, node, name, trt_version)
     return problems
 
 
@@ -129,16 +145,15 @@ def _restrictions(view: GraphView, node: onnx.NodeProto, name: str, source: str 
                 )
             ]
     if op in ("AveragePool", "MaxPool", "LpPool"):
+        # AveragePool / MaxPool import 1-D pooling by unsqueezing it to 2-D (importerUtils.cpp poolingHelper,
+        # release/10.1-GA); the LpPool importer does not, and addPoolingNd pools in 2-D or 3-D only.
         kernel = attribute(node, "kernel_shape", [])
-        if len(kernel) not in (2, 3):
-            found.append(f"{len(kernel)}-D pooling (TensorRT pools in 2-D or 3-D only)")
+        spatial = (1, 2, 3) if op != "LpPool" else (2, 3)
+        if len(kernel) not in spatial:
+            found.append(f"{len(kernel)}-D pooling ({op} pools in {'-D, '.join(map(str, spatial))}-D only)")
         dilations = attribute(node, "dilations", [])
         if any(d != 1 for d in dilations):
             found.append(f"dilations {list(dilations)} (must be empty or all ones)")
-        if op == "MaxPool" and len(node.output) > 1 and node.output[1]:
-            used = node.output[1] in view.consumers or node.output[1] in view.graph_outputs
-            if used:
-                found.append("the Indices output is used (unsupported)")
     elif op == "Resize":
         defaults = {
             "coordinate_transformation_mode": "half_pixel",
@@ -154,11 +169,109 @@ def _restrictions(view: GraphView, node: onnx.NodeProto, name: str, source: str 
             found.append("antialias=1 (antialiasing is not supported)")
     elif op == "TopK" and attribute(node, "sorted", 1) != 1:
         found.append("sorted=0 (must be 1)")
-    elif op == "LayerNormalization" and any(o and o in view.consumers for o in node.output[1:]):
-        found.append("Mean / InvStdDev outputs are used (only the first output Y is supported)")
     elif op == "ScatterND" and attribute(node, "reduction", "none") != "none":
         found.append(f"reduction={attribute(node, 'reduction')!r} (only 'none')")
     return [make_problem("trt-op-restriction", text, name, op, source=source) for text in found]
+
+
+def _parser_checks(view: GraphView, node: onnx.NodeProto, name: str, trt_version: int) -> list[Problem]:
+    """What the parser's static checkers and importers (release/10.1-GA) refuse beyond the table."""
+    op = node.op_type
+    found: list[str] = []
+    extra = [o for o in node.output[1:] if o]
+    if op == "MaxPool" and len(node.output) > 1:  # onnxOpCheckers.cpp MaxPool: node.output().size() == 1
+        found.append("declares the Indices output (the checker wants exactly one output, used or not)")
+    elif op == "LayerNormalization" and extra:  # onnxOpCheckers.cpp LayerNormalization: emptyOutputChecker(1)
+        found.append(
+            f"declares Mean / InvStdDev outputs ({', '.join(extra)}); only Y may be named, used or not"
+        )
+    elif op == "BatchNormalization":  # onnxOpCheckers.cpp BatchNormalization
+        if attribute(node, "training_mode", 0):
+            found.append("training_mode=1 (the checker refuses training mode)")
+        if extra:
+            found.append(f"declares running mean / var outputs ({', '.join(extra)}); only Y may be named")
+    elif op == "Resize":
+        found += _resize_checks(view, node)
+    elif op in TRT10_TENSOR_AXES_SINCE and trt_version == 10 and _tensor_axes(view, node):
+        since = TRT10_TENSOR_AXES_SINCE[op]
+        return [
+            make_problem(
+                "trt-tensor-axes",
+                f"axes ({node.input[3]}) is not a constant: TensorRT {since} and later parse it, earlier "
+                "10.x releases require an initializer",
+                name,
+                op,
+            )
+        ]
+    return [make_problem("trt-parser-restriction", text, name, op) for text in found]
+
+
+def _tensor_axes(view: GraphView, node: onnx.NodeProto) -> bool:
+    """True when a Slice / Pad takes its axes (input 3) from something other than constants."""
+    return len(node.input) > 3 and bool(node.input[3]) and not view.from_weight(node.input[3])
+
+
+def _resize_checks(view: GraphView, node: onnx.NodeProto) -> list[str]:
+    """Resize in onnxOpCheckers.cpp / onnxOpImporters.cpp: tf_half_pixel_for_nn rounding, axes with tensor
+    scales."""
+    found: list[str] = []
+    opset = default_opset(view.model) or 0
+    mode = attribute(node, "coordinate_transformation_mode", "half_pixel")
+    nearest = attribute(node, "nearest_mode", "round_prefer_floor")
+    if opset >= 11 and mode == "tf_half_pixel_for_nn" and nearest != "round_prefer_floor":
+        found.append(f"tf_half_pixel_for_nn with nearest_mode={nearest!r} (only round_prefer_floor)")
+    axes = [int(a) for a in attribute(node, "axes", []) or []]
+    scales_at = 2 if opset >= 11 else 1
+    scales = node.input[scales_at] if len(node.input) > scales_at else ""
+    sizes = node.input[3] if opset >= 11 and len(node.input) > 3 else ""
+    if not axes or not scales or sizes or view.is_constant(scales):
+        return found
+    rank = view.rank(node.input[0])
+    normalised = [a + rank if rank and a < 0 else a for a in axes]
+    if normalised != list(range(len(axes))) or (rank is not None and len(axes) != rank):
+        found.append(
+            f"axes {axes} with scales from a tensor ({scales}): the importer takes tensor scales only when "
+            "axes is 0..rank-1 (make scales an initializer, or use sizes)"
+        )
+    return found
+
+
+def _io_types(view: GraphView) -> list[Problem]:
+    """Graph inputs, outputs and initializers: tensors of a type convertDtype knows, or the parser stops."""
+    problems: list[Problem] = []
+    values = [("input", v) for v in view.graph.input if v.name in view.graph_inputs]
+    values += [("output", v) for v in view.graph.output]
+    for role, value in values:
+        kind = value.type.WhichOneof("value")
+        if kind != "tensor_type":
+            what = (kind or "untyped").replace("_type", "")
+            problems.append(
+                make_problem(
+                    "trt-io-type",
+                    f"graph {role} {value.name} is a {what}, not a tensor (TensorRT networks have tensor "
+                    "inputs and outputs only)",
+                )
+            )
+            continue
+        elem = value.type.tensor_type.elem_type
+        if elem and type_name(elem) not in TRT_PARSER_TYPES:
+            problems.append(
+                make_problem(
+                    "trt-io-type",
+                    f"graph {role} {value.name} is {type_name(elem)}: the parser converts only "
+                    f"{', '.join(sorted(TRT_PARSER_TYPES))}",
+                )
+            )
+    for tensor in view.graph.initializer:
+        if tensor.data_type and type_name(tensor.data_type) not in TRT_WEIGHT_TYPES:
+            problems.append(
+                make_problem(
+                    "trt-io-type",
+                    f"initializer {tensor.name} is {type_name(tensor.data_type)}: the parser's weight import "
+                    "(validateOnnxInitializer / getDtypeSizeBits) has no size for it",
+                )
+            )
+    return problems
 
 
 def _types(view: GraphView) -> list[Problem]:
@@ -188,31 +301,58 @@ def _types(view: GraphView) -> list[Problem]:
                 problems.append(
                     make_problem("trt-uint8", f"tensor {tensor} is UINT8 inside the network", name, op)
                 )
-        if op in _UNTYPED_INPUT or not node.input or not node.input[0]:
-            continue
-        kind = view.type_of(node.input[0])
-        allowed = (TRT10_OPERATORS.get(op) or TRT11_OPERATORS[op]).split()
-        if op == "Cast":
-            to = int(attribute(node, "to", 0))
-            to_kind = type_name(to) if to else None
-            if to_kind and to_kind not in allowed and to_kind != "DOUBLE":
-                problems.append(
-                    make_problem(
-                        "trt-input-type", f"casts to {to_kind}; Cast supports {', '.join(allowed)}", name, op
-                    )
-                )
-        if kind is None or kind in allowed or kind == "DOUBLE":
-            continue
-        if kind == "UINT8" and node.input[0] not in view.graph_inputs:
-            continue  # inside the network: the trt-uint8 rule reports the tensor once
+        problems += _node_input_types(view, node, name)
+    return problems
+
+
+def _node_input_types(view: GraphView, node: onnx.NodeProto, name: str) -> list[Problem]:
+    """The table's types on the data inputs (every input of element-wise operators, which elementwiseCheck
+    tests), Cast / CastLike targets, and any input of a type the parser cannot hold in a tensor."""
+    op = node.op_type
+    allowed = (TRT10_OPERATORS.get(op) or TRT11_OPERATORS[op]).split()
+    problems: list[Problem] = []
+    target = None
+    if op == "Cast":
+        to = int(attribute(node, "to", 0))
+        target = type_name(to) if to else None
+    elif op == "CastLike" and len(node.input) > 1 and node.input[1]:
+        target = view.type_of(node.input[1])  # CastLike casts to its second input's type
+    if target and target not in allowed and target != "DOUBLE":
         problems.append(
-            make_problem(
-                "trt-input-type",
-                f"input {node.input[0]} is {kind}; {op} supports {', '.join(allowed)}",
-                name,
-                op,
-            )
+            make_problem("trt-input-type", f"casts to {target}; {op} supports {', '.join(allowed)}", name, op)
         )
+    if op in _UNTYPED_INPUT:
+        return problems
+    first = TRT_ALL_DATA_INPUTS.get(op)
+    data = {0} if first is None else set(range(first, len(node.input)))
+    for index, tensor in enumerate(node.input):
+        kind = view.type_of(tensor) if tensor else None
+        if kind is None or kind == "DOUBLE":
+            continue
+        if index in data:
+            if kind in allowed or (kind == "UINT8" and tensor not in view.graph_inputs):
+                continue  # UINT8 inside the network: the trt-uint8 rule reports the tensor once
+            problems.append(
+                make_problem(
+                    "trt-input-type",
+                    f"input {index} ({tensor}) is {kind}; {op} supports {', '.join(allowed)}",
+                    name,
+                    op,
+                )
+            )
+        elif (
+            kind not in TRT_PARSER_TYPES
+            and tensor not in view.graph_inputs
+            and tensor not in view.initializers
+        ):
+            problems.append(  # graph inputs and initializers: trt-io-type reports them once
+                make_problem(
+                    "trt-input-type",
+                    f"input {index} ({tensor}) is {kind}: the parser holds no tensor of that type",
+                    name,
+                    op,
+                )
+            )
     return problems
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import pickle
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,8 @@ from kdforge.compress.data.augment import sample_hashes, shift_flip
 from kdforge.compress.data.digits import load_raw
 from kdforge.compress.errors import UserError
 from PIL import Image
+
+from tests.cifar_files import fake_cifar10, fake_cifar100
 
 N_DIGITS = 1797
 
@@ -222,6 +224,8 @@ def test_loader_augmentation_independent_of_workers_and_global_rng() -> None:
     assert torch.equal(px1, x1) and torch.equal(py1, y1)
     other_seed = build_data(DataConfig(batch_size=128, train_fraction=0.3)).loader("train", seed=8)
     assert not torch.equal(_epoch(other_seed, 1)[1], y1)  # the order follows the seed
+    cpus = len(os.sched_getaffinity(0))  # more loader processes than CPUs only contend: capped, no warning
+    assert build_data(DataConfig(workers=cpus + 3)).loader("train", seed=7).num_workers == cpus
 
 
 def test_an_epoch_resumed_at_a_batch_yields_exactly_the_rest_of_that_epoch(digits: DataBundle) -> None:
@@ -287,49 +291,8 @@ def test_distributed_ranks_cover_the_train_set(digits: DataBundle) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _dump(path: Path, obj: dict) -> None:
-    with path.open("wb") as f:
-        pickle.dump(obj, f, protocol=2)
-
-
-def _fake_cifar10(root: Path, per_batch: int = 20, n_test: int = 20) -> dict[str, np.ndarray]:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    written: dict[str, np.ndarray] = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        n = n_test if name == "test_batch" else per_batch
-        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        labels = [int(v) for v in rng.permutation(np.arange(n) % 10)]
-        _dump(folder / name, {"batch_label": name, "labels": labels, "data": data, "filenames": [""] * n})
-        written[name + "_data"], written[name + "_labels"] = data, np.array(labels)
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    _dump(folder / "batches.meta", {"num_cases_per_batch": per_batch, "label_names": names, "num_vis": 3072})
-    return written
-
-
-def _fake_cifar100(root: Path, per_class: int = 4, n_test: int = 100) -> np.ndarray:
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    test_labels = np.arange(n_test) % 100
-    for name, labels in (("train", np.repeat(np.arange(100), per_class)), ("test", test_labels)):
-        data = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
-        entry = {
-            "filenames": [""] * len(labels),
-            "batch_label": name,
-            "fine_labels": labels.tolist(),
-            "coarse_labels": (labels // 5).tolist(),
-            "data": data,
-        }
-        _dump(folder / name, entry)
-    meta = {"fine_label_names": [f"class{i:03d}" for i in range(100)], "coarse_label_names": [""] * 20}
-    _dump(folder / "meta", meta)
-    return test_labels
-
-
 def test_cifar10_reads_the_official_format(tmp_path: Path) -> None:
-    written = _fake_cifar10(tmp_path)
+    written = fake_cifar10(tmp_path)
     bundle = build_data(DataConfig(name="cifar10", root=str(tmp_path), val_fraction=0.2, image_size=24))
     assert bundle.num_classes == 10 and bundle.classes[0] == "airplane" and bundle.classes[9] == "truck"
     assert len(bundle.train) + len(bundle.val) == 100 and len(bundle.val) == 20 and len(bundle.test) == 20
@@ -354,7 +317,7 @@ def test_cifar10_reads_the_official_format(tmp_path: Path) -> None:
 
 
 def test_cifar100_and_paper_protocol(tmp_path: Path) -> None:
-    test_labels = _fake_cifar100(tmp_path)
+    test_labels = fake_cifar100(tmp_path)
     bundle = build_data(DataConfig(name="cifar100", root=str(tmp_path), val_fraction=0.0))
     assert bundle.num_classes == 100 and bundle.classes[5] == "class005"
     assert len(bundle.train) == 400 and len(bundle.test) == 100 and bundle.val is bundle.test
@@ -371,7 +334,7 @@ def test_cifar_missing_or_broken_files_are_user_errors(tmp_path: Path) -> None:
         build_data(DataConfig(name="cifar100", root=str(tmp_path)))
     with pytest.raises(UserError, match="cifar-10-batches-py"):
         build_data(DataConfig(name="cifar10", root=str(tmp_path)))
-    _fake_cifar10(tmp_path)
+    fake_cifar10(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(UserError, match="'data_batch_3' is missing"):
         build_data(DataConfig(name="cifar10", root=str(tmp_path)))

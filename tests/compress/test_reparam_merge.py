@@ -7,6 +7,7 @@ import pytest
 import torch
 from kdforge.compress.models import build
 from kdforge.compress.reparam import MultiBranchConv, expand, reparameterize
+from kdforge.compress.reparam.graph import conv_bn_pairs
 from torch import nn
 
 from tests.export.conftest import randomise_batchnorm
@@ -70,7 +71,12 @@ def test_whole_models_merge_to_the_plain_architecture(name: str) -> None:
     folded_plain = reparameterize(plain.eval())
     assert _params(merged) == _params(folded_plain)
     assert _conv_shapes(merged) == _conv_shapes(folded_plain)
-    assert not any(isinstance(m, (MultiBranchConv, nn.BatchNorm2d)) for m in merged.modules())
+    assert not any(isinstance(m, MultiBranchConv) for m in merged.modules())
+    # every BN a conv feeds is folded; what stays is a pre-activation WRN's BNs of a residual sum
+    fed = {bn for _, bn in conv_bn_pairs(plain)[0]}
+    unfed = {path for path, m in plain.named_modules() if isinstance(m, nn.BatchNorm2d)} - fed
+    assert {path for path, m in merged.named_modules() if isinstance(m, nn.BatchNorm2d)} == unfed
+    assert bool(unfed) == name.startswith("wrn_")
 
 
 def test_folding_a_plain_model_keeps_its_function() -> None:

@@ -288,7 +288,8 @@ def test_sate_terms_follow_our_reading() -> None:
     torch.testing.assert_close(
         terms["intermediate_aware"].double(), 0.5 * kd64(middle, s, 4.0), rtol=1e-5, atol=1e-6
     )
-    torch.testing.assert_close(terms["student_kd"].double(), 0.9 * kd64(s, middle, 4.0), rtol=1e-5, atol=1e-6)
+    # float32 KL of two close distributions cancels: relative error ~1e-5 at O(1) logits
+    torch.testing.assert_close(terms["student_kd"].double(), 0.9 * kd64(s, middle, 4.0), rtol=1e-4, atol=1e-6)
     # the student's gradient comes only from the student's terms (the intermediate is detached for it)
     student_params = list(method.student.parameters())
     only = torch.autograd.grad(terms["student_kd"] + terms["student_ce"], student_params, retain_graph=True)

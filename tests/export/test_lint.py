@@ -196,7 +196,12 @@ def test_opset_above_the_parser_range_is_rejected_per_major_version(tmp_path: Pa
     assert "trt-opset" in _errors(_save(tmp_path / "o26.onnx", relu, [], opset=26), version=11)
     late = _save(tmp_path / "o22.onnx", relu, [], opset=22)
     assert _errors(late) == set() and "trt-opset-late" in _rules(late, severity="warning")
-    assert _errors(_save(tmp_path / "o8.onnx", relu, [], opset=8)) == {"trt-opset"}
+    # Below the table's opset 9 the parser still imports (ModelImporter::importModel warns below 7 only).
+    old = _save(tmp_path / "o8.onnx", relu, [], opset=8)
+    assert _errors(old) == set() and _rules(old, severity="warning") == {"trt-opset-old"}
+    [ancient] = [p for p in lint_onnx(_save(tmp_path / "o6.onnx", relu, [], opset=6)) if p.severity != "info"]
+    assert ancient.rule == "trt-opset-old" and "not guaranteed to work" in ancient.message
+    assert "release/10.1-GA" in ancient.source and "ModelImporter.cpp" in ancient.source
     beyond = _save(tmp_path / "ort.onnx", relu, [], opset=ort_max_opset() + 1)
     assert _errors(beyond, "onnxruntime") == {"ort-opset"}
 
@@ -223,6 +228,34 @@ def test_restrictions_types_and_shapes(tmp_path: Path) -> None:
         rules["trt-dynamic-dim"].severity == "warning" and "dimension 2" in rules["trt-dynamic-dim"].message
     )
     assert rules["trt-dynamic-batch"].severity == "info"
+
+
+def test_parser_refuses_declared_outputs_even_unused_and_tensor_axes_warn(tmp_path: Path) -> None:
+    """onnxOpCheckers.cpp (release/10.1-GA) refuses a declared LayerNormalization Mean / MaxPool Indices
+    output that nothing reads; constant Slice axes and Resize axes with constant scales stay clean."""
+    ln_inits = [_init("gamma", np.ones(8, np.float32)), _init("beta", np.zeros(8, np.float32))]
+    ln = [helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["y", "mean"], name="ln", axis=-1)]
+    [problem] = [p for p in lint_onnx(_save(tmp_path / "ln.onnx", ln, ln_inits)) if p.severity == "error"]
+    assert (problem.rule, problem.node) == ("trt-parser-restriction", "ln") and "mean" in problem.message
+    assert "onnxOpCheckers.cpp" in problem.source and "96e7811" in problem.source
+    pool = [helper.make_node("MaxPool", ["x"], ["y", "idx"], name="pool", kernel_shape=[2, 2])]
+    assert _errors(_save(tmp_path / "pool.onnx", pool, [])) == {"trt-parser-restriction"}
+    starts, ends = _init("starts", np.array([0], np.int64)), _init("ends", np.array([4], np.int64))
+    axes = _init("axes", np.array([2], np.int64))
+    sliced = [helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["y"], name="slice")]
+    constant = _save(tmp_path / "slice.onnx", sliced, [starts, ends, axes])
+    assert _rules(constant, severity="warning") == set() and _errors(constant) == set()
+    moved = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Slice", ["shape", "starts", "ends"], ["axes"]),
+        helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["y"], name="slice"),
+    ]
+    tensor = _save(tmp_path / "tensor_axes.onnx", moved, [starts, ends])
+    assert _rules(tensor, severity="warning") == {"trt-tensor-axes"} and _errors(tensor) == set()
+    assert "trt-tensor-axes" not in _rules(tensor, version=11)
+    resize = [helper.make_node("Resize", ["x", "", "scales"], ["y"], name="resize", axes=[2, 3])]
+    scales = _init("scales", np.array([2.0, 2.0], np.float32))
+    assert _errors(_save(tmp_path / "resize.onnx", resize, [scales])) == set()
 
 
 def test_cli_exit_codes_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,7 +23,8 @@ from tests.compress.conftest import tiny_config
 from tests.export.conftest import randomise_batchnorm
 
 
-@pytest.mark.parametrize("name", ["resnet8", "mobilenetv2"])
+# wrn_16_2: pre-activation blocks (BNs after an addition stay BNs); vgg8: conv biases folded with their BN
+@pytest.mark.parametrize("name", ["resnet8", "mobilenetv2", "wrn_16_2", "vgg8"])
 def test_onnx_matches_pytorch_at_batch_1_and_8_and_keeps_a_dynamic_batch(name: str, tmp_path: Path) -> None:
     model = randomise_batchnorm(build(name, 10)).eval()
     path = to_onnx(
