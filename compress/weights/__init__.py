@@ -84,6 +84,7 @@ def start_weights(
                 f"checkpoint {str(file)!r} is a {meta['model']['arch']}, not {arch}; fix the arch or the path"
             )
     else:
+        meta = None
         named = dict(named or {})
         if arch.startswith("tv:") and set(named) == {"weights"}:
             file, label = torchvision_weights(arch[3:], named["weights"], role)
@@ -105,6 +106,8 @@ def start_weights(
             tensors = torchvision_keys(tensors)
         label = f"{label} ({file})"
     where = f"{role} weights {str(file)!r}"
+    if kind == "kdforge" and meta is not None:
+        tensors = _older_zoo(meta, tensors, set(model.state_dict()), where, role)
     if kind == "state_dict" or kind == "safetensors":
         tensors, reference = arrange(tensors, arch, set(model.state_dict()), weights_format, where)
         if reference is not None:
@@ -113,3 +116,24 @@ def start_weights(
         model, tensors, num_classes, where=where, arch=arch, fine_tune=fine_tune, path=str(path or file)
     )
     return Provenance(label, kind, sha256_file(file), loaded, reinitialised, classes)
+
+
+def _older_zoo(
+    meta: dict[str, Any], tensors: dict[str, Any], expected: set[str], where: str, role: str
+) -> dict[str, Any]:
+    """A kdforge checkpoint written before the zoo followed the reference models, under today's names
+    (compress/models/legacy_names.py); an old post-activation WRN needs `preact: false`: one line says so."""
+    if set(tensors) == expected:
+        return tensors
+    from kdforge.compress.models.legacy_names import upgrade
+
+    upgraded = upgrade(meta["model"], tensors, expected)
+    if upgraded is None:
+        return tensors
+    model_meta, renamed = upgraded
+    if model_meta.get("options", {}).get("preact") is False and set(renamed) != expected:
+        raise UserError(
+            f"{where} is a post-activation {model_meta['arch']}, written before kdforge's wrn_* became the "
+            f"reference (pre-activation) WRN: build it as one with --set {role}.options.preact=false"
+        )
+    return renamed

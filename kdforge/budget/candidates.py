@@ -27,12 +27,14 @@ ZOO_FAMILIES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
     ),
     "wrn": tuple((f"wrn_{d}_{w}", {}) for d in (16, 40) for w in (1, 2)),
     "mobilenetv2": tuple(("mobilenetv2", {"width_mult": m}) for m in (0.25, 0.5, 0.75, 1.0)),
-    "shufflenetv2": (("shufflenetv2", {}),),
+    "shufflenetv1": (("shufflenetv1", {}),),
+    "shufflenetv2": tuple(("shufflenetv2", {"net_size": size}) for size in (0.5, 1, 1.5)),
     "tv": tuple(
         (f"tv:{name}", {})
         for name in ("resnet18", "mobilenet_v3_small", "mobilenet_v2", "shufflenet_v2_x0_5", "squeezenet1_1")
     ),
 }
+CIFAR_FAMILIES = ("cnn", "resnet", "wrn", "mobilenetv2", "shufflenetv1", "shufflenetv2")
 TV_MIN_SIZE = 32  # torchvision's ImageNet models downsample 32x: smaller inputs vanish
 _SAFE = re.compile(r"[^A-Za-z0-9_+-]")  # no dots: names become file names in a bundle
 
@@ -73,7 +75,7 @@ def family_of(arch: str) -> str:
     """The zoo family an architecture belongs to (its name's stem)."""
     if arch.startswith("tv:"):
         return "tv"
-    for family in ("cnn", "resnet", "wrn", "mobilenetv2", "shufflenetv2"):
+    for family in CIFAR_FAMILIES:
         if arch.startswith(family):
             return family
     return arch
@@ -82,7 +84,7 @@ def family_of(arch: str) -> str:
 def default_families(teacher_arch: str, image_size: int) -> list[str]:
     """The teacher's own family, the CIFAR students and, from 32 px up, torchvision's small models."""
     families = [family_of(teacher_arch)] if family_of(teacher_arch) in ZOO_FAMILIES else []
-    families += [f for f in ("cnn", "resnet", "wrn", "mobilenetv2", "shufflenetv2") if f not in families]
+    families += [f for f in CIFAR_FAMILIES if f not in families]
     if image_size >= TV_MIN_SIZE:
         families.append("tv")
     return families

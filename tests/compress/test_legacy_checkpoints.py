@@ -12,7 +12,9 @@ import pytest
 import torch
 from kdforge.compress.config import NetworkConfig, load_recipe
 from kdforge.compress.data import build_data
+from kdforge.compress.errors import UserError
 from kdforge.compress.models import build
+from kdforge.compress.networks import start_network
 from kdforge.compress.train.checkpoint import load_model, save_checkpoint
 from kdforge.compress.train.meta import network_meta
 from torch import nn
@@ -62,12 +64,10 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("arch", "today", "recorded", "old_name"), CASES, ids=[c[0] + str(c[2]) for c in CASES]
-)
-def test_a_checkpoint_of_the_older_zoo_loads_with_the_same_logits(
-    tmp_path: Path, arch: str, today: dict, recorded: dict, old_name: Callable[[str], str]
-) -> None:
+def _old_checkpoint(
+    folder: Path, arch: str, today: dict, recorded: dict, old_name: Callable[[str], str]
+) -> tuple[Path, nn.Module]:
+    """A checkpoint as an older kdforge wrote it (its names and recorded options), and today's network."""
     config = load_recipe(str(REPO / "recipes" / "digits.yaml"), ["device=cpu"])
     data = build_data(config.data)
     torch.manual_seed(0)
@@ -75,8 +75,27 @@ def test_a_checkpoint_of_the_older_zoo_loads_with_the_same_logits(
     dropped = _zero_conv_biases(model) if arch.startswith("vgg") else set()
     tensors = {old_name(k): v for k, v in model.state_dict().items() if k not in dropped}
     meta = network_meta(NetworkConfig(arch=arch, options=recorded), data, "student", "ce", config)
-    path = save_checkpoint(tmp_path, "best", _Written(tensors), meta)
+    return save_checkpoint(folder, "best", _Written(tensors), meta), model
+
+
+@pytest.mark.parametrize(
+    ("arch", "today", "recorded", "old_name"), CASES, ids=[c[0] + str(c[2]) for c in CASES]
+)
+def test_a_checkpoint_of_the_older_zoo_loads_with_the_same_logits(
+    tmp_path: Path, arch: str, today: dict, recorded: dict, old_name: Callable[[str], str]
+) -> None:
+    path, model = _old_checkpoint(tmp_path, arch, today, recorded, old_name)
     loaded, checkpoint = load_model(path)
     with torch.no_grad():
         assert torch.equal(loaded.eval()(X), model(X))
     assert checkpoint.meta["model"]["options"] == (today or recorded)
+    if (
+        arch == "wrn_16_1" and not recorded
+    ):  # as --init: the recipe must build the old design, one line says so
+        with pytest.raises(
+            UserError, match=r"post-activation wrn_16_1, .* --set student\.options\.preact=false$"
+        ):
+            start_network(NetworkConfig(arch=arch, init=str(path)), 10, "student")
+    started, _ = start_network(NetworkConfig(arch=arch, options=dict(today), init=str(path)), 10, "student")
+    with torch.no_grad():
+        assert torch.equal(started.eval()(X), model(X))
