@@ -100,7 +100,7 @@ class TrainConfig:
     nonfinite_limit: NonNegative = 10  # skip: at most this many skipped updates in a run, then stop
 
 
-WeightsFormat = Literal["auto", "kdforge", "crd", "mdistiller-student", "mdistiller-teacher"]
+WeightsFormat = Literal["auto", "crd", "mdistiller-student", "mdistiller-teacher"]
 WEIGHTS_FORMATS: tuple[str, ...] = typing.get_args(WeightsFormat)
 
 
@@ -120,8 +120,8 @@ class NetworkConfig:
     init: str | None = None  # starting weights for training: a checkpoint, state dict or safetensors file
     # per-layer widths and dropped blocks of a pruned network (compress/shape.py); null: the arch's own
     shape: dict[str, Any] | None = None
-    # how `init`/`checkpoint` names its tensors (compress/weights/reference_format.py): auto-detected, or
-    # the CIFAR reference code's (crd), or one network of an mdistiller run file
+    # what `init`/`checkpoint` holds (compress/weights/reference_format.py): one network, kdforge's or the
+    # CIFAR reference code's (auto, crd), or one network of an mdistiller run file
     weights_format: WeightsFormat = "auto"
 
 

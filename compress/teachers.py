@@ -76,10 +76,10 @@ def load_teacher(
     spec = network_spec(network)
     model = build(spec.arch, data.num_classes, **spec.options)
     tensors, kind, _ = read_state_dict(path)
-    where = f"teacher {str(path)!r}"
-    tensors, reference = arrange(tensors, spec.arch, set(model.state_dict()), network.weights_format, where)
-    if reference is not None:
-        kind, where = reference, f"{where} (read as {reference})"
+    tensors, part, where = arrange(
+        tensors, spec.arch, set(model.state_dict()), network.weights_format, f"teacher {str(path)!r}"
+    )
+    kind = part or kind
     loaded, _, _ = fit_weights(
         model,
         tensors,

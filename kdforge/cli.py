@@ -489,14 +489,14 @@ def _training_command(
 
 
 def _format_flag(parser: argparse.ArgumentParser, flag: str, what: str) -> None:
-    """A flag naming how a weights file names its tensors (compress/weights/reference_format.py)."""
+    """A flag naming what a weights file holds (compress/weights/reference_format.py)."""
     from kdforge.compress.config import WEIGHTS_FORMATS
 
     parser.add_argument(
         flag,
         choices=WEIGHTS_FORMATS,
-        help=f"how {what} names its tensors: auto (default: kdforge's zoo names, else the CIFAR reference "
-        "code's, CRD / mdistiller), kdforge, crd, or one network of an mdistiller run checkpoint "
+        help=f"what {what} holds: auto (default: one network, kdforge's or the CIFAR reference code's, "
+        "CRD / mdistiller; crd is the same), or one network of an mdistiller run checkpoint "
         "(mdistiller-student, mdistiller-teacher)",
     )
 

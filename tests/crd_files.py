@@ -37,3 +37,43 @@ def crd_checkpoint(model: nn.Module, path: Path, x: torch.Tensor, *, legacy: boo
     if legacy:
         mark_storages_cuda(path)
     return path
+
+
+class _Payload:
+    """Unpickling this calls `touch` on a marker file: what a planted checkpoint would run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def legacy_payload_file(path: Path, marker: Path) -> Path:
+    """A pre-zip torch.save stream (magic, protocol, system info) whose object runs code when unpickled."""
+    import pickle
+
+    with open(path, "wb") as handle:
+        pickle.dump(0x1950A86A20F9469CFC6C, handle, protocol=2)  # torch's legacy magic number
+        pickle.dump(1001, handle, protocol=2)
+        sys_info = {
+            "protocol_version": 1001,
+            "little_endian": True,
+            "type_sizes": {"short": 2, "int": 4, "long": 4},
+        }
+        pickle.dump(sys_info, handle, protocol=2)
+        pickle.dump({"model": _Payload(marker)}, handle, protocol=2)
+    return path
+
+
+def legacy_oversized_file(path: Path, numel: int) -> Path:
+    """A pre-zip torch.save file of 4 floats whose storage record claims `numel` elements."""
+    torch.save({"w": torch.zeros(4)}, path, _use_new_zipfile_serialization=False)
+    data = path.read_bytes()
+    record = b"X\x03\x00\x00\x00cpuq\x06K\x04N"  # location 'cpu', then the element count 4 (BININT1)
+    assert record in data, "torch.save's legacy layout changed"
+    long8 = b"\x8a\x08" + numel.to_bytes(8, "little")  # LONG1 with 8 bytes
+    path.write_bytes(data.replace(record, record[:-3] + long8 + b"N"))
+    return path

@@ -108,10 +108,9 @@ def start_weights(
     where = f"{role} weights {str(file)!r}"
     if kind == "kdforge" and meta is not None:
         tensors = _older_zoo(meta, tensors, set(model.state_dict()), where, role)
-    if kind == "state_dict" or kind == "safetensors":
-        tensors, reference = arrange(tensors, arch, set(model.state_dict()), weights_format, where)
-        if reference is not None:
-            kind, where = reference, f"{where} (read as {reference})"
+    if kind in ("state_dict", "safetensors"):
+        tensors, part, where = arrange(tensors, arch, set(model.state_dict()), weights_format, where)
+        kind = part or kind
     loaded, reinitialised, classes = fit_weights(
         model, tensors, num_classes, where=where, arch=arch, fine_tune=fine_tune, path=str(path or file)
     )

@@ -209,6 +209,8 @@ def test_bad_wrn_sizes_are_user_errors(name: str) -> None:
         ("vgg_13", "vgg13"),
         ("mobilenet_v2", "mobilenetv2"),
         ("resnet152", "tv:resnet152"),
+        ("ShuffleV1", "shufflenetv1"),  # the reference code's name
+        ("ShuffleV2", "shufflenetv2"),
     ],
 )
 def test_unknown_name_suggests_the_nearest(name: str, nearest: str) -> None:

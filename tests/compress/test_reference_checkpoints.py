@@ -15,7 +15,7 @@ from kdforge.compress.models import build
 from kdforge.compress.networks import weights_network
 from torch import nn
 
-from tests.crd_files import crd_checkpoint
+from tests.crd_files import crd_checkpoint, legacy_oversized_file, legacy_payload_file
 from tests.export.conftest import randomise_batchnorm
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -81,3 +81,14 @@ def test_a_checkpoint_that_does_not_fit_names_the_first_tensor(tmp_path: Path) -
             100,
             "teacher",
         )
+
+
+def test_a_hostile_pre_zip_file_runs_nothing_and_allocates_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    payload = legacy_payload_file(tmp_path / "ckpt_epoch_240.pth", marker)
+    with pytest.raises(UserError, match=r"refused without running anything: it holds objects other than"):
+        weights_network(payload, NetworkConfig(arch="resnet20"), 100, "teacher")
+    assert not marker.exists()
+    oversized = legacy_oversized_file(tmp_path / "big.pth", 1 << 40)  # 4 TiB of float32 claimed
+    with pytest.raises(UserError, match=r"big\.pth' cannot be read as a PyTorch state dict \("):
+        weights_network(oversized, NetworkConfig(arch="resnet20"), 100, "teacher")
